@@ -1,0 +1,86 @@
+"""Fan-out, history and presence, behind one small interface chosen by URL.
+
+A backend assigns each chat message an id that is strictly increasing within
+its room, keeps the room's recent history, counts who is online, and hands
+every message and presence event to ``deliver`` in each process, in order.
+The memory backend goes through the same publish -> deliver path as Redis, so
+one process behaves like many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+#: One delivery: a chat message id (None for presence events) and its JSON payload.
+Item = tuple[int | None, bytes]
+Deliver = Callable[[str, list[Item]], None]
+
+
+class Unavailable(RuntimeError):
+    """The backend cannot take the request now; the caller may retry later."""
+
+
+@dataclass
+class Replay:
+    """What a joining client is owed: a gap (with its size, when known) and messages."""
+
+    messages: list[Item] = field(default_factory=list)
+    gap: bool = False
+    missed: int | None = None
+    #: The room's newest message id when the replay was read (0 when it has none).
+    last: int = 0
+
+
+class Backend(Protocol):
+    """The operations every backend implements."""
+
+    def start(self, deliver: Deliver) -> None:
+        """Subscribe this process: call deliver(room, items) for every event, in order."""
+
+    def publish(self, room: str, name: str, text: str) -> int:
+        """Store a chat message, fan it out, and return its id."""
+
+    def announce(self, room: str, payload: bytes) -> None:
+        """Fan out an event that is not kept in history."""
+
+    def replay(self, room: str, since: int | None, limit: int) -> Replay:
+        """Return the messages after since, or the last limit when since is None."""
+
+    def join(self, room: str, member: str, name: str) -> int:
+        """Add a member to the room's presence and return the room's online count."""
+
+    def leave(self, room: str, member: str) -> int:
+        """Remove a member from the room's presence and return the online count."""
+
+    def users(self, room: str) -> list[str]:
+        """Return the names of the members online in the room."""
+
+    def watch(self, room: str) -> None:
+        """Count one more local client in room.
+
+        Called on every join, before replay(); when it returns, every message
+        published later in that room will be delivered, even while another
+        thread is still setting the room up.
+        """
+
+    def unwatch(self, room: str) -> None:
+        """Count one local client fewer in room; stop reading it at zero."""
+
+    def healthy(self) -> bool:
+        """Tell whether the backend can take requests."""
+
+    def close(self) -> None:
+        """Stop delivering and release every resource."""
+
+
+def create(url: str, settings: dict[str, Any]) -> Backend:
+    """Return the backend for a CHAT_BACKEND_URL."""
+    if url.startswith("memory://"):
+        from .memory import MemoryBackend
+
+        return MemoryBackend(settings)
+    from .redis import RedisBackend
+
+    return RedisBackend(url, settings)

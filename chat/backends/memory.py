@@ -1,0 +1,109 @@
+"""The in-process backend: history and presence in dictionaries under one lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from .. import protocol
+from . import Deliver, Item, Replay
+
+
+class MemoryBackend:
+    """Keep rooms in this process; everything is lost when it stops."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._size = settings["HISTORY_SIZE"]
+        # Ids continue to grow across restarts (milliseconds since the epoch,
+        # times 1000), so a client that resumes with an id from before a
+        # restart is told it missed messages instead of getting stale matches.
+        self._epoch = time.time_ns() // 1_000_000 * 1000
+        self._lock = threading.Lock()
+        self._history: dict[str, deque[Item]] = {}
+        self._last: dict[str, int] = {}
+        self._members: dict[str, dict[str, str]] = {}
+        self._deliver: Deliver | None = None
+
+    def start(self, deliver: Deliver) -> None:
+        """Subscribe this process to every room."""
+        with self._lock:
+            self._deliver = deliver
+
+    def publish(self, room: str, name: str, text: str) -> int:
+        """Store a chat message, fan it out, and return its id."""
+        ts = time.time_ns() // 1_000_000
+        with self._lock:
+            message_id = self._last.get(room, self._epoch) + 1
+            self._last[room] = message_id
+            item = (message_id, protocol.chat(message_id, room, name, text, ts))
+            if self._size:
+                history = self._history.get(room)
+                if history is None:
+                    history = self._history[room] = deque(maxlen=self._size)
+                history.append(item)
+            # Delivering under the lock keeps deliveries in id order; deliver
+            # only enqueues, so no I/O happens here.
+            if self._deliver is not None:
+                self._deliver(room, [item])
+        return message_id
+
+    def announce(self, room: str, payload: bytes) -> None:
+        """Fan out an event that is not kept in history."""
+        with self._lock:
+            if self._deliver is not None:
+                self._deliver(room, [(None, payload)])
+
+    def replay(self, room: str, since: int | None, limit: int) -> Replay:
+        """Return the messages after since, or the last limit when since is None."""
+        with self._lock:
+            history = list(self._history.get(room, ()))
+            last = self._last.get(room, self._epoch)
+        if since is None:
+            return Replay(history[-limit:] if limit else [], last=last)
+        if since >= last:
+            return Replay(last=last)
+        if since < self._epoch:
+            return Replay(history, gap=True, missed=None, last=last)
+        oldest = history[0][0] if history else last + 1
+        newer = [item for item in history if item[0] > since]
+        if since + 1 < oldest:
+            return Replay(newer, gap=True, missed=oldest - since - 1, last=last)
+        return Replay(newer, last=last)
+
+    def join(self, room: str, member: str, name: str) -> int:
+        """Add a member to the room's presence and return the online count."""
+        with self._lock:
+            members = self._members.setdefault(room, {})
+            members[member] = name
+            return len(members)
+
+    def leave(self, room: str, member: str) -> int:
+        """Remove a member from the room's presence and return the online count."""
+        with self._lock:
+            members = self._members.get(room, {})
+            members.pop(member, None)
+            if not members:
+                self._members.pop(room, None)
+            return len(members)
+
+    def users(self, room: str) -> list[str]:
+        """Return the names of the members online in the room."""
+        with self._lock:
+            return sorted(self._members.get(room, {}).values())
+
+    def watch(self, room: str) -> None:
+        """Do nothing: this process sees every room."""
+
+    def unwatch(self, room: str) -> None:
+        """Do nothing: this process sees every room."""
+
+    def healthy(self) -> bool:
+        """Tell that memory is always there."""
+        return True
+
+    def close(self) -> None:
+        """Stop delivering."""
+        with self._lock:
+            self._deliver = None

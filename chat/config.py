@@ -1,0 +1,125 @@
+"""Settings: defaults, then CHAT_* from the environment, then a test mapping."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+def _number(kind: type, minimum: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def _switch(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "on", "true", "yes"}:
+        return True
+    if lowered in {"0", "off", "false", "no"}:
+        return False
+    raise ValueError("must be on or off")
+
+
+def _rate(text: str) -> tuple[float, float] | None:
+    """Parse "RATE[,BURST]" in messages per second, or "off"."""
+    if text.strip().lower() in {"0", "off", "none"}:
+        return None
+    rate, _, burst = text.partition(",")
+    per_second = float(rate)
+    size = float(burst) if burst else max(1.0, per_second * 4)
+    if per_second <= 0 or size < 1:
+        raise ValueError("must be RATE[,BURST] with RATE > 0 and BURST >= 1, or off")
+    return per_second, size
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    return tuple(item.strip().rstrip("/").lower() for item in text.split(",") if item.strip())
+
+
+def _backend_url(text: str) -> str:
+    if not text.startswith(("memory://", "redis://", "rediss://", "unix://")):
+        raise ValueError("must start with memory://, redis://, rediss:// or unix://")
+    return text
+
+
+def _optional_count(text: str) -> int | None:
+    if text.strip().lower() in {"", "auto"}:
+        return None
+    return _number(int, 1)(text)
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "BACKEND_URL": _backend_url,
+    "HEARTBEAT_INTERVAL": _number(float, 0.01),
+    "PING_INTERVAL": _number(float, 0.01),
+    "PING_TIMEOUT": _number(float, 0.01),
+    "MAX_MESSAGE_BYTES": _number(int, 1),
+    "RATE_LIMIT": _rate,
+    "OUTBOX_LIMIT": _number(int, 1024),
+    "HISTORY_SIZE": _number(int, 0),
+    "HISTORY_REPLAY": _number(int, 0),
+    "ALLOWED_ORIGINS": _origins,
+    "TRUST_PROXY": _switch,
+    "MAX_CONNECTIONS": _optional_count,
+    "MAX_CONNECTIONS_PER_IP": _number(int, 1),
+    "COMPRESSION": _switch,
+    "SHUTDOWN_TIMEOUT": _number(float, 0.1),
+}
+
+DEFAULTS: dict[str, Any] = {
+    "BACKEND_URL": "memory://",
+    "HEARTBEAT_INTERVAL": 5.0,
+    "PING_INTERVAL": 25.0,
+    "PING_TIMEOUT": 25.0,
+    "MAX_MESSAGE_BYTES": 64 * 1024,
+    "RATE_LIMIT": (5.0, 20.0),
+    "OUTBOX_LIMIT": 1024 * 1024,
+    "HISTORY_SIZE": 1000,
+    "HISTORY_REPLAY": 50,
+    "ALLOWED_ORIGINS": (),
+    "TRUST_PROXY": False,
+    "MAX_CONNECTIONS": None,
+    "MAX_CONNECTIONS_PER_IP": 50,
+    "COMPRESSION": False,
+    "SHUTDOWN_TIMEOUT": 5.0,
+}
+
+
+def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the settings, each named without its CHAT_ prefix."""
+    settings = dict(DEFAULTS)
+    if "CHAT_BACKEND_URL" not in environ and environ.get("REDIS_URL"):
+        settings["BACKEND_URL"] = _parse("REDIS_URL", "BACKEND_URL", environ["REDIS_URL"])
+    for key in PARSERS:
+        name = "CHAT_" + key
+        if name in environ:
+            settings[key] = _parse(name, key, environ[name])
+    for key, value in (overrides or {}).items():
+        if key.startswith("CHAT_"):
+            key = key[len("CHAT_"):]
+        if key in PARSERS and isinstance(value, str):
+            value = _parse("CHAT_" + key, key, value)
+        settings[key] = value
+    return settings
+
+
+def _parse(variable: str, key: str, text: str) -> Any:
+    try:
+        return PARSERS[key](text)
+    except ValueError as exc:
+        raise ConfigError(f"{variable}={text!r} is invalid: {exc}") from None
+
+
+def from_environment() -> dict[str, Any]:
+    """Return the settings from this process's environment."""
+    return load(os.environ)

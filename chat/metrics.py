@@ -1,0 +1,77 @@
+"""Prometheus metrics of one process, gathered across workers when they share a directory."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """Count connections, messages, bytes, drops and closes."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        self.directory = directory
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.open = Gauge(
+            "chat_connections", "Open WebSocket connections per room", ["room"],
+            registry=registry, multiprocess_mode="livesum",
+        )
+        self.messages_in = Counter("chat_messages_received", "Chat messages received from clients", registry=registry)
+        self.bytes_in = Counter("chat_received_bytes", "Characters of chat text received", registry=registry)
+        self.deliveries = Counter("chat_deliveries", "Events delivered to connections", registry=registry)
+        self.bytes_out = Counter("chat_sent_bytes", "Bytes of frames handed to sockets", registry=registry)
+        self.events = Counter(
+            "chat_events", "Outbox drops, slow-client closes and rate-limit hits", ["kind"], registry=registry
+        )
+        self.closes = Counter("chat_closes", "Closed connections by close code", ["code"], registry=registry)
+        self.fanout = Histogram(
+            "chat_fanout_seconds", "Time to hand one batch to every local connection",
+            registry=registry, buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
+        )
+
+    def joined(self, room: str) -> None:
+        """Count a connection into room."""
+        self.open.labels(room).inc()
+
+    def left(self, room: str) -> None:
+        """Count a connection out of room."""
+        self.open.labels(room).dec()
+
+    def received(self, size: int) -> None:
+        """Count one chat message from a client."""
+        self.messages_in.inc()
+        self.bytes_in.inc(size)
+
+    def delivered(self, count: int, size: int) -> None:
+        """Count events and bytes handed to connections."""
+        self.deliveries.inc(count)
+        self.bytes_out.inc(size)
+
+    def fanned_out(self, seconds: float) -> None:
+        """Record how long one fan-out round took."""
+        self.fanout.observe(seconds)
+
+    def count(self, kind: str) -> None:
+        """Count one slow-client close, outbox drop or rate-limit hit."""
+        self.events.labels(kind).inc()
+
+    def closed(self, code: int) -> None:
+        """Count a connection closed with code."""
+        self.closes.labels(str(code)).inc()
+
+    def render(self) -> bytes:
+        """Return the metrics in Prometheus text format."""
+        if self.directory:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.directory)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,109 @@
+"""Protocol v1: validate client input and build outbound events, with no I/O."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from json import dumps
+from json.encoder import encode_basestring as _quote
+
+HEARTBEAT = b'{"state":1,"message":"\xe5\xbf\x83\xe8\xb7\xb3"}'
+ROOM_PATTERN = re.compile(r"[a-z0-9_-]{1,32}")
+DEFAULT_ROOM = "lobby"
+MAX_NAME_LENGTH = 32
+
+
+class ProtocolError(ValueError):
+    """Client input that the protocol does not accept."""
+
+
+def room(text: str | None) -> str:
+    """Return the room named by text, or raise ProtocolError."""
+    if text is None or text == "":
+        return DEFAULT_ROOM
+    if not ROOM_PATTERN.fullmatch(text):
+        raise ProtocolError("room must be 1-32 of a-z 0-9 _ -")
+    return text
+
+
+def name(text: str | None) -> str:
+    """Return the display name given by text, or a random guest name."""
+    if text is None:
+        return "guest-" + secrets.token_hex(2)
+    trimmed = text.strip()
+    if not trimmed:
+        return "guest-" + secrets.token_hex(2)
+    if len(trimmed) > MAX_NAME_LENGTH:
+        raise ProtocolError(f"name must be at most {MAX_NAME_LENGTH} characters")
+    if not trimmed.isprintable():
+        raise ProtocolError("name must not contain control characters")
+    return trimmed
+
+
+def since(text: str | None) -> int | None:
+    """Return the message id a client last saw, or None when it gave none."""
+    if text is None or text == "":
+        return None
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise ProtocolError("since must be a message id")
+    return int(text)
+
+
+def is_blank(text: str) -> bool:
+    """Tell whether a chat message has nothing to show."""
+    return not text or text.isspace()
+
+
+def chat(message_id: int, room_name: str, sender: str, text: str, ts: int) -> bytes:
+    """Build the state-2 frame payload of a chat message."""
+    return (
+        '{"state":2,"message":%s,"id":"%d","room":"%s","name":%s,"ts":%d}'
+        % (_quote(text), message_id, room_name, _quote(sender), ts)
+    ).encode()
+
+
+def presence(
+    event: str,
+    room_name: str,
+    who: str,
+    online: int,
+    users: list[str] | None = None,
+) -> bytes:
+    """Build a state-3 join, leave or welcome event."""
+    body: dict[str, object] = {
+        "state": 3,
+        "message": _presence_text(event, who, online),
+        "event": event,
+        "room": room_name,
+        "name": who,
+        "online": online,
+    }
+    if event == "welcome":
+        body["you"] = who
+        body["users"] = users or []
+    return _encode(body)
+
+
+def _presence_text(event: str, who: str, online: int) -> str:
+    if event == "join":
+        return f"{who} joined"
+    if event == "leave":
+        return f"{who} left"
+    return f"welcome, {who}: {online} online"
+
+
+def gap(room_name: str, missed: int | None) -> bytes:
+    """Build the state-3 event that tells a resuming client it missed messages."""
+    text = "some messages were missed" if missed is None else f"{missed} messages were missed"
+    return _encode(
+        {"state": 3, "message": text, "event": "gap", "room": room_name, "missed": missed}
+    )
+
+
+def notice(code: str, text: str) -> bytes:
+    """Build a state-4 notice for one client."""
+    return _encode({"state": 4, "code": code, "message": text})
+
+
+def _encode(body: dict[str, object]) -> bytes:
+    return dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

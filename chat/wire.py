@@ -1,0 +1,88 @@
+"""The one place that reaches into simple-websocket and builds raw frames.
+
+flask-sock hands each route a ``simple_websocket.Server`` that has done the
+handshake and would start a reader thread.  This server reads the socket from
+the connection's own thread instead, so the reader thread is replaced by one
+that never starts, and the route takes over the socket and the wsproto state.
+``check()`` fails loudly if an upgrade of simple-websocket changes what is used.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import simple_websocket
+from wsproto import ConnectionState, WSConnection
+
+TESTED_VERSIONS = {"simple-websocket": "1.1.0", "wsproto": "1.3.2", "flask-sock": "0.7.0"}
+PING = b"\x89\x00"
+
+
+class DormantThread:
+    """Stand in for simple-websocket's reader thread and never run."""
+
+    def __init__(self, target: Callable[[], Any] | None = None, **_: Any) -> None:
+        self.name = "simple-websocket-reader-unused"
+        self.target = target
+
+    def start(self) -> None:
+        """Do nothing: the connection's own thread reads the socket."""
+
+    def is_alive(self) -> bool:
+        return False
+
+    def join(self, timeout: float | None = None) -> None:
+        """Return at once: there is nothing to wait for."""
+
+
+def server_options() -> dict[str, Any]:
+    """Return the options flask-sock passes to every simple-websocket Server."""
+    return {"thread_class": DormantThread}
+
+
+def take_over(ws: simple_websocket.Server) -> tuple[Any, WSConnection]:
+    """Return the socket and wsproto connection of an accepted WebSocket."""
+    sock, protocol = ws.sock, ws.ws
+    if not isinstance(protocol, WSConnection) or protocol.state is not ConnectionState.OPEN:
+        raise RuntimeError("simple-websocket did not hand over an open wsproto connection")
+    # flask-sock calls ws.close() after the route returns; the route has
+    # already closed the connection, so that call must find it closed.
+    ws.connected = False
+    return sock, protocol
+
+
+def compressed(protocol: WSConnection) -> bool:
+    """Tell whether the client and server agreed on permessage-deflate."""
+    connection = protocol.connection
+    return connection is not None and bool(connection._proto.extensions)
+
+
+def check() -> None:
+    """Raise RuntimeError if simple-websocket no longer works the way take_over needs."""
+    base = simple_websocket.ws.Base
+    missing = [
+        name for name in ("thread_class", "receive_bytes")
+        if name not in base.__init__.__code__.co_varnames
+    ]
+    if missing:
+        raise RuntimeError(f"simple-websocket Base() no longer takes {missing}")
+    if not hasattr(WSConnection(simple_websocket.ws.ConnectionType.SERVER), "connection"):
+        raise RuntimeError("wsproto.WSConnection no longer has .connection")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """Encode payload as one unmasked, unfragmented text frame."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """Encode an unmasked close frame with a status code and a short reason."""
+    body = struct.pack("!H", code) + reason.encode()[:123]
+    return bytes((0x88, len(body))) + body

@@ -1,0 +1,133 @@
+"""The /ws endpoint: check the handshake, then run one connection on this thread."""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+
+from flask import Blueprint, Request, abort, request
+from flask_sock import Sock
+
+from . import protocol, state, wire
+from .backends import Unavailable
+from .connection import CLOSE_WAIT, INTERNAL, POLICY, TRY_AGAIN, Connection
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("ws", __name__)
+sock = Sock()
+
+
+@bp.before_request
+def check_handshake() -> None:
+    """Refuse a foreign origin with 403 and take permessage-deflate off the offer unless enabled."""
+    settings = state().settings
+    origin = request.headers.get("Origin")
+    if origin is not None and not origin_allowed(origin, request, settings):
+        log.info("refused origin %s from %s", origin, remote_address(request, settings["TRUST_PROXY"]))
+        abort(403, description=f"origin {origin} is not allowed")
+    if not settings["COMPRESSION"]:
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+
+def origin_allowed(origin: str, req: Request, settings: dict) -> bool:
+    """Tell whether a page from origin may open a WebSocket here."""
+    allowed = settings["ALLOWED_ORIGINS"]
+    origin = origin.rstrip("/").lower()
+    if "*" in allowed or origin in allowed:
+        return True
+    scheme, host = req.scheme, req.headers.get("Host", "")
+    if settings["TRUST_PROXY"]:
+        scheme = req.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
+        host = req.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+    return origin == f"{scheme}://{host}".lower()
+
+
+def remote_address(req: Request, trust_proxy: bool) -> str:
+    """Return the client's address, from X-Forwarded-For only behind a trusted proxy."""
+    forwarded = req.headers.get("X-Forwarded-For") if trust_proxy else None
+    if forwarded:
+        return forwarded.split(",")[-1].strip()
+    return req.remote_addr or "unknown"
+
+
+@sock.route("/ws", bp=bp)
+def chat_socket(ws: object) -> None:
+    """Serve one chat client until it leaves."""
+    chat = state()
+    settings = chat.settings
+    raw, ws_protocol = wire.take_over(ws)
+    address = remote_address(request, settings["TRUST_PROXY"])
+    try:
+        room = protocol.room(request.args.get("room"))
+        name = protocol.name(request.args.get("name"))
+        since = protocol.since(request.args.get("since"))
+    except protocol.ProtocolError as exc:
+        refuse(raw, POLICY, str(exc))
+        chat.metrics.closed(POLICY)
+        return
+    refusal = chat.hub.admit(address)
+    if refusal is not None:
+        log.info("refused %s: %s", address, refusal[1])
+        refuse(raw, *refusal)
+        chat.metrics.closed(refusal[0])
+        return
+    conn = Connection(raw, ws_protocol, chat.hub, room=room, name=name, remote=address, settings=settings)
+    log.info("connect %s room=%s", address, room)
+    try:
+        if chat.hub.join(conn, since):
+            conn.serve()
+    except Unavailable:
+        log.warning("backend unavailable: closing %s", address)
+        conn.close(TRY_AGAIN, "chat backend unavailable, try again later")
+        linger(raw, conn)
+    except Exception:
+        log.exception("connection %s failed", address)
+        conn.close(INTERNAL, "internal error")
+        linger(raw, conn)
+    finally:
+        chat.hub.leave(conn)
+        chat.hub.release(address)
+        shut(raw)
+        code = conn.close_code or 1006
+        chat.metrics.closed(code)
+        log.info(
+            "disconnect %s room=%s code=%s duration=%.1fs",
+            address, room, code, time.monotonic() - conn.started,
+        )
+
+
+def refuse(raw: socket.socket, code: int, reason: str) -> None:
+    """Close a connection that was never admitted, and let the client read why."""
+    try:
+        raw.sendall(wire.close_frame(code, reason))
+        raw.shutdown(socket.SHUT_WR)
+        drain(raw, CLOSE_WAIT)
+    except OSError:
+        pass
+
+
+def linger(raw: socket.socket, conn: Connection) -> None:
+    """Give a closing client a moment to read the close frame."""
+    if conn.flush():
+        drain(raw, CLOSE_WAIT)
+
+
+def drain(raw: socket.socket, seconds: float) -> None:
+    """Read and drop what the client still sends until it closes or seconds pass."""
+    deadline = time.monotonic() + seconds
+    poller = select.poll()
+    poller.register(raw.fileno(), select.POLLIN)
+    while (left := deadline - time.monotonic()) > 0:
+        if poller.poll(left * 1000) and not raw.recv(65536):
+            return
+
+
+def shut(raw: socket.socket) -> None:
+    """End the TCP connection in both directions."""
+    try:
+        raw.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

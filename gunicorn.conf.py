@@ -1,0 +1,74 @@
+"""Gunicorn settings: gthread workers, one WebSocket per thread, bound to $PORT."""
+
+import os
+import signal
+import sys
+import threading
+
+from chat import config as chat_config
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+worker_class = "gthread"
+# Every open WebSocket holds one thread for its whole life, so threads is the
+# connection limit of a worker; a few are kept for plain HTTP requests.
+threads = 1000
+worker_connections = 100_000
+graceful_timeout = 10
+timeout = 30
+keepalive = 5
+control_socket_disable = True
+accesslog = None
+HTTP_RESERVE = 4
+
+
+def on_starting(server):
+    """Refuse to split rooms across workers that share no backend."""
+    try:
+        settings = chat_config.from_environment()
+    except chat_config.ConfigError as exc:
+        sys.exit(f"chat: {exc}")
+    if server.cfg.workers > 1 and settings["BACKEND_URL"].startswith("memory://"):
+        sys.exit(
+            f"chat: {server.cfg.workers} workers with the memory backend would split every room: "
+            "run one worker, or set CHAT_BACKEND_URL (or REDIS_URL) to a Redis URL so workers share rooms"
+        )
+
+
+def when_ready(server):
+    """Print the address to open."""
+    for address in server.cfg.address:
+        if isinstance(address, tuple):
+            host, port = address[0], address[1]
+            if host in ("0.0.0.0", "::", ""):
+                host = "127.0.0.1"
+            print(f"Chat is running: open http://{host}:{port}/ in your browser", flush=True)
+
+
+def post_worker_init(worker):
+    """Size the connection limit to the worker, and close every socket with 1001 on SIGTERM."""
+    chat = worker.wsgi.extensions["chat"]
+    hub = chat.hub
+    if chat.settings["MAX_CONNECTIONS"] is None:
+        capacity = worker.cfg.threads if worker.cfg.worker_class_str == "gthread" else worker.cfg.worker_connections
+        hub.limit = max(1, capacity - HTTP_RESERVE)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        closer = threading.Thread(
+            target=hub.shutdown, args=(chat.settings["SHUTDOWN_TIMEOUT"],), name="chat-shutdown"
+        )
+        closer.start()
+        worker.chat_shutdown = closer
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def worker_exit(server, worker):
+    """Wait for the connections to close and the fan-out thread to stop."""
+    closer = getattr(worker, "chat_shutdown", None)
+    if closer is not None:
+        closer.join(timeout=graceful_timeout)
+    else:
+        worker.wsgi.extensions["chat"].hub.stop()
