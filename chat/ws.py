@@ -16,6 +16,10 @@ from .connection import CLOSE_WAIT, INTERNAL, POLICY, TRY_AGAIN, Connection
 
 log = logging.getLogger(__name__)
 
+#: How long a refused client may take to answer the close frame: short, since
+#: a burst of refusals must not hold the threads kept for other requests.
+REFUSE_WAIT = 0.5
+
 bp = Blueprint("ws", __name__)
 sock = Sock()
 
@@ -104,7 +108,7 @@ def refuse(raw: socket.socket, code: int, reason: str) -> None:
     try:
         raw.sendall(wire.close_frame(code, reason))
         raw.shutdown(socket.SHUT_WR)
-        drain(raw, CLOSE_WAIT)
+        drain(raw, REFUSE_WAIT)
     except OSError:
         pass
 

@@ -49,10 +49,14 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, message: st
 class Server:
     """A chat server in a subprocess: gunicorn (gthread or gevent) or the Flask development server."""
 
-    def __init__(self, kind: str = "gthread", workers: int = 1, threads: int = 64, **env: str) -> None:
+    def __init__(self, kind: str = "gthread", workers: int = 1, threads: int = 300, **env: str) -> None:
         self.kind, self.workers, self.threads = kind, workers, threads
         self.port = free_port()
-        self.env = {**os.environ, "CHAT_HEARTBEAT_INTERVAL": "5", **{k: str(v) for k, v in env.items()}}
+        self.env = {
+            **os.environ,
+            "CHAT_HEARTBEAT_INTERVAL": "5",
+            "CHAT_MAX_CONNECTIONS_PER_IP": "100000",
+            **{k: str(v) for k, v in env.items()}}
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.process: subprocess.Popen | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"chat-server-{self.port}.log"
