@@ -1,0 +1,61 @@
+"""Settings: defaults, CHAT_* variables, test values, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat import config, create_app
+
+
+def test_defaults():
+    """With no variables every setting has its documented default."""
+    settings = config.load({})
+    assert settings["BACKEND_URL"] == "memory://"
+    assert settings["HEARTBEAT_INTERVAL"] == 5.0
+    assert settings["RATE_LIMIT"] == (5.0, 20.0)
+    assert settings["COMPRESSION"] is False
+    assert settings["MAX_MESSAGE_BYTES"] == 65536
+
+
+def test_environment_then_test_config():
+    """CHAT_* variables override defaults, and the test mapping overrides both."""
+    settings = config.load(
+        {"CHAT_HEARTBEAT_INTERVAL": "2.5", "CHAT_RATE_LIMIT": "10,30", "CHAT_COMPRESSION": "on"},
+        {"HEARTBEAT_INTERVAL": 1},
+    )
+    assert settings["HEARTBEAT_INTERVAL"] == 1
+    assert settings["RATE_LIMIT"] == (10.0, 30.0)
+    assert settings["COMPRESSION"] is True
+
+
+def test_redis_url_is_used_when_no_backend_is_set():
+    """REDIS_URL, as a Heroku add-on sets it, selects the Redis backend."""
+    assert config.load({"REDIS_URL": "redis://h:1/0"})["BACKEND_URL"] == "redis://h:1/0"
+    chosen = config.load({"REDIS_URL": "redis://h:1/0", "CHAT_BACKEND_URL": "memory://"})
+    assert chosen["BACKEND_URL"] == "memory://"
+
+
+def test_origins_and_rate_off():
+    """Origins are a trimmed lower-case list; a rate limit can be turned off."""
+    settings = config.load({"CHAT_ALLOWED_ORIGINS": "https://A.example/, http://b.example", "CHAT_RATE_LIMIT": "off"})
+    assert settings["ALLOWED_ORIGINS"] == ("https://a.example", "http://b.example")
+    assert settings["RATE_LIMIT"] is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CHAT_HEARTBEAT_INTERVAL", "soon"),
+        ("CHAT_HEARTBEAT_INTERVAL", "0"),
+        ("CHAT_MAX_MESSAGE_BYTES", "-5"),
+        ("CHAT_RATE_LIMIT", "fast"),
+        ("CHAT_COMPRESSION", "maybe"),
+        ("CHAT_BACKEND_URL", "postgres://x"),
+        ("CHAT_MAX_CONNECTIONS", "0"),
+    ],
+)
+def test_bad_values_name_the_variable(monkeypatch, variable, value):
+    """A bad value stops create_app with a message that names the variable."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(config.ConfigError, match=variable):
+        create_app()

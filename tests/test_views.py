@@ -1,0 +1,47 @@
+"""The page, the health check and the metrics, through Flask's test client."""
+
+from __future__ import annotations
+
+
+def test_page_is_served_with_a_strict_policy(client):
+    """The chat page allows only its own scripts and WebSocket origin, and no sniffing."""
+    response = client.get("/", headers={"Host": "chat.example:8000"})
+    assert response.status_code == 200
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "ws://chat.example:8000" in policy
+    assert "unsafe-inline" not in policy
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert b"<script" in response.data and b"chat.js" in response.data
+
+
+def test_page_has_no_inline_script(client):
+    """Every script on the page comes from a file."""
+    html = client.get("/").data.decode()
+    for tag in html.split("<script")[1:]:
+        assert "src=" in tag.split(">")[0]
+        assert tag.split(">", 1)[1].startswith("</script")
+
+
+def test_healthz_reports_connections_and_backend(client):
+    """/healthz answers 200 with the connection count and the backend state."""
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "connections": 0, "backend": True}
+
+
+def test_metrics_are_prometheus_text(client):
+    """/metrics serves the chat counters in Prometheus text format."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    body = response.data.decode()
+    for name in ("chat_connections", "chat_deliveries_total", "chat_closes_total", "chat_fanout_seconds"):
+        assert name in body
+
+
+def test_plain_get_on_ws_explains_itself(client):
+    """A GET on /ws without an upgrade is a 400 that says it is a WebSocket endpoint."""
+    response = client.get("/ws")
+    assert response.status_code == 400
+    assert b"WebSocket" in response.data

@@ -1,0 +1,51 @@
+"""The adapter over simple-websocket and wsproto: loud failure when their internals change."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import pytest
+from wsproto import ConnectionType
+from wsproto.connection import Connection as Protocol
+from wsproto.events import CloseConnection, TextMessage
+
+from chat import wire
+
+
+def test_pinned_versions_are_the_tested_ones():
+    """The installed simple-websocket, wsproto and flask-sock are the versions the adapter was tested with."""
+    for package, expected in wire.TESTED_VERSIONS.items():
+        assert version(package) == expected, f"{package} changed: re-check chat/wire.py"
+
+
+def test_internals_the_adapter_uses_are_there():
+    """simple-websocket still takes thread_class and wsproto still exposes its connection."""
+    wire.check()
+
+
+def test_dormant_thread_never_runs_its_target():
+    """The stand-in for simple-websocket's reader thread does not run the reader."""
+    ran = []
+    thread = wire.DormantThread(target=lambda: ran.append(1))
+    thread.start()
+    thread.join()
+    assert not ran and not thread.is_alive()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 300_000])
+def test_text_frames_parse_in_a_real_client(size):
+    """Frames built once for every recipient are what a conformant client parses back."""
+    text = ("é" * size)[:size]
+    client = Protocol(ConnectionType.CLIENT)
+    client.receive_data(wire.text_frame(text.encode()))
+    events = list(client.events())
+    assert len(events) >= 1 and all(isinstance(e, TextMessage) for e in events)
+    assert "".join(e.data for e in events) == text
+
+
+def test_close_frame_parses_with_code_and_reason():
+    """A close frame carries its status code and a reason cut to fit a control frame."""
+    client = Protocol(ConnectionType.CLIENT)
+    client.receive_data(wire.close_frame(1013, "x" * 500))
+    (event,) = client.events()
+    assert isinstance(event, CloseConnection) and event.code == 1013 and len(event.reason) == 123
