@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask, current_app
 from werkzeug.routing.exceptions import WebsocketMismatch
+from wsproto.utilities import RemoteProtocolError
 
 from . import backends, config, wire
 from .hub import Hub
@@ -46,6 +47,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ws.bp)
     ws.sock.init_app(app)
     app.register_error_handler(WebsocketMismatch, _not_a_websocket)
+    app.register_error_handler(RemoteProtocolError, _bad_handshake)
     return app
 
 
@@ -59,6 +61,10 @@ def _not_a_websocket(error: WebsocketMismatch) -> tuple[str, int]:
         "400 Bad Request: /ws is a WebSocket endpoint; connect to it with a WebSocket client.\n",
         400,
     )
+
+
+def _bad_handshake(error: RemoteProtocolError) -> tuple[str, int]:
+    return f"400 Bad Request: invalid WebSocket handshake: {error}\n", 400
 
 
 def _configure_logging() -> None:

@@ -28,6 +28,8 @@ sock = Sock()
 def check_handshake() -> None:
     """Refuse a foreign origin with 403 and take permessage-deflate off the offer unless enabled."""
     settings = state().settings
+    if request.headers.get("Sec-WebSocket-Version") != "13" or not request.headers.get("Sec-WebSocket-Key"):
+        abort(400, description="a WebSocket handshake needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13")
     origin = request.headers.get("Origin")
     if origin is not None and not origin_allowed(origin, request, settings):
         log.info("refused origin %s from %s", origin, remote_address(request, settings["TRUST_PROXY"]))

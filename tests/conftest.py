@@ -18,6 +18,7 @@ import pytest
 import websocket
 
 from chat import create_app
+from redis_server import *  # noqa: F403  (the redis_url fixtures)
 
 
 ROOT = Path(__file__).resolve().parent.parent

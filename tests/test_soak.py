@@ -1,0 +1,47 @@
+"""Soak and churn: repeated waves of clients leave no memory, thread or registry growth.
+
+`make soak` runs the long version (20 waves of 500 clients); `make test` a short one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conftest import Server, wait_for
+from crowd import Crowd, masked
+
+LONG = os.environ.get("CHAT_SOAK") == "long"
+WAVES, CLIENTS = (20, 500) if LONG else (5, 200)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_waves_of_clients_leave_nothing_behind():
+    """RSS after the last wave is within 10% of after the first; threads and registry do not grow."""
+    server = Server("gthread", threads=CLIENTS + 50, CHAT_RATE_LIMIT="off", CHAT_HEARTBEAT_INTERVAL="0.5")
+    server.start()
+    try:
+        (worker,) = server.worker_pids()
+        after: list[tuple[int, int]] = []
+        for wave in range(WAVES):
+            crowd = Crowd(server.port, "/ws?room=soak", CLIENTS)
+            for number, member in enumerate(crowd.members[:20]):
+                member.sock.send(masked(0x1, f"wave {wave} message {number}".encode()))
+            crowd.pump(30, until=lambda: all(m.texts >= 20 for m in crowd.members))
+            assert all(m.texts >= 20 for m in crowd.members), "a client missed messages"
+            crowd.close(clean=wave % 2 == 0)
+            wait_for(lambda: server.health()["connections"] == 0, 30, f"wave {wave} to leave")
+            after.append((rss_kb(worker), server.threads_of(worker)))
+        first_rss, first_threads = after[1]
+        last_rss, last_threads = after[-1]
+        assert last_rss <= first_rss * 1.10, f"RSS grew from {first_rss} KB to {last_rss} KB: {after}"
+        assert last_threads <= first_threads, f"threads grew: {after}"
+        print(f"\nsoak: {WAVES} waves of {CLIENTS}: (RSS KB, threads) after each wave: {after}")
+    finally:
+        server.stop()
