@@ -1,11 +1,18 @@
 """Gunicorn settings: gthread workers, one WebSocket per thread, bound to $PORT."""
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 
-from chat import config as chat_config
+# prometheus_client reads this when it is first imported: workers write their
+# metrics to files here, and /metrics sums them over every worker.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chat-metrics-")
+
+from chat import config as chat_config  # noqa: E402
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
@@ -72,3 +79,17 @@ def worker_exit(server, worker):
         closer.join(timeout=graceful_timeout)
     else:
         worker.wsgi.extensions["chat"].hub.stop()
+
+
+def child_exit(server, worker):
+    """Drop the live gauges of a worker that is gone."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory this configuration created."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if os.path.basename(directory).startswith("chat-metrics-"):
+        shutil.rmtree(directory, ignore_errors=True)

@@ -74,6 +74,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "MAX_CONNECTIONS_PER_IP": _number(int, 1),
     "COMPRESSION": _switch,
     "SHUTDOWN_TIMEOUT": _number(float, 0.1),
+    "PRESENCE_TTL": _number(float, 1),
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -92,6 +93,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONNECTIONS_PER_IP": 50,
     "COMPRESSION": False,
     "SHUTDOWN_TIMEOUT": 5.0,
+    "PRESENCE_TTL": 30.0,
 }
 
 

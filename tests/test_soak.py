@@ -1,6 +1,9 @@
 """Soak and churn: repeated waves of clients leave no memory, thread or registry growth.
 
 `make soak` runs the long version (20 waves of 500 clients); `make test` a short one.
+glibc's per-thread malloc caches keep growing in long-lived pool threads for many
+waves (about 2 KB per thread per wave here, slowly levelling off); they are turned
+off in the server under test so that what is measured is this code's memory.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from conftest import Server, wait_for
 from crowd import Crowd, masked
 
 LONG = os.environ.get("CHAT_SOAK") == "long"
-WAVES, CLIENTS = (20, 500) if LONG else (5, 200)
+WAVES, CLIENTS = (20, 500) if LONG else (7, 200)
+#: The first waves start the pool's threads and fill the allocator's pools; growth is measured after them.
+WARMUP = 3
 
 
 def rss_kb(pid: int) -> int:
@@ -23,8 +28,11 @@ def rss_kb(pid: int) -> int:
 
 
 def test_waves_of_clients_leave_nothing_behind():
-    """RSS after the last wave is within 10% of after the first; threads and registry do not grow."""
-    server = Server("gthread", threads=CLIENTS + 50, CHAT_RATE_LIMIT="off", CHAT_HEARTBEAT_INTERVAL="0.5")
+    """RSS after the last wave is within 10% of after the warm-up; threads and registry do not grow."""
+    server = Server(
+        "gthread", threads=CLIENTS + 50, CHAT_RATE_LIMIT="off", CHAT_HEARTBEAT_INTERVAL="0.5",
+        GLIBC_TUNABLES="glibc.malloc.tcache_count=0",
+    )
     server.start()
     try:
         (worker,) = server.worker_pids()
@@ -38,7 +46,7 @@ def test_waves_of_clients_leave_nothing_behind():
             crowd.close(clean=wave % 2 == 0)
             wait_for(lambda: server.health()["connections"] == 0, 30, f"wave {wave} to leave")
             after.append((rss_kb(worker), server.threads_of(worker)))
-        first_rss, first_threads = after[1]
+        first_rss, first_threads = after[WARMUP - 1]
         last_rss, last_threads = after[-1]
         assert last_rss <= first_rss * 1.10, f"RSS grew from {first_rss} KB to {last_rss} KB: {after}"
         assert last_threads <= first_threads, f"threads grew: {after}"

@@ -1,0 +1,285 @@
+"""Drive the chat page in a real Chromium against a real server."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DESKTOP = {"width": 1100, "height": 700}
+PHONE = {"width": 360, "height": 640}
+# A loaded CI machine can take longer than Playwright's default of 5 s.
+expect.set_options(timeout=10_000)
+
+Opener = Callable[..., Page]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """Launch Debian's Chromium once for the module, its profile folders in a temp folder."""
+    home = tmp_path_factory.mktemp("chromium")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("XDG_CONFIG_HOME", str(home / "config"))
+        env.setenv("XDG_CACHE_HOME", str(home / "cache"))
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+            yield chromium
+            chromium.close()
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[Opener]:
+    """Open pages, each in its own context, and fail on any uncaught script error."""
+    contexts = []
+    errors: list[str] = []
+
+    def open_(base_url: str, room: str, name: str, viewport: dict[str, int] = DESKTOP) -> Page:
+        context = browser.new_context(viewport=viewport)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(f"{name}: {error}"))
+        page.on("dialog", lambda dialog: refuse(dialog, errors))
+        page.goto(base_url + "/")
+        join(page, room, name)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert errors == []
+
+
+def refuse(dialog: Dialog, errors: list[str]) -> None:
+    """Record a dialog the page should never open, and dismiss it."""
+    errors.append(f"dialog {dialog.message!r}")
+    dialog.dismiss()
+
+
+def join(page: Page, room: str, name: str) -> None:
+    """Choose room and name, and wait until the server has welcomed the page."""
+    page.get_by_test_id("room").fill(room)
+    page.get_by_test_id("name").fill(name)
+    page.get_by_test_id("join").click()
+    expect(page.get_by_test_id("status")).to_have_text("connected")
+    expect(page.get_by_test_id("users")).to_contain_text(name)
+
+
+def say(page: Page, text: str) -> None:
+    """Type a message and press Enter."""
+    page.get_by_test_id("input").fill(text)
+    page.get_by_test_id("input").press("Enter")
+
+
+def texts(page: Page) -> Locator:
+    """Return a locator for the text of every chat message on the page."""
+    return page.get_by_test_id("message").locator(".text")
+
+
+def test_message_reaches_every_page_once(server, open_page: Opener) -> None:
+    """A message typed in one page shows once in both pages, marked own only in the sender's."""
+    alice = open_page(server.url, "lobby", "alice")
+    bob = open_page(server.url, "lobby", "bob")
+    expect(alice.get_by_test_id("online")).to_have_text("2")
+
+    say(alice, "hello from alice")
+
+    for page in (alice, bob):
+        expect(texts(page)).to_have_text(["hello from alice"])
+        expect(page.get_by_test_id("message")).to_contain_text("alice")
+    expect(alice.get_by_test_id("input")).to_have_value("")
+    expect(alice.get_by_test_id("message")).to_have_class(re.compile(r"\bown\b"))
+    expect(bob.get_by_test_id("message")).not_to_have_class(re.compile(r"\bown\b"))
+
+
+def test_disconnect_then_connect(server, open_page: Opener) -> None:
+    """Disconnect closes the socket and stays closed; Connect reopens it and sending works."""
+    page = open_page(server.url, "lobby", "carol")
+    toggle = page.get_by_test_id("toggle")
+
+    toggle.click()
+    expect(page.get_by_test_id("status")).to_have_text("disconnected")
+    expect(toggle).to_have_text("Connect")
+    expect(page.get_by_test_id("send")).to_be_disabled()
+
+    toggle.click()
+    expect(page.get_by_test_id("status")).to_have_text("connected")
+    expect(toggle).to_have_text("Disconnect")
+    say(page, "back again")
+    expect(texts(page)).to_have_text(["back again"])
+
+
+def test_html_is_shown_as_text(server, open_page: Opener) -> None:
+    """Markup in a message and a name is shown literally and injects no element."""
+    payload = "<img src=x onerror=alert(1)>"
+    sender = open_page(server.url, "lobby", "<b>eve</b>")
+    reader = open_page(server.url, "lobby", "dave")
+
+    say(sender, payload)
+
+    for page in (sender, reader):
+        expect(texts(page)).to_have_text([payload])
+        expect(page.get_by_test_id("message").locator(".who")).to_have_text("<b>eve</b>")
+        expect(page.get_by_test_id("messages").locator("img, b")).to_have_count(0)
+    expect(reader.get_by_test_id("users").locator("b")).to_have_count(0)
+
+
+def test_rooms_are_separate(server, open_page: Opener) -> None:
+    """Pages in different rooms see neither each other's messages nor each other online."""
+    red = open_page(server.url, "red", "rita")
+    blue = open_page(server.url, "blue", "bert")
+
+    # Each page's own messages come down its one socket in order, so seeing
+    # the later one proves the earlier message of the other room never came.
+    say(red, "red 1")
+    expect(texts(red)).to_have_text(["red 1"])
+    say(blue, "blue 1")
+    expect(texts(blue)).to_have_text(["blue 1"])
+    say(red, "red 2")
+    expect(texts(red)).to_have_text(["red 1", "red 2"])
+
+    for page in (red, blue):
+        expect(page.get_by_test_id("online")).to_have_text("1")
+    expect(red.get_by_test_id("users")).not_to_contain_text("bert")
+
+
+def test_room_switch_clears_list_and_is_remembered(server, open_page: Opener) -> None:
+    """Joining another room empties the list, and a reload comes back to that room and name."""
+    page = open_page(server.url, "first", "remy")
+    say(page, "in first")
+    expect(texts(page)).to_have_text(["in first"])
+
+    join(page, "second", "remy")
+    expect(texts(page)).to_have_count(0)
+    say(page, "in second")
+    expect(texts(page)).to_have_text(["in second"])
+
+    page.reload()
+    expect(page.get_by_test_id("room")).to_have_value("second")
+    expect(page.get_by_test_id("name")).to_have_value("remy")
+    expect(page.get_by_test_id("status")).to_have_text("connected")
+    expect(texts(page)).to_have_text(["in second"])
+
+
+def test_offline_page_catches_up_once(make_server, open_page: Opener) -> None:
+    """A page cut off across a server restart comes back by itself with each missed message once."""
+    server = make_server(CHAT_HEARTBEAT_INTERVAL="0.2")
+    reader = open_page(server.url, "news", "reader")
+    say(reader, "first")
+    expect(texts(reader)).to_have_text(["first"])
+
+    # Offline emulation holds the open socket's frames instead of closing it;
+    # the restart is what really drops the connection.
+    reader.context.set_offline(True)
+    server.restart()
+    expect(reader.get_by_test_id("status")).to_have_text("reconnecting…", timeout=10_000)
+
+    writer = open_page(server.url, "news", "writer")
+    sent = [f"missed {n}" for n in range(1, 6)]
+    for text in sent:
+        say(writer, text)
+    expect(texts(writer)).to_have_text(sent)
+    expect(texts(reader)).to_have_text(["first"])
+
+    reader.context.set_offline(False)
+    expect(reader.get_by_test_id("status")).to_have_text("connected", timeout=10_000)
+    expect(texts(reader)).to_have_text(["first", *sent])
+
+
+def test_gap_marker_when_history_is_gone(make_server, open_page: Opener) -> None:
+    """A page resuming from an id older than the history window shows a missed-messages marker."""
+    server = make_server(CHAT_HISTORY_SIZE="3")
+    reader = open_page(server.url, "busy", "reader")
+    writer = open_page(server.url, "busy", "writer")
+    say(writer, "m0")
+    expect(texts(reader)).to_have_text(["m0"])
+
+    reader.get_by_test_id("toggle").click()
+    expect(reader.get_by_test_id("status")).to_have_text("disconnected")
+    sent = [f"m{n}" for n in range(1, 7)]
+    for text in sent:
+        say(writer, text)
+    expect(texts(writer)).to_have_text(["m0", *sent])
+
+    reader.get_by_test_id("toggle").click()
+    expect(reader.get_by_test_id("gap")).to_have_count(1)
+    expect(reader.get_by_test_id("gap")).to_contain_text("missed")
+    expect(texts(reader)).to_have_text(["m0", "m4", "m5", "m6"])
+
+
+def test_policy_close_shows_reason_and_stays_closed(server, open_page: Opener) -> None:
+    """A name the server refuses (1008) shows its reason by the chooser and is not retried."""
+    page = open_page(server.url, "lobby", "frank")
+
+    page.get_by_test_id("name").fill("bell\x07")
+    page.get_by_test_id("join").click()
+
+    expect(page.get_by_test_id("problem")).to_be_visible()
+    expect(page.get_by_test_id("problem")).not_to_be_empty()
+    expect(page.get_by_test_id("status")).to_have_text("disconnected")
+    expect(page.get_by_test_id("toggle")).to_have_text("Connect")
+
+
+def test_notice_is_not_a_chat_message(make_server, open_page: Opener) -> None:
+    """A state-4 notice (rate limited) shows in the notice line and not in the message list."""
+    server = make_server(CHAT_RATE_LIMIT="1,2")
+    page = open_page(server.url, "lobby", "quick")
+
+    for text in ("one", "two", "three"):
+        say(page, text)
+
+    notice = page.get_by_test_id("notice")
+    expect(notice).to_be_visible()
+    expect(notice).not_to_be_empty()
+    expect(texts(page)).to_have_text(["one", "two"])
+    expect(page.get_by_test_id("messages")).not_to_contain_text(notice.inner_text())
+
+
+def test_phone_width_can_send(server, open_page: Opener) -> None:
+    """At 360x640 the controls are on screen, nothing overflows sideways, and Send works."""
+    page = open_page(server.url, "lobby", "pat", viewport=PHONE)
+
+    for testid in ("input", "send", "status", "toggle", "room", "name", "join"):
+        expect(page.get_by_test_id(testid)).to_be_in_viewport(ratio=1)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+    page.get_by_test_id("input").fill("sent from a phone")
+    page.get_by_test_id("send").click()
+    expect(texts(page)).to_have_text(["sent from a phone"])
+
+
+def test_reading_older_messages_is_not_interrupted(server, open_page: Opener) -> None:
+    """New messages follow the bottom of the list, but not when the reader has scrolled up."""
+    reader = open_page(server.url, "lobby", "reader", viewport=PHONE)
+    writer = open_page(server.url, "lobby", "writer")
+    messages = reader.get_by_test_id("messages")
+    for n in range(12):
+        say(writer, f"line {n}")
+    expect(texts(reader)).to_have_count(12)
+    expect(texts(reader).last).to_be_in_viewport()
+
+    messages.evaluate("list => { list.scrollTop = 0; }")
+    say(writer, "while reading")
+    expect(texts(reader)).to_have_count(13)
+    expect(reader.get_by_test_id("jump")).to_be_visible()
+    assert messages.evaluate("list => list.scrollTop") == 0
+
+    reader.get_by_test_id("jump").click()
+    expect(texts(reader).last).to_be_in_viewport()
+    expect(reader.get_by_test_id("jump")).to_be_hidden()
