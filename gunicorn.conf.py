@@ -58,27 +58,34 @@ def post_worker_init(worker):
     if chat.settings["MAX_CONNECTIONS"] is None:
         capacity = worker.cfg.threads if worker.cfg.worker_class_str == "gthread" else worker.cfg.worker_connections
         hub.limit = max(1, capacity - HTTP_RESERVE)
+    stopping = threading.Event()
+    closer = threading.Thread(
+        target=_close_on, args=(stopping, hub, chat.settings["SHUTDOWN_TIMEOUT"]), name="chat-shutdown"
+    )
+    closer.start()
+    worker.chat_shutdown = (stopping, closer)
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum, frame):
-        closer = threading.Thread(
-            target=hub.shutdown, args=(chat.settings["SHUTDOWN_TIMEOUT"],), name="chat-shutdown"
-        )
-        closer.start()
-        worker.chat_shutdown = closer
+        # A signal handler must not block (under gevent it runs in the event
+        # loop), so it only wakes the thread that closes the connections.
+        stopping.set()
         if callable(previous):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_term)
 
 
+def _close_on(stopping, hub, timeout):
+    stopping.wait()
+    hub.shutdown(timeout)
+
+
 def worker_exit(server, worker):
     """Wait for the connections to close and the fan-out thread to stop."""
-    closer = getattr(worker, "chat_shutdown", None)
-    if closer is not None:
-        closer.join(timeout=graceful_timeout)
-    else:
-        worker.wsgi.extensions["chat"].hub.stop()
+    stopping, closer = worker.chat_shutdown
+    stopping.set()
+    closer.join(timeout=graceful_timeout)
 
 
 def child_exit(server, worker):

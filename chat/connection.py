@@ -53,6 +53,7 @@ class Connection:
         settings: dict[str, Any],
     ) -> None:
         self.sock = sock
+        self.native = wire.native(sock)
         self.fd = sock.fileno()
         self.ws = ws
         self.hub = hub
@@ -153,7 +154,7 @@ class Connection:
                 return self._overflow_locked()
             return False
         try:
-            sent = self.sock.send(data, socket.MSG_DONTWAIT)
+            sent = self.native.send(data, socket.MSG_DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError:
@@ -173,7 +174,7 @@ class Connection:
                 self.outbox[i] for i in range(IOV_MAX)
             ]
             try:
-                sent = self.sock.sendmsg(chunks, (), socket.MSG_DONTWAIT)
+                sent = self.native.sendmsg(chunks, (), socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except OSError:
@@ -289,7 +290,7 @@ class Connection:
         poller.register(self.fd, select.POLLOUT)
         while view:
             try:
-                sent = self.sock.send(view, socket.MSG_DONTWAIT)
+                sent = self.native.send(view, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 sent = 0
             except OSError:

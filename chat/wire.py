@@ -9,6 +9,7 @@ that never starts, and the route takes over the socket and the wsproto state.
 
 from __future__ import annotations
 
+import _socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +52,17 @@ def take_over(ws: simple_websocket.Server) -> tuple[Any, WSConnection]:
     # already closed the connection, so that call must find it closed.
     ws.connected = False
     return sock, protocol
+
+
+def native(sock: Any) -> Any:
+    """Return the operating-system socket under a cooperative (gevent) socket.
+
+    gevent's socket waits for writability when a send would block, even with
+    MSG_DONTWAIT; the fan-out must never wait for one client, so it writes to
+    the socket underneath, where a full buffer raises BlockingIOError at once.
+    """
+    inner = getattr(sock, "_sock", None)
+    return inner if isinstance(inner, _socket.socket) else sock
 
 
 def compressed(protocol: WSConnection) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 import threading
@@ -11,7 +12,13 @@ import pytest
 import websocket
 from conftest import Client, Server, wait_for
 
-KINDS = ["gthread", "dev"]
+KINDS = ["gthread", "gevent", "dev"]
+
+
+@pytest.fixture(params=["gthread", "gevent"])
+def make_server(request, make_server):
+    """Start servers of each worker class the deployment supports."""
+    return functools.partial(make_server, request.param)
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -132,7 +139,7 @@ def test_connection_past_the_limit_gets_1013(make_server, connect):
     assert kept[2].next_where(lambda e: e["state"] == 2)["message"] == "after the refusal"
 
 
-def test_threads_limit_refuses_instead_of_queueing(make_server, connect):
+def test_threads_limit_refuses_instead_of_queueing(connect):
     """With --threads 8 the default limit leaves room for HTTP, and the next socket gets 1013."""
     server = Server("gthread", threads=8)
     server.start()

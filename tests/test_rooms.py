@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 
 import pytest
 from conftest import Client
+
+
+@pytest.fixture(params=["gthread", "gevent"])
+def make_server(request, make_server):
+    """Start servers of each worker class the deployment supports."""
+    return functools.partial(make_server, request.param)
 
 
 @pytest.fixture

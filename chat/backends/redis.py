@@ -4,10 +4,11 @@ Keys of a room R (the braces keep them in one cluster slot):
 
 ``chat:{R}:meta``
     Hash: ``seq``, the last chat id given out, and ``epoch``, where ``seq``
-    started.  The first publish sets both to Redis's clock in milliseconds
-    times 1000 (the scheme of the memory backend), so ids keep growing when
-    the key is lost, and a client that resumes with an older id is told that
-    an unknown number of messages were missed.
+    started.  The room's first message or presence event sets both to Redis's
+    clock in milliseconds times 1000 (the scheme of the memory backend), or
+    past the stream's last id if the stream outlived the hash, so ids keep
+    growing when the key is lost, and a client that resumes with an older id
+    is told that an unknown number of messages were missed.
 ``chat:{R}:log``
     Stream.  Chat message N has stream id ``N-0`` and the fields ``n``
     (name), ``x`` (text) and ``ts``; its payload is built with
@@ -233,6 +234,8 @@ class RedisBackend:
 
     def _redis(self) -> redis.Redis:
         with self._lock:
+            if self._closed:
+                raise Unavailable("the redis backend is closed")
             if self._client is None:
                 self._pid = secrets.token_hex(8)
                 options: dict[str, Any] = {
@@ -242,10 +245,7 @@ class RedisBackend:
                 }
                 client = redis.Redis.from_url(self._url, socket_timeout=TIMEOUT, **options)
                 self._reader = redis.Redis.from_url(
-                    self._url,
-                    socket_timeout=self._block_ms / 1000 + TIMEOUT,
-                    single_connection_client=True,
-                    **options,
+                    self._url, socket_timeout=self._block_ms / 1000 + TIMEOUT, **options
                 )
                 sources = {
                     "publish": PUBLISH, "announce": ANNOUNCE, "replay": REPLAY, "join": JOIN,
@@ -321,7 +321,7 @@ class RedisBackend:
             return Replay() if since >= now else Replay(gap=True, missed=None)
         last, epoch, first, entries = int(reply[0]), int(reply[1]), reply[2], reply[3]
         messages = [
-            self._item(room, sid, dict(zip(fields[::2], fields[1::2])))
+            self._item(room, sid, dict(zip(fields[::2], fields[1::2], strict=True)))
             for raw, fields in entries
             if (sid := _sid(raw))[1] == 0
         ]
@@ -397,7 +397,7 @@ class RedisBackend:
                 self._watchers[room] = 0
             self._watchers[room] += 1
         if fresh:
-            self._wake()
+            self._wake(client)
 
     def unwatch(self, room: str) -> None:
         """Stop reading room once no local client is in it."""
@@ -410,20 +410,23 @@ class RedisBackend:
                 self._positions.pop(room, None)
 
     def healthy(self) -> bool:
-        """Tell whether Redis answered the reader (or a ping, at most once a second) lately."""
+        """Tell whether the reader is running and Redis answers it (before start: a ping, once a second)."""
+        if self._closed:
+            return False
         thread = self._thread
-        if thread is None or not thread.is_alive():
-            now = time.monotonic()
-            if now >= self._next_check:
-                self._next_check = now + 1.0
-                try:
-                    self._up = bool(self._redis().ping())
-                except UNREACHABLE:
-                    self._up = False
+        if thread is not None:
+            return self._up and thread.is_alive()
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + 1.0
+            try:
+                self._up = bool(self._redis().ping())
+            except (Unavailable, *UNREACHABLE):
+                self._up = False
         return self._up
 
     def close(self) -> None:
-        """Stop and join the reader, remove this process's members and disconnect."""
+        """Stop and join the reader, remove this process's members and disconnect; later calls raise Unavailable."""
         with self._lock:
             if self._closed:
                 return
@@ -433,11 +436,11 @@ class RedisBackend:
             self._members.clear()
             self._deliver = None
         self._stop.set()
-        if thread is not None:
-            self._wake()
-            thread.join()
         if client is None or reader is None:
             return
+        if thread is not None:
+            self._wake(client)
+            thread.join()
         try:
             with client.pipeline(transaction=False) as pipe:
                 for room in rooms:
@@ -449,7 +452,8 @@ class RedisBackend:
         except UNREACHABLE as exc:
             log.warning("could not remove this process's presence from redis: %s", exc)
         reader.close()
-        client.close()
+        # Connection threads may still be inside a call: close only idle connections.
+        client.connection_pool.disconnect(inuse_connections=False)
 
     # Presence bookkeeping, under the lock.
 
@@ -469,9 +473,9 @@ class RedisBackend:
 
     # The reader thread.
 
-    def _wake(self) -> None:
+    def _wake(self, client: redis.Redis) -> None:
         try:
-            with self._redis().pipeline(transaction=False) as pipe:
+            with client.pipeline(transaction=False) as pipe:
                 pipe.xadd(self._wake_key, {"w": 1}, maxlen=1, approximate=False)
                 pipe.pexpire(self._wake_key, self._ttl_ms)
                 pipe.execute()
@@ -557,7 +561,8 @@ class RedisBackend:
 
     def _renew(self) -> None:
         """Renew this process's presence keys, and write again those Redis lost."""
-        client = self._redis()
+        client = self._client
+        assert client is not None
         with self._lock:
             rooms = list(self._members)
             lost = set(self._dirty)
@@ -569,7 +574,7 @@ class RedisBackend:
                         pids, mine, _ = self._presence_keys(room)
                         self._scripts["renew"](keys=[pids, mine], args=[self._pid, self._ttl_ms], client=pipe)
                     renewed = pipe.execute()
-                lost.update(room for room, ok in zip(rooms, renewed) if not ok)
+                lost.update(room for room, ok in zip(rooms, renewed, strict=True) if not ok)
             for _ in range(3):
                 if not lost:
                     return
@@ -583,7 +588,8 @@ class RedisBackend:
 
     def _restore(self, rooms: set[str]) -> set[str]:
         """Write the members of rooms as this process knows them; return the rooms changed meanwhile."""
-        client = self._redis()
+        client = self._client
+        assert client is not None
         with self._lock:
             snapshot = {
                 room: (self._stamps.get(room, 0), dict(self._members.get(room, {}))) for room in rooms
