@@ -1,0 +1,126 @@
+"""Real redis-server processes for tests: one shared per session, and restartable ones for chaos."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Self
+
+import pytest
+import redis
+
+__all__ = ["RedisServer", "clean_redis_url", "redis_binary", "redis_url"]
+
+
+def redis_binary() -> str:
+    """Return the path of redis-server, or skip the test when it is not installed."""
+    path = shutil.which("redis-server")
+    if path is None:
+        pytest.skip("redis-server is not on PATH: install it (apt-get install redis-server) to run the Redis tests")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer:
+    """Run one redis-server on a fixed port, with an fsync-always AOF when persistent."""
+
+    def __init__(self, persistent: bool = False, directory: Path | None = None) -> None:
+        self.binary = redis_binary()
+        self.port = _free_port()
+        self.persistent = persistent
+        self._tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="chat-redis-")
+        self.directory = Path(directory if directory is not None else self._tmp.name)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        )
+        return [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            *persistence, "--dir", str(self.directory), "--daemonize", "no", "--loglevel", "warning",
+        ]
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start redis-server and wait until it answers PING."""
+        with open(self.directory / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    text = (self.directory / "redis.log").read_text(errors="replace")
+                    raise RuntimeError(f"redis-server exited with {self.process.returncode}: {text}")
+                try:
+                    if client.ping():
+                        return self
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop redis-server (SIGKILL to crash it) and wait for it to exit."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+    def restart(self) -> RedisServer:
+        """Stop redis-server and start it again on the same port with the same data directory."""
+        self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        """Stop redis-server and remove its data directory."""
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """Start one non-persistent redis-server for the session and yield its URL."""
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def clean_redis_url(redis_url: str) -> str:
+    """Return the session's redis URL after FLUSHALL."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_url
