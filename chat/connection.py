@@ -132,7 +132,10 @@ class Connection:
             self.close_code, self.close_reason = code, reason
             self.close_deadline = time.monotonic() + CLOSE_WAIT
             self.pending.clear()
-            self.held = False
+            if self.held:
+                # The joining thread is writing the replay: it sends this frame when done.
+                self.outbox.append(wire.close_frame(code, reason))
+                return
             started = self._write_locked(wire.close_frame(code, reason), force=True)
         log.debug("closing %s with %s %s", self.remote, code, reason)
         if started:
@@ -195,8 +198,12 @@ class Connection:
         head = self.outbox[0] if self.outbox and self.head_partial else None
         self.outbox.clear()
         self.pending.clear()
-        self.held = False
         self.queued = 0
+        if self.held:
+            self.close_code, self.close_reason = TRY_AGAIN, "client too slow"
+            self.close_deadline = time.monotonic() + CLOSE_WAIT
+            self.outbox.append(wire.close_frame(TRY_AGAIN, "client too slow"))
+            return False
         if head is not None:
             self.outbox.append(head)
             self.queued = len(head)
@@ -264,7 +271,10 @@ class Connection:
             with self.lock:
                 if self.close_code is not None:
                     self.held = False
-                    return False
+                    last = b"".join(self.outbox)
+                    self.outbox.clear()
+                    self.queued = 0
+                    break
                 batches, self.pending = self.pending, []
                 if not batches:
                     self.held = False
@@ -281,6 +291,9 @@ class Connection:
                 self.queued -= sum(len(batch.frame) for batch in batches)
             if not self._send_all(b"".join(chunks)):
                 return False
+        if last:
+            self._send_all(last)
+        return False
 
     def _send_all(self, data: bytes) -> bool:
         """Write data from this connection's thread, waiting at most a ping timeout."""

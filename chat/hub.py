@@ -253,8 +253,12 @@ class Hub:
                 continue
             batch = Batch.of(items)
             for conn in recipients:
-                if conn.deliver(batch):
-                    self._watch(selector, conn)
+                try:
+                    if conn.deliver(batch):
+                        self._watch(selector, conn)
+                except Exception:
+                    log.exception("delivery to %s failed: closing it", conn.remote)
+                    conn.close(1011, "internal error")
             self.stats.delivered(len(recipients) * len(items), len(recipients) * len(batch.frame))
         self.stats.fanned_out(time.perf_counter() - started)
 
