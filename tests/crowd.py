@@ -58,7 +58,8 @@ class Crowd:
     """Open many clients, read them all from one selector, and tally frames and close codes."""
 
     def __init__(self, port: int, path: str = "/ws", count: int = 100) -> None:
-        self.members = [handshake(port, path) for _ in range(count)]
+        """Open count clients; {n} in path becomes each client's number, {group} that number modulo 100."""
+        self.members = [handshake(port, path.format(n=number, group=number % 100)) for number in range(count)]
         self.selector = selectors.DefaultSelector()
         for member in self.members:
             self.selector.register(member.sock, selectors.EVENT_READ, member)

@@ -1,0 +1,27 @@
+"""Capacity: one gevent worker holds ten thousand idle connections with heartbeats flowing."""
+
+from __future__ import annotations
+
+from conftest import Server, wait_for
+from crowd import Crowd
+
+COUNT = 10_000
+
+
+def test_gevent_worker_holds_ten_thousand_connections():
+    """10,000 clients in 100 rooms on one gevent worker all get heartbeats, and all can leave."""
+    server = Server(
+        "gevent", CHAT_HEARTBEAT_INTERVAL="1", CHAT_MAX_CONNECTIONS=str(COUNT + 50),
+        GUNICORN_CMD_ARGS=f"--worker-connections {COUNT + 100} --backlog 4096",
+    )
+    server.start()
+    try:
+        crowd = Crowd(server.port, "/ws?room=crowd-{group}", COUNT)
+        wait_for(lambda: server.health()["connections"] == COUNT, 60, f"{COUNT} connections")
+        crowd.pump(30, until=lambda: all(member.texts >= 3 for member in crowd.members))
+        starved = sum(1 for member in crowd.members if member.texts < 3)
+        assert starved == 0, f"{starved} clients got no heartbeat"
+        crowd.close(clean=False)
+        wait_for(lambda: server.health()["connections"] == 0, 60, "every client to be removed")
+    finally:
+        server.stop()
