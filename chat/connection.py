@@ -12,7 +12,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from wsproto import ConnectionState, WSConnection
+from wsproto import ConnectionState
+from wsproto.connection import Connection as Protocol
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError
 
@@ -41,10 +42,18 @@ class Connection:
     connection's own thread reads, keeps the heartbeat and the protocol ping.
     """
 
+    __slots__ = (
+        "sock", "native", "fd", "ws", "hub", "room", "name", "remote", "member", "started",
+        "compress", "lock", "outbox", "queued", "head_partial", "held", "pending", "floor",
+        "close_code", "close_reason", "close_deadline", "finished", "watched", "watch_requested",
+        "skip", "watching", "present", "released", "_settings", "_limit", "_max_bytes",
+        "_fragments", "_fragment_bytes", "_rate", "_burst", "_tokens", "_refilled", "_drops", "_warned",
+    )
+
     def __init__(
         self,
         sock: socket.socket,
-        ws: WSConnection,
+        ws: Protocol,
         hub: Hub,
         *,
         room: str,
@@ -79,7 +88,7 @@ class Connection:
         self.skip: bytes | None = None
         self.watching = False
         self.present = False
-        self.released = threading.Event()
+        self.released: threading.Event | None = None
         self._settings = settings
         self._limit = settings["OUTBOX_LIMIT"]
         self._max_bytes = settings["MAX_MESSAGE_BYTES"]
@@ -89,7 +98,7 @@ class Connection:
         self._rate, self._burst = rate if rate else (0.0, 0.0)
         self._tokens = self._burst
         self._refilled = self.started
-        self._drops: deque[float] = deque()
+        self._drops: deque[float] | None = None
         self._warned = False
 
     # Writing, from any thread.
@@ -456,6 +465,8 @@ class Connection:
             return True
         self.hub.stats.count("rate_limited")
         drops = self._drops
+        if drops is None:
+            drops = self._drops = deque()
         drops.append(now)
         while drops and drops[0] < now - 10:
             drops.popleft()

@@ -182,9 +182,11 @@ class Hub:
             conn.finished = True
             conn.outbox.clear()
             busy = conn.watched or conn.watch_requested
+            if busy:
+                released = conn.released = threading.Event()
         if busy and self._thread is not None and self._thread.is_alive():
             self.watch_backlog(conn)
-            conn.released.wait(5.0)
+            released.wait(5.0)
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -269,7 +271,8 @@ class Hub:
                 if conn.watched:
                     selector.unregister(conn.fd)
                     conn.watched = False
-                conn.released.set()
+                if conn.released is not None:
+                    conn.released.set()
                 return
             if conn.watched or not conn.outbox:
                 return
@@ -281,7 +284,7 @@ class Hub:
             if conn.watched and (conn.finished or not conn.outbox):
                 selector.unregister(conn.fd)
                 conn.watched = False
-            if conn.finished:
+            if conn.finished and conn.released is not None:
                 conn.released.set()
 
     # Shutdown.

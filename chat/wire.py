@@ -16,6 +16,7 @@ from typing import Any
 
 import simple_websocket
 from wsproto import ConnectionState, WSConnection
+from wsproto.connection import Connection
 
 TESTED_VERSIONS = {"simple-websocket": "1.1.0", "wsproto": "1.3.2", "flask-sock": "0.7.0"}
 PING = b"\x89\x00"
@@ -43,14 +44,19 @@ def server_options() -> dict[str, Any]:
     return {"thread_class": DormantThread}
 
 
-def take_over(ws: simple_websocket.Server) -> tuple[Any, WSConnection]:
-    """Return the socket and wsproto connection of an accepted WebSocket."""
-    sock, protocol = ws.sock, ws.ws
-    if not isinstance(protocol, WSConnection) or protocol.state is not ConnectionState.OPEN:
+def take_over(ws: simple_websocket.Server) -> tuple[Any, Connection]:
+    """Return the socket and the open wsproto connection of an accepted WebSocket."""
+    sock, handshake = ws.sock, ws.ws
+    if not isinstance(handshake, WSConnection) or handshake.state is not ConnectionState.OPEN:
         raise RuntimeError("simple-websocket did not hand over an open wsproto connection")
+    protocol = handshake.connection
+    if not isinstance(protocol, Connection):
+        raise RuntimeError("wsproto.WSConnection no longer keeps its Connection in .connection")
     # flask-sock calls ws.close() after the route returns; the route has
-    # already closed the connection, so that call must find it closed.
+    # already closed the connection, so that call must find it closed.  The
+    # handshake's h11 state is not needed any more: let it go.
     ws.connected = False
+    ws.ws = None
     return sock, protocol
 
 
@@ -65,10 +71,9 @@ def native(sock: Any) -> Any:
     return inner if isinstance(inner, _socket.socket) else sock
 
 
-def compressed(protocol: WSConnection) -> bool:
+def compressed(protocol: Connection) -> bool:
     """Tell whether the client and server agreed on permessage-deflate."""
-    connection = protocol.connection
-    return connection is not None and bool(connection._proto.extensions)
+    return bool(protocol._proto.extensions)
 
 
 def check() -> None:
@@ -82,6 +87,8 @@ def check() -> None:
         raise RuntimeError(f"simple-websocket Base() no longer takes {missing}")
     if not hasattr(WSConnection(simple_websocket.ws.ConnectionType.SERVER), "connection"):
         raise RuntimeError("wsproto.WSConnection no longer has .connection")
+    if not hasattr(Connection(simple_websocket.ws.ConnectionType.SERVER), "_proto"):
+        raise RuntimeError("wsproto.Connection no longer keeps its frame protocol in ._proto")
 
 
 def text_frame(payload: bytes) -> bytes:

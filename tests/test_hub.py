@@ -7,7 +7,7 @@ import socket
 import threading
 
 import pytest
-from wsproto import ConnectionType, WSConnection
+from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol
 
 from chat import config, protocol
@@ -65,9 +65,7 @@ class Peer:
 
 def open_connection(hub: Hub, room: str = "lobby", name: str = "x") -> tuple[Connection, Peer]:
     server_sock, client_sock = socket.socketpair()
-    server = WSConnection(ConnectionType.SERVER)
-    server.connection = Protocol(ConnectionType.SERVER)
-    conn = Connection(server_sock, server, hub, room=room, name=name, remote="local", settings=hub.settings)
+    conn = Connection(server_sock, Protocol(ConnectionType.SERVER), hub, room=room, name=name, remote="local", settings=hub.settings)
     return conn, Peer(client_sock)
 
 
