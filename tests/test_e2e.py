@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import socket
 import struct
 import threading
@@ -250,3 +251,41 @@ def test_unanswered_pings_close_1008(make_server):
         received += chunk
     raw.close()
     wait_for(lambda: server.health()["connections"] == 0, 5, "the silent client to be removed")
+
+
+def deflate_client(server: Server) -> tuple[socket.socket, object, bytes]:
+    """Open a WebSocket that offers permessage-deflate, as browsers do; return socket, protocol, leftovers."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Request
+    from wsproto.extensions import PerMessageDeflate
+
+    client = WSConnection(ConnectionType.CLIENT)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    sock.sendall(client.send(Request(host="127.0.0.1", target="/ws?room=deflate", extensions=[PerMessageDeflate()])))
+    accepted = None
+    while accepted is None:
+        client.receive_data(sock.recv(65536))
+        accepted = next((e for e in client.events() if isinstance(e, AcceptConnection)), None)
+    return sock, client, accepted
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_compression_is_negotiated_only_when_enabled(make_server, setting):
+    """permessage-deflate is accepted only with CHAT_COMPRESSION=on, and messages arrive intact either way."""
+    from wsproto.events import TextMessage
+
+    server = make_server(CHAT_COMPRESSION=setting, CHAT_RATE_LIMIT="off")
+    sock, client, accepted = deflate_client(server)
+    assert bool(accepted.extensions) is (setting == "on")
+    text = "compressible " * 500
+    sock.sendall(client.send(TextMessage(data=text)))
+    received, buffer = [], ""
+    while not any(e.get("state") == 2 for e in received):
+        client.receive_data(sock.recv(65536))
+        for event in client.events():
+            buffer += event.data
+            if event.message_finished:
+                received.append(json.loads(buffer))
+                buffer = ""
+    assert next(e for e in received if e["state"] == 2)["message"] == text
+    sock.close()
