@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import websocket
-
-from chat import create_app
 from redis_server import *  # noqa: F403  (the redis_url fixtures)
 
+from chat import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -65,7 +65,8 @@ class Peer:
 
 def open_connection(hub: Hub, room: str = "lobby", name: str = "x") -> tuple[Connection, Peer]:
     server_sock, client_sock = socket.socketpair()
-    conn = Connection(server_sock, Protocol(ConnectionType.SERVER), hub, room=room, name=name, remote="local", settings=hub.settings)
+    protocol = Protocol(ConnectionType.SERVER)
+    conn = Connection(server_sock, protocol, hub, room=room, name=name, remote="local", settings=hub.settings)
     return conn, Peer(client_sock)
 
 

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 import websocket
-from conftest import Client, Server, wait_for
+from conftest import Server, wait_for
 from crowd import Crowd
 
 

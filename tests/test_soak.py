@@ -41,7 +41,7 @@ def test_waves_of_clients_leave_nothing_behind():
             crowd = Crowd(server.port, "/ws?room=soak", CLIENTS)
             for number, member in enumerate(crowd.members[:20]):
                 member.sock.send(masked(0x1, f"wave {wave} message {number}".encode()))
-            crowd.pump(30, until=lambda: all(m.texts >= 20 for m in crowd.members))
+            crowd.pump(30, until=lambda crowd=crowd: all(m.texts >= 20 for m in crowd.members))
             assert all(m.texts >= 20 for m in crowd.members), "a client missed messages"
             crowd.close(clean=wave % 2 == 0)
             wait_for(lambda: server.health()["connections"] == 0, 30, f"wave {wave} to leave")
