@@ -106,12 +106,12 @@ class Hub:
         conn.watching = True
         replay = self.backend.replay(room, since, self.settings["HISTORY_REPLAY"])
         online = self.backend.join(room, conn.member, conn.name)
+        # conn is held until its replay is written, so its own join event,
+        # fanned out by join() above, waits and is dropped there.
+        conn.skip = protocol.presence("join", room, conn.name, online)
         conn.present = True
         self.stats.joined(room)
         users = self.backend.users(room)
-        joined = protocol.presence("join", room, conn.name, online)
-        conn.skip = joined
-        self.backend.announce(room, joined)
         payloads = [protocol.presence("welcome", room, conn.name, online, users)]
         if replay.gap:
             payloads.append(protocol.gap(room, replay.missed))
@@ -135,8 +135,7 @@ class Hub:
             if conn.present:
                 conn.present = False
                 self.stats.left(room)
-                online = self.backend.leave(room, conn.member)
-                self.backend.announce(room, protocol.presence("leave", room, conn.name, online))
+                self.backend.leave(room, conn.member)
         except Unavailable:
             log.warning("backend unavailable: the leave of %s from %s is not announced", conn.name, room)
 

@@ -10,7 +10,7 @@ import pytest
 from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol
 
-from chat import config, protocol
+from chat import config
 from chat.backends.memory import MemoryBackend
 from chat.connection import Connection
 from chat.hub import Batch, Hub
@@ -121,7 +121,7 @@ def test_own_join_is_not_echoed(hub):
     """A joining client learns of itself from the welcome, not from a join event too."""
     conn, peer = open_connection(hub, name="solo")
     assert hub.join(conn, None)
-    hub.backend.announce("lobby", protocol.presence("join", "lobby", "other", 2))
+    hub.backend.join("lobby", "someone", "other")
     events = peer.read(2)
     assert events[0]["event"] == "welcome"
     assert (events[1]["event"], events[1]["name"]) == ("join", "other")

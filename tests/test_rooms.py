@@ -10,16 +10,19 @@ import pytest
 from conftest import Client
 
 
-@pytest.fixture(params=["gthread", "gevent"])
-def make_server(request, make_server):
-    """Start servers of each worker class the deployment supports."""
+@pytest.fixture(params=["gthread", "gevent", "gthread-redis"])
+def servers(request, make_server):
+    """Start servers of each worker class, and on the Redis backend."""
+    if request.param == "gthread-redis":
+        url = request.getfixturevalue("clean_redis_url")
+        return functools.partial(make_server, "gthread", CHAT_BACKEND_URL=url)
     return functools.partial(make_server, request.param)
 
 
 @pytest.fixture
-def busy_server(make_server):
+def busy_server(servers):
     """Start a server without a rate limit, so tests can send at full speed."""
-    return make_server(CHAT_RATE_LIMIT="off", CHAT_HISTORY_SIZE="1000")
+    return servers(CHAT_RATE_LIMIT="off", CHAT_HISTORY_SIZE="1000")
 
 
 def test_rooms_are_isolated(busy_server, connect):
@@ -93,9 +96,9 @@ def test_presence_is_exact_after_churn(busy_server, connect):
     assert welcome["online"] == 2 and sorted(welcome["users"]) == ["newcomer", "watcher"]
 
 
-def test_new_client_gets_recent_history_first(make_server, connect):
+def test_new_client_gets_recent_history_first(servers, connect):
     """A new client gets the last CHAT_HISTORY_REPLAY messages, oldest first, before live ones."""
-    server = make_server(CHAT_RATE_LIMIT="off", CHAT_HISTORY_REPLAY="5")
+    server = servers(CHAT_RATE_LIMIT="off", CHAT_HISTORY_REPLAY="5")
     sender = connect(server.ws_url + "?room=hist")
     for number in range(8):
         sender.send(f"m{number}")
@@ -138,9 +141,9 @@ def test_resume_with_since_misses_nothing_while_others_send(busy_server, connect
     assert ids == sorted(set(ids))
 
 
-def test_gap_is_announced_when_since_fell_out_of_the_window(make_server, connect):
+def test_gap_is_announced_when_since_fell_out_of_the_window(servers, connect):
     """A since older than the history window gets a gap event with the count, then what is left."""
-    server = make_server(CHAT_RATE_LIMIT="off", CHAT_HISTORY_SIZE="10")
+    server = servers(CHAT_RATE_LIMIT="off", CHAT_HISTORY_SIZE="10")
     sender = connect(server.ws_url + "?room=gap")
     sender.send("first")
     first = sender.chats(1)[0]

@@ -4,7 +4,9 @@ A backend assigns each chat message an id that is strictly increasing within
 its room, keeps the room's recent history, counts who is online, and hands
 every message and presence event to ``deliver`` in each process, in order.
 The memory backend goes through the same publish -> deliver path as Redis, so
-one process behaves like many.
+one process behaves like many.  Presence events are built with
+``protocol.presence`` from the event, name and count, so every process
+delivers the same bytes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class Replay:
     messages: list[Item] = field(default_factory=list)
     gap: bool = False
     missed: int | None = None
-    #: The room's newest message id when the replay was read (0 when it has none).
+    #: The room's newest message id when the replay was read (a lower bound when it has none).
     last: int = 0
 
 
@@ -42,17 +44,18 @@ class Backend(Protocol):
     def publish(self, room: str, name: str, text: str) -> int:
         """Store a chat message, fan it out, and return its id."""
 
-    def announce(self, room: str, payload: bytes) -> None:
-        """Fan out an event that is not kept in history."""
-
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""
 
     def join(self, room: str, member: str, name: str) -> int:
-        """Add a member to the room's presence and return the room's online count."""
+        """Add a member to the room's presence, fan out its join event, and return the online count.
+
+        Counting and fanning out are one atomic step, so the counts that
+        clients see in join and leave events arrive in the order they changed.
+        """
 
     def leave(self, room: str, member: str) -> int:
-        """Remove a member from the room's presence and return the online count."""
+        """Remove a member from the room's presence, fan out its leave event, and return the count."""
 
     def users(self, room: str) -> list[str]:
         """Return the names of the members online in the room."""

@@ -49,12 +49,6 @@ class MemoryBackend:
                 self._deliver(room, [item])
         return message_id
 
-    def announce(self, room: str, payload: bytes) -> None:
-        """Fan out an event that is not kept in history."""
-        with self._lock:
-            if self._deliver is not None:
-                self._deliver(room, [(None, payload)])
-
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""
         with self._lock:
@@ -73,20 +67,28 @@ class MemoryBackend:
         return Replay(newer, last=last)
 
     def join(self, room: str, member: str, name: str) -> int:
-        """Add a member to the room's presence and return the online count."""
+        """Add a member to the room's presence, fan out the join, and return the online count."""
         with self._lock:
             members = self._members.setdefault(room, {})
             members[member] = name
-            return len(members)
+            return self._announce_locked(room, "join", name, len(members))
 
     def leave(self, room: str, member: str) -> int:
-        """Remove a member from the room's presence and return the online count."""
+        """Remove a member from the room's presence, fan out the leave, and return the online count."""
         with self._lock:
             members = self._members.get(room, {})
-            members.pop(member, None)
+            name = members.pop(member, None)
+            online = len(members)
             if not members:
                 self._members.pop(room, None)
-            return len(members)
+            if name is None:
+                return online
+            return self._announce_locked(room, "leave", name, online)
+
+    def _announce_locked(self, room: str, event: str, name: str, online: int) -> int:
+        if self._deliver is not None:
+            self._deliver(room, [(None, protocol.presence(event, room, name, online))])
+        return online
 
     def users(self, room: str) -> list[str]:
         """Return the names of the members online in the room."""

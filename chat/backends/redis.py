@@ -12,8 +12,10 @@ Keys of a room R (the braces keep them in one cluster slot):
 ``chat:{R}:log``
     Stream.  Chat message N has stream id ``N-0`` and the fields ``n``
     (name), ``x`` (text) and ``ts``; its payload is built with
-    ``protocol.chat`` when it is read.  A presence event announced while the
-    counter is N gets ``N-k`` (k >= 1) and the ready payload ``p``, so XREAD
+    ``protocol.chat`` when it is read.  A presence event (join or leave) made
+    while the counter is N gets ``N-k`` (k >= 1) and the fields ``e`` (event),
+    ``n`` (name) and ``o`` (online count), in the same script that changes
+    the presence, so the counts arrive in the order they changed.  XREAD
     hands out chat and presence in the order they happened, and replay skips
     everything whose sequence part is not 0.  Publishing trims the stream to
     the last ``max(HISTORY_SIZE, RETAIN)`` chat messages with ``MINID ~``:
@@ -101,17 +103,19 @@ redis.call('XADD', KEYS[2], 'MINID', '~', fmt(n - tonumber(ARGV[4]) + 1), fmt(n)
 return fmt(n)
 """
 
-ANNOUNCE = _COUNTER + """
-local n = counter(KEYS[1], KEYS[2])
-local k = 1
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
-if last then
-  local ms, seq = string.match(last[1], '^(%d+)-(%d+)$')
-  if ms == fmt(n) then k = tonumber(seq) + 1 end
+_ANNOUNCE = """
+local function announce(meta, log, cap, event, name, total)
+  local n = counter(meta, log)
+  local k = 1
+  local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
+  if last then
+    local ms, seq = string.match(last[1], '^(%d+)-(%d+)$')
+    if ms == fmt(n) then k = tonumber(seq) + 1 end
+  end
+  redis.call('XADD', log, fmt(n) .. '-' .. fmt(k), 'e', event, 'n', name, 'o', fmt(total))
+  if k > cap then redis.call('XDEL', log, fmt(n) .. '-' .. fmt(k - cap)) end
+  return total
 end
-redis.call('XADD', KEYS[2], fmt(n) .. '-' .. fmt(k), 'p', ARGV[1])
-local cap = tonumber(ARGV[2])
-if k > cap then redis.call('XDEL', KEYS[2], fmt(n) .. '-' .. fmt(k - cap)) end
 """
 
 REPLAY = """
@@ -150,17 +154,20 @@ local function online(pids, prefix)
 end
 """
 
-JOIN = _ONLINE + """
+JOIN = _COUNTER + _ONLINE + _ANNOUNCE + """
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return online(KEYS[1], ARGV[5])
+return announce(KEYS[3], KEYS[4], tonumber(ARGV[6]), 'join', ARGV[3], online(KEYS[1], ARGV[5]))
 """
 
-LEAVE = _ONLINE + """
+LEAVE = _COUNTER + _ONLINE + _ANNOUNCE + """
+local name = redis.call('HGET', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-return online(KEYS[1], ARGV[2])
+local total = online(KEYS[1], ARGV[2])
+if not name then return total end
+return announce(KEYS[3], KEYS[4], tonumber(ARGV[3]), 'leave', name, total)
 """
 
 USERS = _ONLINE + """
@@ -248,7 +255,7 @@ class RedisBackend:
                     self._url, socket_timeout=self._block_ms / 1000 + TIMEOUT, **options
                 )
                 sources = {
-                    "publish": PUBLISH, "announce": ANNOUNCE, "replay": REPLAY, "join": JOIN,
+                    "publish": PUBLISH, "replay": REPLAY, "join": JOIN,
                     "leave": LEAVE, "users": USERS, "renew": RENEW, "restore": RESTORE,
                 }
                 self._scripts = {name: client.register_script(src) for name, src in sources.items()}
@@ -296,14 +303,6 @@ class RedisBackend:
             )
         return int(raw)
 
-    def announce(self, room: str, payload: bytes) -> None:
-        """Append a presence event to the room's stream after its latest message."""
-        client = self._redis()
-        with self._reach():
-            self._scripts["announce"](
-                keys=self._keys(room), args=[payload, PRESENCE_BACKLOG], client=client
-            )
-
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""
         client = self._redis()
@@ -341,7 +340,7 @@ class RedisBackend:
         return Replay(messages, last=last)
 
     def join(self, room: str, member: str, name: str) -> int:
-        """Add a member to the room's presence and return the online count."""
+        """Add a member to the room's presence, append its join event, and return the online count."""
         client = self._redis()
         pids, mine, prefix = self._presence_keys(room)
         with self._lock:
@@ -350,7 +349,9 @@ class RedisBackend:
         try:
             with self._reach():
                 return int(self._scripts["join"](
-                    keys=[pids, mine], args=[self._pid, member, name, self._ttl_ms, prefix], client=client
+                    keys=[pids, mine, *self._keys(room)],
+                    args=[self._pid, member, name, self._ttl_ms, prefix, PRESENCE_BACKLOG],
+                    client=client,
                 ))
         except Unavailable:
             with self._lock:
@@ -359,14 +360,16 @@ class RedisBackend:
             raise
 
     def leave(self, room: str, member: str) -> int:
-        """Remove a member from the room's presence and return the online count."""
+        """Remove a member from the room's presence, append its leave event, and return the count."""
         client = self._redis()
         pids, mine, prefix = self._presence_keys(room)
         with self._lock:
             self._forget_locked(room, member)
         try:
             with self._reach():
-                return int(self._scripts["leave"](keys=[pids, mine], args=[member, prefix], client=client))
+                return int(self._scripts["leave"](
+                    keys=[pids, mine, *self._keys(room)], args=[member, prefix, PRESENCE_BACKLOG], client=client
+                ))
         except Unavailable:
             with self._lock:
                 self._dirty.add(room)
@@ -556,7 +559,8 @@ class RedisBackend:
     def _item(self, room: str, sid: StreamId, fields: dict[bytes, bytes]) -> Item:
         ms, seq = sid
         if seq:
-            return None, fields[b"p"]
+            event, name, online = fields[b"e"].decode(), fields[b"n"].decode(), int(fields[b"o"])
+            return None, protocol.presence(event, room, name, online)
         return ms, protocol.chat(ms, room, fields[b"n"].decode(), fields[b"x"].decode(), int(fields[b"ts"]))
 
     def _renew(self) -> None:

@@ -1,0 +1,1 @@
+"""Load generator, comparison peers and runner for the chat benchmark."""

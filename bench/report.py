@@ -1,0 +1,237 @@
+"""Summarise runs as median [min–max]: a markdown table, a JSON file and a chart."""
+
+import json
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.scenarios import Scenario
+
+BACKGROUND_WARNING = 0.15
+STALL_BASELINE = {5: 3, 7: 1}
+LEGEND = """\
+Deliveries/s: messages received, summed over all clients, from the first send to the last delivery.
+Received/expected: expected is messages sent × clients open; lost is what had not arrived by the end
+of the run (10 s after the last send at most, or 2 s without any delivery); dup and ooo are
+duplicates and messages that arrived after a later one from the same sender.
+Latency: from send to receipt on every client, one clock (sender and receivers share a process).
+Server CPU: user + system time of all the server's processes during the measured phase, per delivery.
+Connect s: time to open all clients, 100 handshakes at a time."""
+
+
+def spread(values: list[float]) -> dict | None:
+    """Return median, min and max of values, or None when there are none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def number(value: float) -> str:
+    """Format a number with about three significant digits."""
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def cell(stats: dict | None, fmt: Callable[[float], str] = number) -> str:
+    """Format median [min–max]."""
+    if stats is None:
+        return "–"
+    if stats["min"] == stats["max"]:
+        return fmt(stats["median"])
+    return f"{fmt(stats['median'])} [{fmt(stats['min'])}–{fmt(stats['max'])}]"
+
+
+def summarise(runs: list[dict], scenarios: dict[int, Scenario], server_names: list[str]) -> list[dict]:
+    """Aggregate the runs of each scenario and server into one row."""
+    rows = []
+    for sid, scenario in scenarios.items():
+        for server in server_names:
+            mine = [r for r in runs if r["scenario"] == sid and r["server"] == server]
+            if mine:
+                rows.append(row(scenario, server, mine))
+    for r in rows:
+        node = next((o for o in rows if o["scenario"] == r["scenario"] and o["server"] == "node"), None)
+        if node and node["cpu_per_delivery_us"] and r["cpu_per_delivery_us"]:
+            r["cpu_vs_node"] = r["cpu_per_delivery_us"]["median"] / node["cpu_per_delivery_us"]["median"]
+        sid = STALL_BASELINE.get(r["scenario"])
+        base = next((o for o in rows if o["scenario"] == sid and o["server"] == r["server"]), None)
+        if base and base["p99_ms"] and r["p99_ms"]:
+            r["stall_baseline"] = sid
+            r["p99_vs_baseline"] = r["p99_ms"]["median"] / base["p99_ms"]["median"]
+        if base and base["deliveries_per_s"] and r["deliveries_per_s"]:
+            r["rate_vs_baseline"] = r["deliveries_per_s"]["median"] / base["deliveries_per_s"]["median"]
+    return rows
+
+
+def row(scenario: Scenario, server: str, runs: list[dict]) -> dict:
+    """Aggregate the repeats of one scenario against one server."""
+    ok = [r for r in runs if "error" not in r]
+    loads = [r["load"] for r in ok]
+
+    def each(get: Callable[[dict], float]) -> dict | None:
+        return spread([get(r) for r in ok])
+
+    closes: Counter = Counter()
+    for load in loads:
+        closes.update(load["close_codes"])
+    out = {
+        "scenario": scenario.id,
+        "title": scenario.title,
+        "server": server,
+        "runs": len(runs),
+        "errors": [r["error"] for r in runs if "error" in r],
+        "expected": sum(x["expected"] for x in loads),
+        "received": sum(x["received"] for x in loads),
+        "lost": sum(x["lost"] for x in loads),
+        "duplicates": sum(x["duplicates"] for x in loads),
+        "out_of_order": sum(x["out_of_order"] for x in loads),
+        "deliveries_per_s": each(lambda r: r["load"]["deliveries_per_s"]) if scenario.delivers else None,
+        "p50_ms": each(lambda r: r["load"]["latency_ms"]["p50"]),
+        "p99_ms": each(lambda r: r["load"]["latency_ms"]["p99"]),
+        "max_ms": each(lambda r: r["load"]["latency_ms"]["max"]),
+        "cpu_per_delivery_us": each(lambda r: r["cpu_per_delivery_us"]),
+        "connect_s": each(lambda r: r["connect"]["connect_s"]),
+        "rss_per_conn_kb": each(lambda r: r["rss_per_conn_kb"]),
+        "rss_growth_mb": each(lambda r: (r["rss_kb"]["after"] - r["rss_kb"]["loaded"]) / 1024),
+        "threads_per_conn": each(lambda r: r["threads_per_conn"]),
+        "heartbeat_coverage": each(lambda r: r.get("heartbeat_coverage")),
+        "heartbeats": each(lambda r: r["load"]["heartbeats"]),
+        "close_codes": dict(closes),
+        "failed_connects": sum(r["connect"]["failed"] for r in ok),
+        "generator_saturated": sum(1 for x in loads if x["gen_saturated"]),
+        "background_cpu": each(lambda r: r["other_cpu_s"] / max(r["load"]["gen_wall_s"], 1e-9)),
+        "server_died": sum(1 for r in ok if not r["server_alive"]),
+        "stalled": [r["end"]["stalled"] for r in ok if "stalled" in r["end"]],
+        "extra": [r["end"]["extra"] for r in ok if "extra" in r["end"]],
+    }
+    return out
+
+
+def notes(r: dict) -> str:
+    """Return the scenario-specific findings of a row as a short phrase."""
+    parts = []
+    if r["scenario"] in (4, 6) and r["rss_per_conn_kb"]:
+        parts.append(f"{cell(r['rss_per_conn_kb'])} KB, {cell(r['threads_per_conn'])} threads per connection")
+    if r["scenario"] == 6 and r["heartbeat_coverage"]:
+        parts.append(
+            f"{cell(r['heartbeat_coverage'], lambda v: f'{v:.0%}')} of connections got a heartbeat in the window "
+            f"({cell(r['heartbeats'])} heartbeats)"
+        )
+    if r["stalled"]:
+        codes = Counter(str(s["close_code"] or "still open") for s in r["stalled"])
+        queued = statistics.median(s["bytes_buffered"] for s in r["stalled"]) / 1024
+        parts.append(
+            f"stalled client, once it reads again: {', '.join(f'{k} ×{v}' for k, v in codes.items())} "
+            f"after {queued:,.0f} KB; server RSS grew {cell(r['rss_growth_mb'])} MB"
+        )
+    if "stall_baseline" in r:
+        versus = f"p99 {r['p99_vs_baseline']:.2f}×"
+        if "rate_vs_baseline" in r:
+            versus += f", deliveries/s {r['rate_vs_baseline']:.2f}×"
+        parts.append(f"{versus} scenario {r['stall_baseline']}")
+    if r["extra"]:
+        outcomes = Counter(e["outcome"] for e in r["extra"])
+        times = [e["end_ms"] for e in r["extra"] if e["end_ms"] is not None]
+        text = ", ".join(f"{k} ×{v}" for k, v in outcomes.items())
+        if times:
+            text += f" in {statistics.median(times):.0f} ms"
+        parts.append(f"connection past the limit: {text}")
+    if r["close_codes"]:
+        parts.append("closes " + ", ".join(f"{k} ×{v}" for k, v in sorted(r["close_codes"].items())))
+    if r["failed_connects"]:
+        parts.append(f"{r['failed_connects']} connects failed")
+    if r["generator_saturated"]:
+        parts.append(f"generator saturated in {r['generator_saturated']}/{r['runs']} runs")
+    if r["background_cpu"] and r["background_cpu"]["max"] > BACKGROUND_WARNING:
+        parts.append(f"other load on the machine up to {r['background_cpu']['max']:.0%} of a core")
+    if r["server_died"]:
+        parts.append(f"server died in {r['server_died']} runs")
+    if r["errors"]:
+        parts.append(f"{len(r['errors'])} runs failed: {r['errors'][0]}")
+    return "; ".join(parts)
+
+
+def correctness(r: dict) -> str:
+    """Format received of expected with lost, duplicate and reordered counts."""
+    if not r["expected"]:
+        return "–"
+    text = f"{r['received']:,}/{r['expected']:,}"
+    bad = [(n, r[k]) for n, k in (("lost", "lost"), ("dup", "duplicates"), ("ooo", "out_of_order")) if r[k]]
+    if bad:
+        text += " (" + ", ".join(f"{n} {v:,}" for n, v in bad) + ")"
+    return text
+
+
+def table(rows: list[dict]) -> str:
+    """Render the rows as one markdown table."""
+    head = [
+        "Scenario", "Server", "Deliveries/s", "Received/expected", "p50 ms", "p99 ms", "max ms",
+        "Server CPU µs/delivery", "CPU vs node", "Connect s", "Notes",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ratio = f"{r['cpu_vs_node']:.2f}×" if "cpu_vs_node" in r else "–"
+        lines.append("| " + " | ".join([
+            f"{r['scenario']}. {r['title']}", r["server"], cell(r["deliveries_per_s"]), correctness(r),
+            cell(r["p50_ms"]), cell(r["p99_ms"]), cell(r["max_ms"]), cell(r["cpu_per_delivery_us"]),
+            ratio, cell(r["connect_s"]), notes(r),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+CHART_PANELS = (
+    ("deliveries_per_s", "Deliveries per second (higher is better)", "log"),
+    ("p99_ms", "p99 latency, ms (lower is better)", "log"),
+    ("cpu_per_delivery_us", "Server CPU µs per delivery (lower is better)", "linear"),
+)
+
+
+def chart(rows: list[dict], path: Path, caption: str = "") -> None:
+    """Draw deliveries/s, p99 latency and CPU per delivery per scenario and server into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["deliveries_per_s"] and r["p99_ms"]]
+    if not rows:
+        return
+    scenarios = sorted({r["scenario"] for r in rows})
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    fig, axes = plt.subplots(1, len(CHART_PANELS), figsize=(15, 4.4))
+    width = 0.8 / len(servers)
+    for i, server in enumerate(servers):
+        for ax, (key, _, _) in zip(axes, CHART_PANELS, strict=True):
+            xs, ys, lo, hi = [], [], [], []
+            for j, sid in enumerate(scenarios):
+                r = next((r for r in rows if r["scenario"] == sid and r["server"] == server), None)
+                if r and r[key]:
+                    xs.append(j + (i - (len(servers) - 1) / 2) * width)
+                    ys.append(r[key]["median"])
+                    lo.append(r[key]["median"] - r[key]["min"])
+                    hi.append(r[key]["max"] - r[key]["median"])
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=server)
+    labels = [f"scenario {sid}" for sid in scenarios]
+    for ax, (_, title, scale) in zip(axes, CHART_PANELS, strict=True):
+        ax.set_xticks(range(len(scenarios)), labels)
+        ax.set_title(title, fontsize=10)
+        ax.set_yscale(scale)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    if caption:
+        fig.suptitle(caption, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_json(path: Path, **content) -> None:
+    """Write the results as indented JSON."""
+    path.write_text(json.dumps(content, indent=1, ensure_ascii=False) + "\n")

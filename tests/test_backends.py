@@ -1,0 +1,536 @@
+"""Backends: one test body against memory and a real redis-server, plus what only Redis can do."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import wait_for
+from redis_server import RedisServer
+
+from chat import backends, protocol
+from chat.backends import Backend, Unavailable
+from chat.backends import redis as redis_backend
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE, REPLAY = 5, 3
+SETTINGS = {"HISTORY_SIZE": SIZE, "HISTORY_REPLAY": REPLAY, "PRESENCE_TTL": 30}
+
+Make = Callable[..., Backend]
+
+
+class Inbox:
+    """Collect what a backend delivers, and wait for conditions on it."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int | None, bytes]] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, room: str, items: list[tuple[int | None, bytes]]) -> None:
+        with self._changed:
+            self.events.extend((room, message_id, payload) for message_id, payload in items)
+            self._changed.notify_all()
+
+    def ids(self, room: str) -> list[int]:
+        """Return the chat ids delivered for room, in delivery order."""
+        with self._changed:
+            return [message_id for r, message_id, _ in self.events if r == room and message_id is not None]
+
+    def payloads(self, room: str) -> list[bytes]:
+        """Return every payload delivered for room, in delivery order."""
+        with self._changed:
+            return [payload for r, _, payload in self.events if r == room]
+
+    def wait(self, predicate: Callable[[Inbox], bool], timeout: float = 10.0) -> None:
+        """Wait until predicate holds, or fail after timeout."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: predicate(self), timeout):
+                raise AssertionError(f"timed out after {timeout} s; delivered: {self.events[-10:]}")
+
+
+def holds(condition: Callable[[], bool], seconds: float) -> bool:
+    """Check that condition stays true for the given time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not condition():
+            return False
+        time.sleep(0.05)
+    return condition()
+
+
+def flushall(url: str) -> None:
+    """Make a redis-server forget everything, as a restart without persistence would."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+
+
+def concurrently(count: int, work: Callable[[int], object]) -> list[object]:
+    """Run work(0..count-1) in threads that start together, and return the results."""
+    barrier = threading.Barrier(count)
+
+    def run(index: int) -> object:
+        barrier.wait()
+        return work(index)
+
+    with ThreadPoolExecutor(count, thread_name_prefix="test-worker") as pool:
+        return list(pool.map(run, range(count), timeout=60))
+
+
+@pytest.fixture
+def factory() -> Iterator[Callable[..., Backend]]:
+    """Build backends from a URL and settings, and close them after the test."""
+    made: list[Backend] = []
+
+    def build(url: str, **settings: object) -> Backend:
+        backend = backends.create(url, {**SETTINGS, **settings})
+        made.append(backend)
+        return backend
+
+    yield build
+    for backend in made:
+        backend.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def url(request) -> str:
+    """Return the URL of each backend: memory, and a flushed real redis-server."""
+    if request.param == "memory":
+        return "memory://"
+    return request.getfixturevalue("clean_redis_url")
+
+
+@pytest.fixture
+def backend(url: str, factory: Callable[..., Backend]) -> Backend:
+    """Return one backend of each kind."""
+    return factory(url)
+
+
+@pytest.fixture
+def make_redis(clean_redis_url: str, factory: Callable[..., Backend]) -> Make:
+    """Build Redis backends that share one flushed redis-server, as processes would."""
+    return lambda **settings: factory(clean_redis_url, **settings)
+
+
+@pytest.fixture
+def persistent() -> Iterator[RedisServer]:
+    """Start a redis-server of this test's own, with an fsync-always AOF."""
+    with RedisServer(persistent=True) as server:
+        yield server
+
+
+def started(backend: Backend, *rooms: str) -> Inbox:
+    """Start backend with a fresh inbox and watch rooms."""
+    inbox = Inbox()
+    backend.start(inbox)
+    for room in rooms:
+        backend.watch(room)
+    return inbox
+
+
+def publish_many(backend: Backend, room: str, count: int, prefix: str = "m") -> list[int]:
+    """Publish count numbered messages from ann and return their ids."""
+    return [backend.publish(room, "ann", f"{prefix}{i}") for i in range(count)]
+
+
+# Both backends.
+
+
+def test_ids_increase_per_room_under_concurrent_publishers(backend):
+    """Concurrent publishers get distinct, consecutive ids per room, each thread's strictly increasing."""
+    inbox = started(backend, "red", "blue")
+
+    def work(index: int) -> dict[str, list[int]]:
+        mine: dict[str, list[int]] = {"red": [], "blue": []}
+        for i in range(40):
+            room = "red" if (index + i) % 2 else "blue"
+            mine[room].append(backend.publish(room, f"t{index}", f"{index}:{i}"))
+        return mine
+
+    results = concurrently(8, work)
+    for room in ("red", "blue"):
+        per_thread = [result[room] for result in results]
+        for ids in per_thread:
+            assert ids == sorted(set(ids))
+        every = sorted(i for ids in per_thread for i in ids)
+        assert len(set(every)) == len(every) == 160
+        assert every == list(range(every[0], every[0] + 160))
+        inbox.wait(lambda box, room=room, every=every: len(box.ids(room)) >= len(every))
+        assert inbox.ids(room) == every
+
+
+def test_deliveries_keep_publish_order_with_presence_between(backend):
+    """Deliveries come in id order, join and leave events where they happened, with their counts."""
+    inbox = started(backend, "lobby")
+    first = backend.publish("lobby", "ann", "one")
+    assert backend.join("lobby", "m1", "Bob") == 1
+    second = backend.publish("lobby", "ann", "two")
+    assert backend.leave("lobby", "m1") == 0
+    inbox.wait(lambda box: len(box.payloads("lobby")) >= 4)
+    history = backend.replay("lobby", None, 2).messages
+    assert [(message_id, payload) for _, message_id, payload in inbox.events] == [
+        history[0],
+        (None, protocol.presence("join", "lobby", "Bob", 1)),
+        history[1],
+        (None, protocol.presence("leave", "lobby", "Bob", 0)),
+    ]
+    assert [message_id for message_id, _ in history] == [first, second]
+
+
+def test_presence_counts_arrive_in_the_order_they_changed(backend):
+    """Under concurrent joins and leaves the last event's count is the final count."""
+    inbox = started(backend, "lobby")
+    concurrently(40, lambda i: backend.join("lobby", f"m{i}", f"u{i}"))
+    concurrently(30, lambda i: backend.leave("lobby", f"m{i}"))
+    inbox.wait(lambda box: len(box.payloads("lobby")) >= 70)
+    counts = [json.loads(payload)["online"] for payload in inbox.payloads("lobby")]
+    assert counts[:40] == list(range(1, 41))
+    assert counts[40:] == list(range(39, 9, -1))
+
+
+def test_payload_is_protocol_chat(backend):
+    """A stored message's payload is byte for byte protocol.chat of its fields."""
+    text = '{"looks": "like json"} \u5fc3\u8df3 \\ "quoted"'
+    message_id = backend.publish("lobby", "Ada \u00e9", text)
+    [(replayed_id, payload)] = backend.replay("lobby", None, 1).messages
+    body = json.loads(payload)
+    assert replayed_id == message_id
+    assert payload == protocol.chat(message_id, "lobby", "Ada \u00e9", text, body["ts"])
+    assert abs(body["ts"] - time.time() * 1000) < 60_000
+
+
+def test_replay_without_since_returns_the_last_limit(backend):
+    """since None replays the last limit messages, oldest first, and none for limit 0."""
+    ids = publish_many(backend, "lobby", 4)
+    replay = backend.replay("lobby", None, REPLAY)
+    assert [i for i, _ in replay.messages] == ids[-REPLAY:]
+    assert (replay.gap, replay.missed, replay.last) == (False, None, ids[-1])
+    assert backend.replay("lobby", None, 0).messages == []
+    assert [i for i, _ in backend.replay("lobby", None, 100).messages] == ids
+
+
+def test_replay_since_inside_the_window_returns_what_followed(backend):
+    """since inside the window replays every later message, without a gap."""
+    ids = publish_many(backend, "lobby", 4)
+    replay = backend.replay("lobby", ids[0], REPLAY)
+    assert [i for i, _ in replay.messages] == ids[1:]
+    assert (replay.gap, replay.missed) == (False, None)
+
+
+def test_replay_since_the_last_id_is_empty(backend):
+    """since equal to (or past) the last id replays nothing and reports no gap."""
+    ids = publish_many(backend, "lobby", 3)
+    for since in (ids[-1], ids[-1] + 10):
+        replay = backend.replay("lobby", since, REPLAY)
+        assert (replay.messages, replay.gap, replay.missed, replay.last) == ([], False, None, ids[-1])
+
+
+def test_replay_gap_counts_exactly_what_was_evicted(backend):
+    """since older than the window reports a gap with the exact number of messages missed."""
+    ids = publish_many(backend, "lobby", SIZE + 7)
+    replay = backend.replay("lobby", ids[1], REPLAY)
+    assert replay.gap and replay.missed == SIZE + 7 - SIZE - 2
+    assert [i for i, _ in replay.messages] == ids[-SIZE:]
+    edge = backend.replay("lobby", ids[-SIZE - 1], REPLAY)
+    assert (edge.gap, [i for i, _ in edge.messages]) == (False, ids[-SIZE:])
+    just_out = backend.replay("lobby", ids[-SIZE - 2], REPLAY)
+    assert (just_out.gap, just_out.missed) == (True, 1)
+
+
+def test_replay_since_before_the_epoch_has_an_unknown_gap(backend):
+    """since older than the room's first id reports a gap of unknown size and the whole window."""
+    ids = publish_many(backend, "lobby", SIZE + 2)
+    replay = backend.replay("lobby", 1, REPLAY)
+    assert (replay.gap, replay.missed) == (True, None)
+    assert [i for i, _ in replay.messages] == ids[-SIZE:]
+
+
+def test_window_keeps_only_the_last_history_size(backend):
+    """History keeps the last HISTORY_SIZE messages of each room and evicts older ones."""
+    red = publish_many(backend, "red", SIZE * 3)
+    blue = publish_many(backend, "blue", 2)
+    assert [i for i, _ in backend.replay("red", None, 100).messages] == red[-SIZE:]
+    assert [i for i, _ in backend.replay("blue", None, 100).messages] == blue
+
+
+def test_replay_of_an_empty_room(backend):
+    """A room without messages replays nothing; an id from elsewhere gets an unknown gap."""
+    assert backend.replay("empty", None, REPLAY).messages == []
+    stale = backend.replay("empty", 1, REPLAY)
+    assert (stale.messages, stale.gap, stale.missed) == ([], True, None)
+    future = backend.replay("empty", 10**17, REPLAY)
+    assert (future.messages, future.gap) == ([], False)
+
+
+def test_presence_counts_are_exact_under_concurrent_joins_and_leaves(backend):
+    """Concurrent joins return 1..N exactly once, leaves N-1..0, and users follow."""
+    members = 64
+    joined = concurrently(members, lambda i: backend.join("lobby", f"m{i}", f"user {i:02}"))
+    assert sorted(joined) == list(range(1, members + 1))
+    assert backend.join("lobby", "m0", "user 00") == members
+    assert backend.users("lobby") == [f"user {i:02}" for i in range(members)]
+    assert backend.users("elsewhere") == []
+    left = concurrently(members // 2, lambda i: backend.leave("lobby", f"m{i * 2}"))
+    assert sorted(left) == list(range(members // 2, members))
+    assert backend.leave("lobby", "never-joined") == members // 2
+    assert backend.users("lobby") == [f"user {i:02}" for i in range(1, members, 2)]
+
+
+# Redis only: several processes, failures, and what lives in Redis.
+
+
+def test_two_processes_share_messages_presence_and_one_sequence(make_redis):
+    """Two instances on one Redis see each other's messages and members, with one id sequence."""
+    one, two = make_redis(), make_redis()
+    inboxes = [started(one, "lobby"), started(two, "lobby")]
+
+    def work(index: int) -> list[int]:
+        sender = (one, two)[index % 2]
+        return publish_many(sender, "lobby", 30, prefix=f"{index}:")
+
+    every = sorted(i for ids in concurrently(4, work) for i in ids)
+    assert every == list(range(every[0], every[0] + 120))
+    assert two.join("lobby", "z", "Zed") == 1
+    for inbox in inboxes:
+        inbox.wait(lambda box: len(box.payloads("lobby")) >= 121)
+        assert inbox.ids("lobby") == every
+        assert inbox.payloads("lobby")[-1] == protocol.presence("join", "lobby", "Zed", 1)
+    assert inboxes[0].payloads("lobby") == inboxes[1].payloads("lobby")
+    assert two.leave("lobby", "z") == 0
+    assert one.join("lobby", "a", "Ann") == 1
+    assert two.join("lobby", "b", "Bob") == 2
+    assert one.users("lobby") == two.users("lobby") == ["Ann", "Bob"]
+    assert one.leave("lobby", "b") == 2
+    assert two.leave("lobby", "b") == 1
+
+
+def test_watch_counts_clients_and_unwatch_stops_reading(make_redis):
+    """A room stays watched until every watch has its unwatch, then stops being delivered."""
+    reader, writer = make_redis(), make_redis()
+    inbox = started(reader, "lobby", "lobby")
+    reader.unwatch("lobby")
+    kept = writer.publish("lobby", "ann", "still watched")
+    inbox.wait(lambda box: box.ids("lobby") == [kept])
+    reader.unwatch("lobby")
+    writer.publish("lobby", "ann", "nobody watches")
+    reader.watch("other")
+    marker = writer.publish("other", "ann", "marker")
+    inbox.wait(lambda box: box.ids("other") == [marker])
+    assert inbox.ids("lobby") == [kept]
+
+
+def test_watch_sees_everything_added_after_it_returns(make_redis):
+    """An entry added right after watch() returns is delivered, promptly, even while the reader blocks."""
+    reader, writer = make_redis(), make_redis()
+    inbox = started(reader)
+    for index in range(20):
+        room = f"room-{index}"
+        reader.watch(room)
+        message_id = writer.publish(room, "ann", "first")
+        inbox.wait(lambda box, room=room, message_id=message_id: box.ids(room) == [message_id], timeout=0.9)
+
+
+def test_reader_survives_a_redis_crash_without_loss_or_duplicates(persistent, factory):
+    """Everything acknowledged around a Redis crash and restart is delivered once, in order."""
+    reader, writer = factory(persistent.url), factory(persistent.url)
+    inbox = started(reader, "lobby")
+    before = publish_many(writer, "lobby", 5)
+    inbox.wait(lambda box: box.ids("lobby") == before)
+    acknowledged: list[int] = []
+    failures = 0
+    stop = threading.Event()
+
+    def keep_publishing() -> None:
+        nonlocal failures
+        count = 0
+        while not stop.is_set():
+            count += 1
+            try:
+                acknowledged.append(writer.publish("lobby", "ann", f"during {count}"))
+            except Unavailable:
+                failures += 1
+                stop.wait(0.01)
+
+    publisher = threading.Thread(target=keep_publishing, name="test-publisher")
+    publisher.start()
+    try:
+        wait_for(lambda: len(acknowledged) > 20, 10, "publishes before the crash")
+        persistent.stop(signal.SIGKILL)
+        wait_for(lambda: failures > 0, 10, "a publish to fail")
+        wait_for(lambda: not reader.healthy(), 10, "the reader to notice")
+        persistent.start()
+        count = len(acknowledged)
+        wait_for(lambda: len(acknowledged) > count + 20, 15, "publishes after the restart")
+    finally:
+        stop.set()
+        publisher.join(10)
+    after = publish_many(writer, "lobby", 5, prefix="after")
+    assert after[0] > acknowledged[-1] > before[-1]
+    inbox.wait(lambda box: box.ids("lobby")[-1:] == after[-1:], timeout=15)
+    delivered = inbox.ids("lobby")
+    assert delivered == sorted(set(delivered))
+    assert set(before + acknowledged + after) <= set(delivered)
+    assert reader.healthy()
+
+
+def test_unreachable_redis_raises_unavailable_quickly(persistent, factory):
+    """While Redis is down or hung, every call raises Unavailable within about a second."""
+    backend = factory(persistent.url)
+    inbox = started(backend, "lobby")
+    backend.publish("lobby", "ann", "before")
+    persistent.process.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        with pytest.raises(Unavailable):
+            backend.publish("lobby", "ann", "while hung")
+        assert time.monotonic() - began < 2.5
+        wait_for(lambda: not backend.healthy(), 10, "healthy() to turn false")
+    finally:
+        persistent.process.send_signal(signal.SIGCONT)
+    persistent.stop()
+    calls = [
+        lambda: backend.publish("lobby", "ann", "while down"),
+        lambda: backend.replay("lobby", None, 3),
+        lambda: backend.join("lobby", "m", "Ann"),
+        lambda: backend.leave("lobby", "m"),
+        lambda: backend.users("lobby"),
+        lambda: backend.watch("elsewhere"),
+    ]
+    for call in calls:
+        began = time.monotonic()
+        with pytest.raises(Unavailable):
+            call()
+        assert time.monotonic() - began < 2.5
+    persistent.start()
+    wait_for(backend.healthy, 15, "healthy() to turn true")
+    assert [payload for _, payload in backend.replay("lobby", None, 10).messages if b"while down" in payload] == []
+    later = backend.publish("lobby", "ann", "after")
+    inbox.wait(lambda box: box.ids("lobby")[-1:] == [later], timeout=15)
+
+
+def test_a_backend_started_while_redis_is_down_recovers(persistent, factory):
+    """A process that starts while Redis is down refuses calls with Unavailable, then works when it is back."""
+    persistent.stop()
+    backend = factory(persistent.url)
+    inbox = started(backend)
+    with pytest.raises(Unavailable):
+        backend.watch("lobby")
+    with pytest.raises(Unavailable):
+        backend.publish("lobby", "ann", "too early")
+    assert not backend.healthy()
+    persistent.start()
+    wait_for(backend.healthy, 15, "healthy() once Redis is up")
+    backend.watch("lobby")
+    message_id = backend.publish("lobby", "ann", "on time")
+    inbox.wait(lambda box: box.ids("lobby") == [message_id])
+
+
+def test_ids_keep_growing_after_a_restart_and_after_data_loss(persistent, factory):
+    """Ids survive a restart with persistence, and restart above the old ones when Redis forgets."""
+    backend = factory(persistent.url)
+    before = publish_many(backend, "lobby", 3)
+    persistent.restart()
+    wait_for(backend.healthy, 15, "healthy() after the restart")
+    resumed = backend.publish("lobby", "ann", "resumed")
+    assert resumed == before[-1] + 1
+    client = redis.Redis.from_url(persistent.url)
+    client.delete("chat:{lobby}:meta")
+    client.close()
+    recounted = backend.publish("lobby", "ann", "counter lost, stream kept")
+    assert recounted > resumed
+    replay = backend.replay("lobby", resumed, REPLAY)
+    assert (replay.gap, replay.missed, [i for i, _ in replay.messages]) == (True, None, [recounted])
+    flushall(persistent.url)
+    fresh = backend.publish("lobby", "ann", "after the loss")
+    assert fresh > recounted + 1
+    replay = backend.replay("lobby", resumed, REPLAY)
+    assert (replay.gap, replay.missed) == (True, None)
+    assert [i for i, _ in replay.messages] == [fresh]
+
+
+GHOST = """
+import sys
+from chat import backends
+backend = backends.create(sys.argv[1], {"HISTORY_SIZE": 5, "HISTORY_REPLAY": 3, "PRESENCE_TTL": float(sys.argv[2])})
+backend.start(lambda room, items: None)
+for index in range(3):
+    backend.join("lobby", f"ghost-{index}", f"ghost {index}")
+print("joined", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_members_of_a_killed_process_vanish_within_the_ttl(make_redis, clean_redis_url):
+    """Members of a process killed without leaving stay while it lives and vanish within PRESENCE_TTL."""
+    ttl = 1.5
+    alive = make_redis(PRESENCE_TTL=ttl)
+    started(alive)
+    alive.join("lobby", "me", "alive")
+    ghost = subprocess.Popen(
+        [sys.executable, "-c", GHOST, clean_redis_url, str(ttl)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert ghost.stdout.readline().strip() == "joined"
+        assert holds(lambda: len(alive.users("lobby")) == 4, ttl * 2)
+        ghost.send_signal(signal.SIGKILL)
+        ghost.wait(5)
+        killed = time.monotonic()
+        wait_for(lambda: alive.users("lobby") == ["alive"], ttl + 5, "the ghosts to vanish")
+        assert time.monotonic() - killed <= ttl + 1
+        assert alive.join("lobby", "me too", "alive") == 2
+    finally:
+        ghost.kill()
+        ghost.wait(5)
+
+
+def test_presence_is_written_again_after_redis_forgets_it(make_redis, clean_redis_url):
+    """A live process writes its members back within the TTL after Redis loses them."""
+    backend = make_redis(PRESENCE_TTL=1.0)
+    started(backend)
+    backend.join("lobby", "a", "Ann")
+    backend.join("lobby", "b", "Bob")
+    flushall(clean_redis_url)
+    assert backend.users("lobby") == []
+    wait_for(lambda: backend.users("lobby") == ["Ann", "Bob"], 5, "presence to come back")
+    assert backend.leave("lobby", "a") == 1
+
+
+def test_close_removes_this_process_members_and_is_idempotent(make_redis):
+    """close() takes this process's members out of every room at once, may run twice, and ends service."""
+    leaving, staying = make_redis(), make_redis()
+    started(leaving)
+    leaving.join("lobby", "a", "Ann")
+    leaving.join("red", "b", "Bob")
+    staying.join("lobby", "c", "Cid")
+    leaving.close()
+    leaving.close()
+    assert staying.users("lobby") == ["Cid"]
+    assert staying.users("red") == []
+    assert not leaving.healthy()
+    with pytest.raises(Unavailable):
+        leaving.publish("lobby", "ann", "after close")
+
+
+def test_streams_stay_bounded(make_redis, clean_redis_url):
+    """Streams keep about RETAIN messages, and presence between two messages is capped."""
+    backend = make_redis()
+    client = redis.Redis.from_url(clean_redis_url)
+    for index in range(redis_backend.RETAIN + 300):
+        backend.publish("busy", "ann", str(index))
+    assert redis_backend.RETAIN <= client.xlen("chat:{busy}:log") <= redis_backend.RETAIN + 200
+    for index in range(redis_backend.PRESENCE_BACKLOG + 200):
+        backend.join("quiet", f"m{index}", "Ann")
+    assert client.xlen("chat:{quiet}:log") == redis_backend.PRESENCE_BACKLOG
+    client.close()
