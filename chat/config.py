@@ -100,6 +100,8 @@ DEFAULTS: dict[str, Any] = {
 def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Return the settings, each named without its CHAT_ prefix."""
     settings = dict(DEFAULTS)
+    # Heroku sets DYNO, and every request reaches it through Heroku's router.
+    settings["TRUST_PROXY"] = "DYNO" in environ
     if "CHAT_BACKEND_URL" not in environ and environ.get("REDIS_URL"):
         settings["BACKEND_URL"] = _parse("REDIS_URL", "BACKEND_URL", environ["REDIS_URL"])
     for key in PARSERS:

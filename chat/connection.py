@@ -208,16 +208,16 @@ class Connection:
         self.outbox.clear()
         self.pending.clear()
         self.queued = 0
+        self.close_code, self.close_reason = TRY_AGAIN, "client too slow"
+        # What the kernel already holds goes out before the close frame, so a
+        # client that is slow rather than gone gets a while to read up to it.
+        self.close_deadline = time.monotonic() + max(CLOSE_WAIT, self._settings["PING_TIMEOUT"])
         if self.held:
-            self.close_code, self.close_reason = TRY_AGAIN, "client too slow"
-            self.close_deadline = time.monotonic() + CLOSE_WAIT
             self.outbox.append(wire.close_frame(TRY_AGAIN, "client too slow"))
             return False
         if head is not None:
             self.outbox.append(head)
             self.queued = len(head)
-        self.close_code, self.close_reason = TRY_AGAIN, "client too slow"
-        self.close_deadline = time.monotonic() + CLOSE_WAIT
         frame = wire.close_frame(TRY_AGAIN, "client too slow")
         if self.outbox:
             self.outbox.append(frame)

@@ -59,3 +59,10 @@ def test_bad_values_name_the_variable(monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
     with pytest.raises(config.ConfigError, match=variable):
         create_app()
+
+
+def test_proxy_is_trusted_by_default_on_heroku():
+    """On Heroku (DYNO is set) forwarded headers are trusted unless CHAT_TRUST_PROXY says otherwise."""
+    assert config.load({})["TRUST_PROXY"] is False
+    assert config.load({"DYNO": "web.1"})["TRUST_PROXY"] is True
+    assert config.load({"DYNO": "web.1", "CHAT_TRUST_PROXY": "off"})["TRUST_PROXY"] is False

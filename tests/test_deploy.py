@@ -1,0 +1,73 @@
+"""Deployment: gunicorn.conf.py's guards, start-up messages and the backend's health."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+from conftest import BIN, ROOT, free_port, wait_for
+from redis_server import RedisServer
+
+
+def gunicorn_exit(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run gunicorn with the project's configuration and return how it ended."""
+    environment = {**os.environ, **env}
+    environment.pop("CHAT_BACKEND_URL", None)
+    environment.pop("REDIS_URL", None)
+    return subprocess.run(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{free_port()}", *args, "app:app"],
+        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_several_workers_with_the_memory_backend_refuse_to_start():
+    """-w 2 without a shared backend stops at once with a message that says what to set."""
+    finished = gunicorn_exit("-w", "2")
+    assert finished.returncode != 0
+    assert "CHAT_BACKEND_URL" in finished.stderr and "split" in finished.stderr
+
+
+def test_web_concurrency_counts_as_workers():
+    """Heroku's WEB_CONCURRENCY=2 with the memory backend fails the same way."""
+    finished = gunicorn_exit(WEB_CONCURRENCY="2")
+    assert finished.returncode != 0
+    assert "CHAT_BACKEND_URL" in finished.stderr
+
+
+def test_bad_setting_stops_start_up_naming_the_variable():
+    """A bad CHAT_* value stops gunicorn with a message that names the variable."""
+    finished = gunicorn_exit(CHAT_HEARTBEAT_INTERVAL="often")
+    assert finished.returncode != 0
+    assert "CHAT_HEARTBEAT_INTERVAL" in finished.stderr
+
+
+def test_start_up_prints_the_address_to_open(server):
+    """The server prints the URL a person should open."""
+    wait_for(lambda: "Chat is running: open http://127.0.0.1:" in server.log(), 5, "the address line")
+
+
+def test_healthz_and_notices_follow_redis_going_away_and_back(make_server, connect):
+    """With Redis down /healthz is 503 and senders get an unavailable notice; when it is back all is well."""
+    redis_server = RedisServer().start()
+    try:
+        server = make_server(CHAT_BACKEND_URL=redis_server.url, CHAT_RATE_LIMIT="off")
+        client = connect(server.ws_url)
+        client.next_where(lambda e: e.get("event") == "welcome")
+        assert server.health()["backend"] is True
+        redis_server.stop()
+        wait_for(lambda: server.health()["status"] == "unavailable", 15, "/healthz to report the backend down")
+        with pytest.raises(urllib.error.HTTPError) as down:
+            urllib.request.urlopen(server.url + "/healthz", timeout=5)
+        assert down.value.code == 503
+        client.send("while redis is down")
+        notice = client.next_where(lambda e: e["state"] == 4)
+        assert notice["code"] == "unavailable"
+        redis_server.start()
+        wait_for(lambda: server.health()["status"] == "ok", 20, "/healthz to recover")
+        client.send("after redis is back")
+        assert client.next_where(lambda e: e["state"] == 2)["message"] == "after redis is back"
+    finally:
+        redis_server.stop()
