@@ -13,7 +13,7 @@ from bench import deps, proc, report, runner
 from bench.scenarios import FULL, scenarios
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SERVERS = ("chat", "node", "tutorial")
+SERVERS = ("chat", "chat-gevent", "node", "tutorial")
 OPEN_FILES = 16384
 
 

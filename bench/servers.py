@@ -36,11 +36,11 @@ class Running:
         return f"ws://127.0.0.1:{self.port}/ws"
 
 
-def gunicorn(app: str, port: int, threads: int) -> list[str]:
-    """Return the gunicorn command line for one gthread worker with threads threads."""
+def gunicorn(app: str, port: int, threads: int, worker_class: str = "gthread") -> list[str]:
+    """Return the gunicorn command line for one worker with room for threads connections."""
     return [
         sys.executable, "-m", "gunicorn",
-        "-k", "gthread", "-w", "1", "--threads", str(threads),
+        "-k", worker_class, "-w", "1", "--threads", str(threads),
         "--worker-connections", str(threads + 100),
         "--graceful-timeout", "3", "--no-control-socket",
         "--log-level", "warning",
@@ -59,11 +59,12 @@ def command(name: str, port: int, connections: int, limit: int | None) -> tuple[
     raised to the same number.
     """
     env = dict(os.environ)
-    if name == "chat":
+    if name in ("chat", "chat-gevent"):
         threads = limit + 10 if limit else connections + SPARE_THREADS
         most = str(limit or connections + SPARE_THREADS // 2)
         env.update(CHAT_RATE_LIMIT="off", CHAT_MAX_CONNECTIONS=most, CHAT_MAX_CONNECTIONS_PER_IP=most)
-        return gunicorn("app:app", port, threads), ROOT, env
+        worker_class = "gevent" if name == "chat-gevent" else "gthread"
+        return gunicorn("app:app", port, threads, worker_class), ROOT, env
     if name == "tutorial":
         threads = limit or connections + SPARE_THREADS
         return gunicorn("tutorial:app", port, threads), BENCH / "peers", env
