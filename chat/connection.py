@@ -73,7 +73,7 @@ class Connection:
         self.started = time.monotonic()
         self.compress = wire.compressed(ws)
         self.lock = threading.Lock()
-        self.outbox: deque[bytes] = deque()
+        self.outbox: list[bytes] = []
         self.queued = 0
         self.head_partial = False
         self.held = True
@@ -92,7 +92,7 @@ class Connection:
         self._settings = settings
         self._limit = settings["OUTBOX_LIMIT"]
         self._max_bytes = settings["MAX_MESSAGE_BYTES"]
-        self._fragments: list[str] = []
+        self._fragments: list[str] | None = None
         self._fragment_bytes = 0
         rate = settings["RATE_LIMIT"]
         self._rate, self._burst = rate if rate else (0.0, 0.0)
@@ -181,23 +181,24 @@ class Connection:
         return True
 
     def _flush_locked(self) -> None:
-        while self.outbox:
-            chunks = list(self.outbox) if len(self.outbox) <= IOV_MAX else [
-                self.outbox[i] for i in range(IOV_MAX)
-            ]
+        outbox = self.outbox
+        while outbox:
             try:
-                sent = self.native.sendmsg(chunks, (), socket.MSG_DONTWAIT)
+                sent = self.native.sendmsg(outbox[:IOV_MAX], (), socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except OSError:
                 self._broken_locked()
                 return
             self.queued -= sent
-            while sent and sent >= len(self.outbox[0]):
-                sent -= len(self.outbox.popleft())
+            done = 0
+            while done < len(outbox) and sent >= len(outbox[done]):
+                sent -= len(outbox[done])
+                done += 1
+            del outbox[:done]
             self.head_partial = sent > 0
             if sent:
-                self.outbox[0] = self.outbox[0][sent:]
+                outbox[0] = outbox[0][sent:]
                 return
 
     def _overflow_locked(self) -> bool:
@@ -436,16 +437,18 @@ class Connection:
     def _text(self, event: TextMessage) -> None:
         self._fragment_bytes += len(event.data.encode()) if not event.data.isascii() else len(event.data)
         if self._fragment_bytes > self._max_bytes:
-            self._fragments.clear()
+            self._fragments = None
             self.close(TOO_BIG, f"message over {self._max_bytes} bytes")
             return
         if not event.message_finished:
+            if self._fragments is None:
+                self._fragments = []
             self._fragments.append(event.data)
             return
-        if self._fragments:
+        if self._fragments is not None:
             self._fragments.append(event.data)
             text = "".join(self._fragments)
-            self._fragments.clear()
+            self._fragments = None
         else:
             text = event.data
         self._fragment_bytes = 0

@@ -71,3 +71,23 @@ def test_healthz_and_notices_follow_redis_going_away_and_back(make_server, conne
         assert client.next_where(lambda e: e["state"] == 2)["message"] == "after redis is back"
     finally:
         redis_server.stop()
+
+
+def test_metrics_are_summed_over_workers(make_server, connect, clean_redis_url):
+    """With three workers, /metrics counts the connections and messages of all of them."""
+    server = make_server(workers=3, CHAT_BACKEND_URL=clean_redis_url, CHAT_RATE_LIMIT="off")
+    clients = [connect(server.ws_url + "?room=counted") for _ in range(12)]
+    for client in clients:
+        client.next_where(lambda e: e.get("event") == "welcome")
+    for number, client in enumerate(clients):
+        client.send(f"message {number}")
+    for client in clients:
+        client.chats(12)
+
+    def scraped() -> str:
+        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    body = scraped()
+    assert 'chat_connections{room="counted"} 12.0' in body
+    assert "chat_messages_received_total 12.0" in body
