@@ -113,6 +113,7 @@ def refuse(raw: socket.socket, code: int, reason: str) -> None:
         drain(raw, REFUSE_WAIT)
     except OSError:
         pass
+    shut(raw)
 
 
 def linger(raw: socket.socket, conn: Connection) -> None:
