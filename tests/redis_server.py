@@ -118,9 +118,14 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def clean_redis_url(redis_url: str) -> str:
     """Return the session's redis URL after FLUSHALL."""
-    client = redis.Redis.from_url(redis_url)
+    flushall(redis_url)
+    return redis_url
+
+
+def flushall(url: str) -> None:
+    """Make a redis-server forget everything, as a restart without persistence would."""
+    client = redis.Redis.from_url(url)
     try:
         client.flushall()
     finally:
         client.close()
-    return redis_url

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import wait_for
-from redis_server import RedisServer
+from redis_server import RedisServer, flushall
 
 from chat import backends, protocol
 from chat.backends import Backend, Unavailable
@@ -65,15 +65,6 @@ def holds(condition: Callable[[], bool], seconds: float) -> bool:
             return False
         time.sleep(0.05)
     return condition()
-
-
-def flushall(url: str) -> None:
-    """Make a redis-server forget everything, as a restart without persistence would."""
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushall()
-    finally:
-        client.close()
 
 
 def concurrently(count: int, work: Callable[[int], object]) -> list[object]:
