@@ -34,6 +34,8 @@ def on_starting(server):
         settings = chat_config.from_environment()
     except chat_config.ConfigError as exc:
         sys.exit(f"chat: {exc}")
+    if server.cfg.is_ssl:
+        sys.exit("chat: terminate TLS in front of gunicorn (Heroku's router, nginx): --certfile is not supported")
     if server.cfg.workers > 1 and settings["BACKEND_URL"].startswith("memory://"):
         sys.exit(
             f"chat: {server.cfg.workers} workers with the memory backend would split every room: "

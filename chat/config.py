@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,6 +15,8 @@ class ConfigError(ValueError):
 def _number(kind: type, minimum: float) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value = kind(text)
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
         if value < minimum:
             raise ValueError(f"must be at least {minimum}")
         return value
@@ -37,7 +40,7 @@ def _rate(text: str) -> tuple[float, float] | None:
     rate, _, burst = text.partition(",")
     per_second = float(rate)
     size = float(burst) if burst else max(1.0, per_second * 4)
-    if per_second <= 0 or size < 1:
+    if not (math.isfinite(per_second) and math.isfinite(size)) or per_second <= 0 or size < 1:
         raise ValueError("must be RATE[,BURST] with RATE > 0 and BURST >= 1, or off")
     return per_second, size
 
@@ -92,7 +95,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONNECTIONS": None,
     "MAX_CONNECTIONS_PER_IP": 50,
     "COMPRESSION": False,
-    "SHUTDOWN_TIMEOUT": 5.0,
+    "SHUTDOWN_TIMEOUT": 8.0,
     "PRESENCE_TTL": 30.0,
 }
 

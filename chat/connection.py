@@ -24,21 +24,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NORMAL, GOING_AWAY, UNSUPPORTED, ABNORMAL = 1000, 1001, 1003, 1006
+UNSUPPORTED, ABNORMAL = 1003, 1006
 POLICY, TOO_BIG, INTERNAL, TRY_AGAIN = 1008, 1009, 1011, 1013
 #: How long a closing connection waits for the client's close frame.
 CLOSE_WAIT = 2.0
 #: Most frames handed to one sendmsg call (Linux's IOV_MAX is 1024).
 IOV_MAX = 512
 RECEIVE_BYTES = 65536
+COMPRESSED_RECEIVE_BYTES = 1024
 
 
 class Connection:
     """Deliver frames to one client in order, and serve what it sends.
 
-    Every write on the socket goes through ``lock``: the fan-out thread writes
-    ready frames without blocking, and what the socket cannot take waits in the
-    outbox until the fan-out thread sees the socket writable again.  The
+    Once the connection has joined, every write on the socket goes through
+    ``lock``: the fan-out thread writes ready frames without blocking, and what
+    the socket cannot take waits in the outbox until the fan-out thread sees the
+    socket writable again.  While it joins (``held``), the connection's own
+    thread is the only writer: it sends the replay, and live events wait.  The
     connection's own thread reads, keeps the heartbeat and the protocol ping.
     """
 
@@ -47,7 +50,8 @@ class Connection:
         "compress", "lock", "outbox", "queued", "head_partial", "held", "pending", "floor",
         "close_code", "close_reason", "close_deadline", "finished", "watched", "watch_requested",
         "skip", "watching", "present", "released", "_settings", "_limit", "_max_bytes",
-        "_fragments", "_fragment_bytes", "_rate", "_burst", "_tokens", "_refilled", "_drops", "_warned",
+        "_fragments", "_fragment_bytes", "_receive_size", "_rate", "_burst", "_tokens", "_refilled",
+        "_drops", "_warned",
     )
 
     def __init__(
@@ -93,6 +97,9 @@ class Connection:
         self._limit = settings["OUTBOX_LIMIT"]
         self._max_bytes = settings["MAX_MESSAGE_BYTES"]
         self._fragments: list[str] | None = None
+        # A compressed read can inflate a thousandfold before its size is
+        # checked, so compressed connections read in small steps.
+        self._receive_size = COMPRESSED_RECEIVE_BYTES if self.compress else RECEIVE_BYTES
         self._fragment_bytes = 0
         rate = settings["RATE_LIMIT"]
         self._rate, self._burst = rate if rate else (0.0, 0.0)
@@ -240,6 +247,8 @@ class Connection:
 
     def _frame_locked(self, payload: bytes) -> bytes:
         if self.compress:
+            if self.ws.state is not ConnectionState.OPEN:
+                return b""
             return self.ws.send(TextMessage(data=payload.decode()))
         return wire.text_frame(payload)
 
@@ -348,7 +357,7 @@ class Connection:
             timeout = max(0.0, wake - time.monotonic())
             if poller.poll(timeout * 1000):
                 try:
-                    data = self.sock.recv(RECEIVE_BYTES)
+                    data = self.sock.recv(self._receive_size)
                 except OSError:
                     data = b""
                 if not data:

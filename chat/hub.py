@@ -48,7 +48,8 @@ class Hub:
 
     One lock guards the rooms and the connection counts; another guards the
     queue that the backend fills and the fan-out thread drains.  The fan-out
-    thread is the only one that writes batches and watches backlogged sockets.
+    thread writes live batches to joined connections and is the only one that
+    watches backlogged sockets.
     """
 
     def __init__(self, backend: Backend, settings: dict[str, Any], stats: Metrics) -> None:
@@ -101,7 +102,9 @@ class Hub:
         self.start()
         room = conn.room
         with self._lock:
-            self._rooms.setdefault(room, set()).add(conn)
+            members = self._rooms.setdefault(room, set())
+            members.add(conn)
+            self.stats.room_size(room, len(members))
         self.backend.watch(room)
         conn.watching = True
         replay = self.backend.replay(room, since, self.settings["HISTORY_REPLAY"])
@@ -110,7 +113,6 @@ class Hub:
         # fanned out by join() above, waits and is dropped there.
         conn.skip = protocol.presence("join", room, conn.name, online)
         conn.present = True
-        self.stats.joined(room)
         users = self.backend.users(room)
         payloads = [protocol.presence("welcome", room, conn.name, online, users)]
         if replay.gap:
@@ -127,6 +129,7 @@ class Hub:
                 members.discard(conn)
                 if not members:
                     del self._rooms[room]
+                self.stats.room_size(room, len(members))
         self._release_socket(conn)
         try:
             if conn.watching:
@@ -134,7 +137,6 @@ class Hub:
                 self.backend.unwatch(room)
             if conn.present:
                 conn.present = False
-                self.stats.left(room)
                 self.backend.leave(room, conn.member)
         except Unavailable:
             log.warning("backend unavailable: the leave of %s from %s is not announced", conn.name, room)
@@ -160,7 +162,10 @@ class Hub:
     # Fan-out, from the backend's delivering thread into the fan-out thread.
 
     def deliver(self, room: str, items: list[Item]) -> None:
-        """Queue events for the local connections of room; never blocks on a socket."""
+        """Queue events for the local connections of room; never blocks on a socket.
+
+        Backends call this in order, possibly under their own lock.
+        """
         with self._queue_lock:
             self._queue.append((room, items))
             wake, self._sleeping = self._sleeping, False
@@ -204,7 +209,8 @@ class Hub:
             os.set_blocking(self._wake[1], False)
             self._thread = threading.Thread(target=self._run, name="chat-fanout", daemon=True)
             self._thread.start()
-        self.backend.start(self.deliver)
+            # Under the lock, so no connection joins before the backend delivers.
+            self.backend.start(self.deliver)
 
     def _run(self) -> None:
         assert self._wake is not None
@@ -227,7 +233,11 @@ class Hub:
                     work, self._queue = self._queue, []
                     requests, self._requests = self._requests, []
                 for conn in requests:
-                    self._watch(selector, conn)
+                    try:
+                        self._watch(selector, conn)
+                    except Exception:
+                        log.exception("watching %s failed: closing it", conn.remote)
+                        conn.close(1011, "internal error")
                 if work:
                     self._fan_out(selector, work)
         finally:
@@ -259,7 +269,10 @@ class Hub:
                         self._watch(selector, conn)
                 except Exception:
                     log.exception("delivery to %s failed: closing it", conn.remote)
-                    conn.close(1011, "internal error")
+                    try:
+                        conn.close(1011, "internal error")
+                    except Exception:
+                        log.exception("closing %s failed", conn.remote)
             self.stats.delivered(len(recipients) * len(items), len(recipients) * len(batch.frame))
         self.stats.fanned_out(time.perf_counter() - started)
 
@@ -275,6 +288,12 @@ class Hub:
                 return
             if conn.watched or not conn.outbox:
                 return
+            stale = selector.get_map().get(conn.fd)
+            if stale is not None:
+                # A connection whose thread gave up waiting for its release
+                # left its number behind, and the kernel gave it to conn.
+                selector.unregister(conn.fd)
+                stale.data.watched = False
             selector.register(conn.fd, selectors.EVENT_WRITE, conn)
             conn.watched = True
 
@@ -305,4 +324,12 @@ class Hub:
         self._poke()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+            if not self._thread.is_alive() and self._wake is not None:
+                for fd in self._wake:
+                    os.close(fd)
+                self._wake = None
         self.backend.close()
+
+    def running(self) -> bool:
+        """Tell whether the fan-out thread is alive (or not started yet)."""
+        return self._thread is None or self._thread.is_alive()

@@ -26,11 +26,11 @@ class Metrics:
             registry=registry, multiprocess_mode="livesum",
         )
         self.messages_in = Counter("chat_messages_received", "Chat messages received from clients", registry=registry)
-        self.bytes_in = Counter("chat_received_bytes", "Characters of chat text received", registry=registry)
+        self.bytes_in = Counter("chat_received_characters", "Characters of chat text received", registry=registry)
         self.deliveries = Counter("chat_deliveries", "Events delivered to connections", registry=registry)
         self.bytes_out = Counter("chat_sent_bytes", "Bytes of frames handed to sockets", registry=registry)
         self.events = Counter(
-            "chat_events", "Outbox drops, slow-client closes and rate-limit hits", ["kind"], registry=registry
+            "chat_events", "Slow-client closes and rate-limit hits", ["kind"], registry=registry
         )
         self.closes = Counter("chat_closes", "Closed connections by close code", ["code"], registry=registry)
         self.fanout = Histogram(
@@ -38,13 +38,11 @@ class Metrics:
             registry=registry, buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
         )
 
-    def joined(self, room: str) -> None:
-        """Count a connection into room."""
-        self.open.labels(room).inc()
-
-    def left(self, room: str) -> None:
-        """Count a connection out of room."""
-        self.open.labels(room).dec()
+    def room_size(self, room: str, size: int) -> None:
+        """Record how many connections room has here; forget the room at zero."""
+        self.open.labels(room).set(size)
+        if not size:
+            self.open.remove(room)
 
     def received(self, size: int) -> None:
         """Count one chat message from a client."""
@@ -61,7 +59,7 @@ class Metrics:
         self.fanout.observe(seconds)
 
     def count(self, kind: str) -> None:
-        """Count one slow-client close, outbox drop or rate-limit hit."""
+        """Count one slow-client close or rate-limit hit."""
         self.events.labels(kind).inc()
 
     def closed(self, code: int) -> None:

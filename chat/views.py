@@ -27,7 +27,7 @@ def index() -> Response:
 def healthz() -> tuple[Response, int]:
     """Report the connection count and whether the backend answers."""
     chat = state()
-    healthy = chat.hub.backend.healthy()
+    healthy = chat.hub.running() and chat.hub.backend.healthy()
     body = {"status": "ok" if healthy else "unavailable", "connections": chat.hub.count(), "backend": healthy}
     return jsonify(body), 200 if healthy else 503
 

@@ -10,6 +10,7 @@ that never starts, and the route takes over the socket and the wsproto state.
 from __future__ import annotations
 
 import _socket
+import ssl
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,8 @@ def server_options() -> dict[str, Any]:
 def take_over(ws: simple_websocket.Server) -> tuple[Any, Connection]:
     """Return the socket and the open wsproto connection of an accepted WebSocket."""
     sock, handshake = ws.sock, ws.ws
+    if isinstance(sock, ssl.SSLSocket):
+        raise RuntimeError("TLS sockets are not supported: terminate TLS in front of the server")
     if not isinstance(handshake, WSConnection) or handshake.state is not ConnectionState.OPEN:
         raise RuntimeError("simple-websocket did not hand over an open wsproto connection")
     protocol = handshake.connection

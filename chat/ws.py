@@ -94,9 +94,11 @@ def chat_socket(ws: object) -> None:
         conn.close(INTERNAL, "internal error")
         linger(raw, conn)
     finally:
-        chat.hub.leave(conn)
-        chat.hub.release(address)
-        shut(raw)
+        try:
+            chat.hub.leave(conn)
+        finally:
+            chat.hub.release(address)
+            shut(raw)
         code = conn.close_code or 1006
         chat.metrics.closed(code)
         log.info(
@@ -127,9 +129,12 @@ def drain(raw: socket.socket, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     poller = select.poll()
     poller.register(raw.fileno(), select.POLLIN)
-    while (left := deadline - time.monotonic()) > 0:
-        if poller.poll(left * 1000) and not raw.recv(65536):
-            return
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if poller.poll(left * 1000) and not raw.recv(65536):
+                return
+    except OSError:
+        return
 
 
 def shut(raw: socket.socket) -> None:

@@ -47,6 +47,9 @@ def test_origins_and_rate_off():
     [
         ("CHAT_HEARTBEAT_INTERVAL", "soon"),
         ("CHAT_HEARTBEAT_INTERVAL", "0"),
+        ("CHAT_HEARTBEAT_INTERVAL", "nan"),
+        ("CHAT_PING_INTERVAL", "inf"),
+        ("CHAT_RATE_LIMIT", "nan,5"),
         ("CHAT_MAX_MESSAGE_BYTES", "-5"),
         ("CHAT_RATE_LIMIT", "fast"),
         ("CHAT_COMPRESSION", "maybe"),

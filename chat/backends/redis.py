@@ -538,7 +538,12 @@ class RedisBackend:
             return
         for room, position, fresh in batches:
             self._check_continuity(room, position, fresh)
-            items = [self._item(room, sid, fields) for sid, fields in fresh]
+            items = []
+            for sid, fields in fresh:
+                try:
+                    items.append(self._item(room, sid, fields))
+                except (KeyError, ValueError) as exc:
+                    log.warning("room %s: skipping malformed stream entry %s: %r", room, sid, exc)
             try:
                 deliver(room, items)
             except Exception:
