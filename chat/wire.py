@@ -40,9 +40,22 @@ class DormantThread:
         """Return at once: there is nothing to wait for."""
 
 
+class UnusedEvent:
+    """Stand in for the event simple-websocket's reader thread would set."""
+
+    def set(self) -> None:
+        """Do nothing: no reader thread runs."""
+
+    def clear(self) -> None:
+        """Do nothing: no reader thread runs."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return False
+
+
 def server_options() -> dict[str, Any]:
     """Return the options flask-sock passes to every simple-websocket Server."""
-    return {"thread_class": DormantThread}
+    return {"thread_class": DormantThread, "event_class": UnusedEvent}
 
 
 def take_over(ws: simple_websocket.Server) -> tuple[Any, Connection]:
@@ -83,7 +96,7 @@ def check() -> None:
     """Raise RuntimeError if simple-websocket no longer works the way take_over needs."""
     base = simple_websocket.ws.Base
     missing = [
-        name for name in ("thread_class", "receive_bytes")
+        name for name in ("thread_class", "event_class")
         if name not in base.__init__.__code__.co_varnames
     ]
     if missing:
