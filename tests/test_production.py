@@ -133,6 +133,7 @@ def test_sigterm_closes_a_thousand_clients_with_1001(kind):
         took = time.monotonic() - started
         assert crowd.codes() == {1001: 1000}, crowd.codes()
         assert took < 5, f"closing took {took:.1f} s"
+        print(f"\nshutdown ({kind}): 1000 clients closed with 1001 in {took:.2f} s")
         server.process.wait(15)
         assert server.process.returncode == 0
         assert "Traceback" not in server.log()
