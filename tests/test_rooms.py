@@ -172,3 +172,15 @@ def test_since_from_before_a_restart_gets_a_gap(make_server, connect):
     resumed.send("after")
     after = resumed.chats(1)[0]
     assert int(after["id"]) > int(before["id"])
+
+
+def test_since_beyond_the_newest_id_still_gets_live_messages(busy_server, connect):
+    """A since larger than any id replays nothing and announces no gap, and live messages still arrive."""
+    sender = connect(busy_server.ws_url + "?room=future")
+    sender.send("before")
+    newest = int(sender.chats(1)[0]["id"])
+    client = connect(f"{busy_server.ws_url}?room=future&since={newest + 10**9}")
+    assert client.next()["event"] == "welcome"
+    sender.send("after")
+    event = client.next_where(lambda e: e.get("state") in (2, 3) and e.get("event") != "join")
+    assert event["state"] == 2 and event["message"] == "after"
