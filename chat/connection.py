@@ -121,22 +121,18 @@ class Connection:
                 if self.queued > self._limit:
                     return self._overflow_locked()
                 return False
-            if self._seen_locked(batch):
-                data = self._unseen_locked(batch)
-                if not data:
-                    return False
-            else:
-                data = self._encoded_locked(batch)
-            if batch.last_id is not None:
-                self.floor = batch.last_id
-            return self._write_locked(data)
+            data = self._render_locked(batch)
+            return bool(data) and self._write_locked(data)
 
     def send(self, payload: bytes) -> None:
         """Write one event to this client alone."""
+        self._write(payload, framed=False)
+
+    def _write(self, data: bytes, framed: bool) -> None:
         with self.lock:
             if self.close_code is not None or self.finished:
                 return
-            started = self._write_locked(self._frame_locked(payload))
+            started = self._write_locked(data if framed else self._frame_locked(data))
         if started:
             self.hub.watch_backlog(self)
 
@@ -145,17 +141,20 @@ class Connection:
         with self.lock:
             if self.close_code is not None or self.finished:
                 return
-            self.close_code, self.close_reason = code, reason
-            self.close_deadline = time.monotonic() + CLOSE_WAIT
-            self.pending.clear()
-            if self.held:
-                # The joining thread is writing the replay: it sends this frame when done.
-                self.outbox.append(wire.close_frame(code, reason))
-                return
-            started = self._write_locked(wire.close_frame(code, reason), force=True)
-        log.debug("closing %s with %s %s", self.remote, code, reason)
+            started = self._close_locked(code, reason, CLOSE_WAIT)
         if started:
             self.hub.watch_backlog(self)
+
+    def _close_locked(self, code: int, reason: str, wait: float) -> bool:
+        self.close_code, self.close_reason = code, reason
+        self.close_deadline = time.monotonic() + wait
+        self.pending.clear()
+        frame = wire.close_frame(code, reason)
+        if self.held:
+            # The joining thread is writing the replay: it sends this frame when done.
+            self.outbox.append(frame)
+            return False
+        return self._write_locked(frame, force=True)
 
     def flush(self) -> bool:
         """Write what the outbox holds without blocking; return True while some is left."""
@@ -172,11 +171,8 @@ class Connection:
             if self.queued > self._limit and not force:
                 return self._overflow_locked()
             return False
-        try:
-            sent = self.native.send(data, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
+        sent = self._send_nowait(data)
+        if sent is None:
             self._broken_locked()
             return False
         if sent == len(data):
@@ -186,6 +182,15 @@ class Connection:
         self.head_partial = sent > 0
         self.watch_requested = True
         return True
+
+    def _send_nowait(self, data: bytes | memoryview) -> int | None:
+        """Write what the socket takes now; return how much, or None if the connection broke."""
+        try:
+            return self.native.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return None
 
     def _flush_locked(self) -> None:
         outbox = self.outbox
@@ -209,29 +214,16 @@ class Connection:
                 return
 
     def _overflow_locked(self) -> bool:
-        """Give up on a client that cannot keep up: close it with 1013."""
-        log.info("closing slow client %s in %s: %d bytes waiting", self.remote, self.room, self.queued)
+        """Give up on a client that cannot keep up: drop what waits for it and close it with 1013."""
         self.hub.stats.count("slow_closes")
-        head = self.outbox[0] if self.outbox and self.head_partial else None
-        self.outbox.clear()
-        self.pending.clear()
-        self.queued = 0
-        self.close_code, self.close_reason = TRY_AGAIN, "client too slow"
+        # Only the rest of a frame already partly sent must still go before the close frame.
+        head = self.outbox[:1] if self.head_partial else []
+        self.outbox[:] = head
+        self.queued = sum(map(len, head))
         # What the kernel already holds goes out before the close frame, so a
         # client that is slow rather than gone gets a while to read up to it.
-        self.close_deadline = time.monotonic() + max(CLOSE_WAIT, self._settings["PING_TIMEOUT"])
-        if self.held:
-            self.outbox.append(wire.close_frame(TRY_AGAIN, "client too slow"))
-            return False
-        if head is not None:
-            self.outbox.append(head)
-            self.queued = len(head)
-        frame = wire.close_frame(TRY_AGAIN, "client too slow")
-        if self.outbox:
-            self.outbox.append(frame)
-            self.queued += len(frame)
-            return False
-        return self._write_locked(frame, force=True)
+        wait = max(CLOSE_WAIT, self._settings["PING_TIMEOUT"])
+        return self._close_locked(TRY_AGAIN, f"client too slow: over {self._limit} bytes waiting", wait)
 
     def _broken_locked(self) -> None:
         self.outbox.clear()
@@ -252,18 +244,23 @@ class Connection:
             return self.ws.send(TextMessage(data=payload.decode()))
         return wire.text_frame(payload)
 
-    def _encoded_locked(self, batch: Batch) -> bytes:
-        if self.compress:
-            return b"".join(self._frame_locked(payload) for _, payload in batch.items)
-        return batch.frame
-
-    def _seen_locked(self, batch: Batch) -> bool:
-        """Tell whether batch holds a replayed message or this client's own join."""
-        return (batch.first_id is not None and batch.first_id <= self.floor) or (
+    def _render_locked(self, batch: Batch) -> bytes:
+        """Return the bytes of batch this client is owed, and move the floor past it."""
+        seen = (batch.first_id is not None and batch.first_id <= self.floor) or (
             batch.presence and self.skip is not None
         )
+        if seen:
+            data = self._unseen_locked(batch)
+        elif self.compress:
+            data = b"".join(self._frame_locked(payload) for _, payload in batch.items)
+        else:
+            data = batch.frame
+        if batch.last_id is not None:
+            self.floor = max(self.floor, batch.last_id)
+        return data
 
     def _unseen_locked(self, batch: Batch) -> bytes:
+        """Encode the events of batch that were not replayed, less this client's own join."""
         frames = []
         for message_id, payload in batch.items:
             if message_id is None:
@@ -279,10 +276,8 @@ class Connection:
 
     def replay(self, payloads: Iterable[bytes], floor: int) -> bool:
         """Write the welcome and history, then what arrived meanwhile; False if the client is gone."""
-        data = b"".join(self._frame_locked(p) for p in payloads) if not self.compress else None
         with self.lock:
-            if data is None:
-                data = b"".join(self._frame_locked(p) for p in payloads)
+            data = b"".join(self._frame_locked(p) for p in payloads)
             self.floor = max(self.floor, floor)
         if not self._send_all(data):
             return False
@@ -299,16 +294,9 @@ class Connection:
                     self.held = False
                     self.queued = 0
                     return True
-                chunks = []
-                for batch in batches:
-                    if self._seen_locked(batch):
-                        chunks.append(self._unseen_locked(batch))
-                    else:
-                        chunks.append(self._encoded_locked(batch))
-                    if batch.last_id is not None:
-                        self.floor = max(self.floor, batch.last_id)
+                data = b"".join([self._render_locked(batch) for batch in batches])
                 self.queued -= sum(len(batch.frame) for batch in batches)
-            if not self._send_all(b"".join(chunks)):
+            if not self._send_all(data):
                 return False
         if last:
             self._send_all(last)
@@ -321,11 +309,8 @@ class Connection:
         poller = select.poll()
         poller.register(self.fd, select.POLLOUT)
         while view:
-            try:
-                sent = self.native.send(view, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
+            sent = self._send_nowait(view)
+            if sent is None:
                 with self.lock:
                     self._broken_locked()
                 return False
@@ -379,7 +364,7 @@ class Connection:
                 self.send(protocol.HEARTBEAT)
                 next_beat = now + heartbeat
             if now >= next_ping:
-                self._write_control(wire.PING)
+                self._write(wire.PING, framed=True)
                 next_ping = now + ping_every
                 pong_due = pong_due or now + ping_timeout
 
@@ -387,14 +372,6 @@ class Connection:
         with self.lock:
             if self.close_code is None:
                 self.close_code, self.close_reason = ABNORMAL, "connection lost"
-
-    def _write_control(self, frame: bytes) -> None:
-        with self.lock:
-            if self.close_code is not None or self.finished:
-                return
-            started = self._write_locked(frame)
-        if started:
-            self.hub.watch_backlog(self)
 
     def _receive(self, data: bytes) -> bool:
         """Feed received bytes to wsproto; return False once the connection is over."""
@@ -424,7 +401,7 @@ class Connection:
             with self.lock:
                 pong = self.ws.send(event.response()) if self.close_code is None else b""
             if pong:
-                self._write_control(pong)
+                self._write(pong, framed=True)
         elif isinstance(event, CloseConnection):
             return self._closed_by_peer(event)
         return True
@@ -435,7 +412,7 @@ class Connection:
         if self.ws.state is ConnectionState.REMOTE_CLOSING:
             with self.lock:
                 reply = self.ws.send(event.response())
-            self._write_control(reply)
+            self._write(reply, framed=True)
             with self.lock:
                 self.close_code, self.close_reason = event.code, event.reason or ""
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -166,16 +167,16 @@ class Hub:
 
         Backends call this in order, possibly under their own lock.
         """
-        with self._queue_lock:
-            self._queue.append((room, items))
-            wake, self._sleeping = self._sleeping, False
-        if wake:
-            self._poke()
+        self._hand_over(self._queue, (room, items))
 
     def watch_backlog(self, conn: Connection) -> None:
         """Have the fan-out thread flush conn's outbox when its socket can take more."""
+        self._hand_over(self._requests, conn)
+
+    def _hand_over(self, queue: list, entry: object) -> None:
+        """Append entry to one of the fan-out thread's queues, and wake it if it sleeps."""
         with self._queue_lock:
-            self._requests.append(conn)
+            queue.append(entry)
             wake, self._sleeping = self._sleeping, False
         if wake:
             self._poke()
@@ -188,9 +189,13 @@ class Hub:
             busy = conn.watched or conn.watch_requested
             if busy:
                 released = conn.released = threading.Event()
-        if busy and self._thread is not None and self._thread.is_alive():
+        if busy:
             self.watch_backlog(conn)
-            released.wait(5.0)
+            # The socket's number must not be reused while the selector holds it,
+            # so wait for as long as the fan-out thread is there to answer.
+            while not released.wait(1.0):
+                if self._thread is None or not self._thread.is_alive():
+                    break
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -230,8 +235,10 @@ class Hub:
                         self._unwatch(selector, key.data)
                 with self._queue_lock:
                     self._sleeping = False
-                    work, self._queue = self._queue, []
-                    requests, self._requests = self._requests, []
+                    # Emptied in place: _hand_over holds references to these lists.
+                    work, requests = self._queue.copy(), self._requests.copy()
+                    self._queue.clear()
+                    self._requests.clear()
                 for conn in requests:
                     try:
                         self._watch(selector, conn)
@@ -264,17 +271,19 @@ class Hub:
                 continue
             batch = Batch.of(items)
             for conn in recipients:
-                try:
-                    if conn.deliver(batch):
-                        self._watch(selector, conn)
-                except Exception:
-                    log.exception("delivery to %s failed: closing it", conn.remote)
-                    try:
-                        conn.close(1011, "internal error")
-                    except Exception:
-                        log.exception("closing %s failed", conn.remote)
+                self._deliver_to(selector, conn, batch)
             self.stats.delivered(len(recipients) * len(items), len(recipients) * len(batch.frame))
         self.stats.fanned_out(time.perf_counter() - started)
+
+    def _deliver_to(self, selector: selectors.BaseSelector, conn: Connection, batch: Batch) -> None:
+        """Hand batch to one connection; a failing one is closed, and the fan-out goes on."""
+        try:
+            if conn.deliver(batch):
+                self._watch(selector, conn)
+        except Exception:
+            log.exception("delivery to %s failed: closing it", conn.remote)
+            with contextlib.suppress(Exception):
+                conn.close(1011, "internal error")
 
     def _watch(self, selector: selectors.BaseSelector, conn: Connection) -> None:
         with conn.lock:
@@ -288,12 +297,6 @@ class Hub:
                 return
             if conn.watched or not conn.outbox:
                 return
-            stale = selector.get_map().get(conn.fd)
-            if stale is not None:
-                # A connection whose thread gave up waiting for its release
-                # left its number behind, and the kernel gave it to conn.
-                selector.unregister(conn.fd)
-                stale.data.watched = False
             selector.register(conn.fd, selectors.EVENT_WRITE, conn)
             conn.watched = True
 

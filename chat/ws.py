@@ -72,13 +72,11 @@ def chat_socket(ws: object) -> None:
         since = protocol.since(request.args.get("since"))
     except protocol.ProtocolError as exc:
         refuse(raw, POLICY, str(exc))
-        chat.metrics.closed(POLICY)
         return
     refusal = chat.hub.admit(address)
     if refusal is not None:
         log.info("refused %s: %s", address, refusal[1])
         refuse(raw, *refusal)
-        chat.metrics.closed(refusal[0])
         return
     conn = Connection(raw, ws_protocol, chat.hub, room=room, name=name, remote=address, settings=settings)
     log.info("connect %s room=%s", address, room)
@@ -87,12 +85,10 @@ def chat_socket(ws: object) -> None:
             conn.serve()
     except Unavailable:
         log.warning("backend unavailable: closing %s", address)
-        conn.close(TRY_AGAIN, "chat backend unavailable, try again later")
-        linger(raw, conn)
+        linger(raw, conn, TRY_AGAIN, "chat backend unavailable, try again later")
     except Exception:
         log.exception("connection %s failed", address)
-        conn.close(INTERNAL, "internal error")
-        linger(raw, conn)
+        linger(raw, conn, INTERNAL, "internal error")
     finally:
         try:
             chat.hub.leave(conn)
@@ -102,13 +98,14 @@ def chat_socket(ws: object) -> None:
         code = conn.close_code or 1006
         chat.metrics.closed(code)
         log.info(
-            "disconnect %s room=%s code=%s duration=%.1fs",
-            address, room, code, time.monotonic() - conn.started,
+            "disconnect %s room=%s code=%s duration=%.1fs reason=%s",
+            address, room, code, time.monotonic() - conn.started, conn.close_reason,
         )
 
 
 def refuse(raw: socket.socket, code: int, reason: str) -> None:
     """Close a connection that was never admitted, and let the client read why."""
+    state().metrics.closed(code)
     try:
         raw.sendall(wire.close_frame(code, reason))
         raw.shutdown(socket.SHUT_WR)
@@ -118,8 +115,9 @@ def refuse(raw: socket.socket, code: int, reason: str) -> None:
     shut(raw)
 
 
-def linger(raw: socket.socket, conn: Connection) -> None:
-    """Give a closing client a moment to read the close frame."""
+def linger(raw: socket.socket, conn: Connection, code: int, reason: str) -> None:
+    """Close conn, and give the client a moment to read the close frame."""
+    conn.close(code, reason)
     if conn.flush():
         drain(raw, CLOSE_WAIT)
 

@@ -17,19 +17,13 @@ from pathlib import Path
 import pytest
 import websocket
 from redis_server import *  # noqa: F403  (the redis_url fixtures)
+from redis_server import free_port
 
 from chat import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, message: str = "condition") -> object:
@@ -44,6 +38,14 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, message: st
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def proc_status(pid: int, field: str) -> int:
+    """Return a number from /proc/PID/status, such as Threads or VmRSS (in KB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 class Server:
@@ -127,10 +129,7 @@ class Server:
 
     def threads_of(self, pid: int) -> int:
         """Return the number of OS threads of a process."""
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-        raise AssertionError("no Threads line")
+        return proc_status(pid, "Threads")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         """Stop the server and return its exit code."""
@@ -217,6 +216,15 @@ class Client:
                 self.next()
         except Closed as closed:
             return closed.code
+
+    def welcome(self) -> dict:
+        """Read until the welcome event and return it."""
+        return self.next_where(lambda e: e.get("event") == "welcome")
+
+    def drop(self) -> None:
+        """End the connection abruptly, without a close frame."""
+        self.ws.sock.shutdown(socket.SHUT_RDWR)
+        self.ws.sock.close()
 
     def close(self) -> None:
         try:

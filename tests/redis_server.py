@@ -26,7 +26,8 @@ def redis_binary() -> str:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -37,7 +38,7 @@ class RedisServer:
 
     def __init__(self, persistent: bool = False, directory: Path | None = None) -> None:
         self.binary = redis_binary()
-        self.port = _free_port()
+        self.port = free_port()
         self.persistent = persistent
         self._tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="chat-redis-")
         self.directory = Path(directory if directory is not None else self._tmp.name)

@@ -23,25 +23,20 @@ def gunicorn_exit(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_several_workers_with_the_memory_backend_refuse_to_start():
-    """-w 2 without a shared backend stops at once with a message that says what to set."""
-    finished = gunicorn_exit("-w", "2")
+@pytest.mark.parametrize(
+    ("args", "env", "said"),
+    [
+        (("-w", "2"), {}, "CHAT_BACKEND_URL"),
+        ((), {"WEB_CONCURRENCY": "2"}, "CHAT_BACKEND_URL"),
+        ((), {"CHAT_HEARTBEAT_INTERVAL": "often"}, "CHAT_HEARTBEAT_INTERVAL"),
+    ],
+    ids=["two-workers", "web-concurrency", "bad-setting"],
+)
+def test_start_up_refuses_with_a_message_naming_the_fix(args, env, said):
+    """Several workers on the memory backend (-w or WEB_CONCURRENCY), or a bad setting, stop gunicorn and say why."""
+    finished = gunicorn_exit(*args, **env)
     assert finished.returncode != 0
-    assert "CHAT_BACKEND_URL" in finished.stderr and "split" in finished.stderr
-
-
-def test_web_concurrency_counts_as_workers():
-    """Heroku's WEB_CONCURRENCY=2 with the memory backend fails the same way."""
-    finished = gunicorn_exit(WEB_CONCURRENCY="2")
-    assert finished.returncode != 0
-    assert "CHAT_BACKEND_URL" in finished.stderr
-
-
-def test_bad_setting_stops_start_up_naming_the_variable():
-    """A bad CHAT_* value stops gunicorn with a message that names the variable."""
-    finished = gunicorn_exit(CHAT_HEARTBEAT_INTERVAL="often")
-    assert finished.returncode != 0
-    assert "CHAT_HEARTBEAT_INTERVAL" in finished.stderr
+    assert said in finished.stderr
 
 
 def test_start_up_prints_the_address_to_open(server):
@@ -55,7 +50,7 @@ def test_healthz_and_notices_follow_redis_going_away_and_back(make_server, conne
     try:
         server = make_server(CHAT_BACKEND_URL=redis_server.url, CHAT_RATE_LIMIT="off")
         client = connect(server.ws_url)
-        client.next_where(lambda e: e.get("event") == "welcome")
+        client.welcome()
         assert server.health()["backend"] is True
         redis_server.stop()
         wait_for(lambda: server.health()["status"] == "unavailable", 15, "/healthz to report the backend down")
@@ -78,7 +73,7 @@ def test_metrics_are_summed_over_workers(make_server, connect, clean_redis_url):
     server = make_server(workers=3, CHAT_BACKEND_URL=clean_redis_url, CHAT_RATE_LIMIT="off")
     clients = [connect(server.ws_url + "?room=counted") for _ in range(12)]
     for client in clients:
-        client.next_where(lambda e: e.get("event") == "welcome")
+        client.welcome()
     for number, client in enumerate(clients):
         client.send(f"message {number}")
     for client in clients:

@@ -133,7 +133,7 @@ def test_connection_past_the_limit_gets_1013(make_server, connect):
     server = make_server(CHAT_MAX_CONNECTIONS="3")
     kept = [connect(server.ws_url) for _ in range(3)]
     for client in kept:
-        client.next_where(lambda e: e.get("event") == "welcome")
+        client.welcome()
     extra = connect(server.ws_url)
     assert extra.close_code(timeout=5) == 1013
     kept[0].send("after the refusal")
@@ -147,7 +147,7 @@ def test_threads_limit_refuses_instead_of_queueing(connect):
     try:
         kept = [connect(server.ws_url) for _ in range(4)]
         for client in kept:
-            client.next_where(lambda e: e.get("event") == "welcome")
+            client.welcome()
         extra = connect(server.ws_url)
         assert extra.close_code(timeout=5) == 1013
         assert server.health()["connections"] == 4
@@ -162,7 +162,7 @@ def test_slow_client_is_closed_1013_and_others_keep_pace(make_server, connect):
     try:
         reader = connect(server.ws_url)
         sender = connect(server.ws_url)
-        reader.next_where(lambda e: e.get("event") == "welcome")
+        reader.welcome()
         text = "z" * 8000
         worst = 0.0
         for number in range(400):
@@ -187,11 +187,7 @@ def test_churn_leaves_registry_empty(shared, connect):
             client = Client(url)
             client.send(f"visitor {number}")
             client.next_where(lambda e: e["state"] == 2 and e["message"] == f"visitor {number}")
-            if number % 2:
-                client.close()
-            else:
-                client.ws.sock.shutdown(socket.SHUT_RDWR)
-                client.ws.sock.close()
+            client.close() if number % 2 else client.drop()
         except BaseException as exc:  # collected and re-raised in the test thread
             errors.append(exc)
 
@@ -214,7 +210,7 @@ def test_thread_count_does_not_grow_with_churn(make_server):
     def round_of(count: int) -> int:
         clients = [Client(server.ws_url) for _ in range(count)]
         for client in clients:
-            client.next_where(lambda e: e.get("event") == "welcome")
+            client.welcome()
         for client in clients:
             client.close()
         wait_for(lambda: server.health()["connections"] == 0, 15, "registry to empty")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import socket
 import threading
 
 import pytest
@@ -77,14 +76,10 @@ def test_presence_is_exact_after_churn(busy_server, connect):
     watcher.next()
     clients = [Client(url + f"&name=c{n}") for n in range(100)]
     for client in clients:
-        client.next_where(lambda e: e.get("event") == "welcome")
+        client.welcome()
     watcher.next_where(lambda e: e.get("online") == 101)
     for number, client in enumerate(clients):
-        if number % 2:
-            client.close()
-        else:
-            client.ws.sock.shutdown(socket.SHUT_RDWR)
-            client.ws.sock.close()
+        client.close() if number % 2 else client.drop()
     leaves = 0
     while leaves < 100:
         event = watcher.next()
@@ -129,8 +124,7 @@ def test_resume_with_since_misses_nothing_while_others_send(busy_server, connect
     thread.start()
     while len(seen) < 50:
         seen.append(reader.next_where(lambda e: e["state"] == 2))
-    reader.ws.sock.shutdown(socket.SHUT_RDWR)
-    reader.ws.sock.close()
+    reader.drop()
     resumed = connect(f"{url}&since={seen[-1]['id']}")
     thread.join(60)
     assert done.is_set()

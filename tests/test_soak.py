@@ -9,22 +9,14 @@ off in the server under test so that what is measured is this code's memory.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from conftest import Server, wait_for
+from conftest import Server, proc_status, wait_for
 from crowd import Crowd, masked
 
 LONG = os.environ.get("CHAT_SOAK") == "long"
 WAVES, CLIENTS = (20, 500) if LONG else (7, 200)
 #: The first waves start the pool's threads and fill the allocator's pools; growth is measured after them.
 WARMUP = 3
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_waves_of_clients_leave_nothing_behind():
@@ -45,7 +37,7 @@ def test_waves_of_clients_leave_nothing_behind():
             assert all(m.texts >= 20 for m in crowd.members), "a client missed messages"
             crowd.close(clean=wave % 2 == 0)
             wait_for(lambda: server.health()["connections"] == 0, 30, f"wave {wave} to leave")
-            after.append((rss_kb(worker), server.threads_of(worker)))
+            after.append((proc_status(worker, "VmRSS"), server.threads_of(worker)))
         first_rss, first_threads = after[WARMUP - 1]
         last_rss, last_threads = after[-1]
         assert last_rss <= first_rss * 1.10, f"RSS grew from {first_rss} KB to {last_rss} KB: {after}"

@@ -35,6 +35,23 @@ class Replay:
     last: int = 0
 
 
+def resume(window: list[Item], since: int, last: int, epoch: int, oldest: int) -> Replay:
+    """Decide what a client that last saw since is owed from a room's window of messages.
+
+    window holds the room's messages still kept (at least those after since),
+    last is the room's newest id, epoch the id its counter started from, and
+    oldest the smallest id still kept (last + 1 when none is).
+    """
+    if since >= last:
+        return Replay(last=last)
+    newer = [item for item in window if item[0] > since]
+    if since < epoch:
+        return Replay(newer, gap=True, missed=None, last=last)
+    if since + 1 < oldest:
+        return Replay(newer, gap=True, missed=oldest - since - 1, last=last)
+    return Replay(newer, last=last)
+
+
 class Backend(Protocol):
     """The operations every backend implements."""
 

@@ -8,7 +8,7 @@ from collections import deque
 from typing import Any
 
 from .. import protocol
-from . import Deliver, Item, Replay
+from . import Deliver, Item, Replay, resume
 
 
 class MemoryBackend:
@@ -56,15 +56,8 @@ class MemoryBackend:
             last = self._last.get(room, self._epoch)
         if since is None:
             return Replay(history[-limit:] if limit else [], last=last)
-        if since >= last:
-            return Replay(last=last)
-        if since < self._epoch:
-            return Replay(history, gap=True, missed=None, last=last)
         oldest = history[0][0] if history else last + 1
-        newer = [item for item in history if item[0] > since]
-        if since + 1 < oldest:
-            return Replay(newer, gap=True, missed=oldest - since - 1, last=last)
-        return Replay(newer, last=last)
+        return resume(history, since, last, self._epoch, oldest)
 
     def join(self, room: str, member: str, name: str) -> int:
         """Add a member to the room's presence, fan out the join, and return the online count."""

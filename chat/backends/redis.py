@@ -61,7 +61,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from redis.retry import Retry
 
 from .. import protocol
-from . import Deliver, Item, Replay, Unavailable
+from . import Deliver, Item, Replay, Unavailable, resume
 
 log = logging.getLogger(__name__)
 
@@ -326,18 +326,12 @@ class RedisBackend:
         ]
         if since is None:
             return Replay(messages, last=last)
-        if since >= last:
-            return Replay(last=last)
-        if since < epoch:
-            return Replay(messages, gap=True, missed=None, last=last)
         if first:
             ms, seq = _sid(first[0][0])
             oldest = ms + (1 if seq else 0)
         else:
             oldest = last + 1
-        if since + 1 < oldest:
-            return Replay(messages, gap=True, missed=oldest - since - 1, last=last)
-        return Replay(messages, last=last)
+        return resume(messages, since, last, epoch, oldest)
 
     def join(self, room: str, member: str, name: str) -> int:
         """Add a member to the room's presence, append its join event, and return the online count."""
