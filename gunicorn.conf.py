@@ -1,6 +1,11 @@
-"""Gunicorn settings: gthread workers, one WebSocket per thread, bound to $PORT."""
+"""Gunicorn settings: gthread workers, one WebSocket per thread, bound to $PORT.
+
+Nothing here imports the project at load time: gunicorn reads this file
+before it applies --chdir, so the hooks import it when they run.
+"""
 
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -12,14 +17,14 @@ import threading
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chat-metrics-")
 
-from chat import config as chat_config  # noqa: E402
-
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
 # Every open WebSocket holds one thread for its whole life, so threads is the
 # connection limit of a worker; a few are kept for plain HTTP requests.
 threads = 1000
-worker_connections = 100_000
+# Each connection is a file descriptor: stop accepting before the process runs
+# out of them, rather than fail in accept().
+worker_connections = max(100, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100)
 graceful_timeout = 10
 timeout = 30
 keepalive = 5
@@ -29,11 +34,14 @@ HTTP_RESERVE = 4
 
 
 def on_starting(server):
-    """Refuse to split rooms across workers that share no backend."""
+    """Refuse to split rooms across workers that share no backend; use the workers with a header deadline."""
+    from chat import config as chat_config
+
     try:
         settings = chat_config.from_environment()
     except chat_config.ConfigError as exc:
         sys.exit(f"chat: {exc}")
+    _use_chat_workers(server)
     if server.cfg.is_ssl:
         sys.exit("chat: terminate TLS in front of gunicorn (Heroku's router, nginx): --certfile is not supported")
     if server.cfg.workers > 1 and settings["BACKEND_URL"].startswith("memory://"):
@@ -41,6 +49,23 @@ def on_starting(server):
             f"chat: {server.cfg.workers} workers with the memory backend would split every room: "
             "run one worker, or set CHAT_BACKEND_URL (or REDIS_URL) to a Redis URL so workers share rooms"
         )
+
+
+def on_reload(server):
+    """Keep the chat's workers after a reload re-read the worker class."""
+    _use_chat_workers(server)
+
+
+def _use_chat_workers(server):
+    from gunicorn.workers import gthread
+
+    from chat import worker
+
+    if server.worker_class is gthread.ThreadWorker:
+        server.worker_class = worker.ThreadWorker
+    elif server.cfg.worker_class_str in ("gevent", "gunicorn.workers.ggevent.GeventWorker"):
+        server.worker_class = worker.gevent_worker()
+    server.log.info("Chat worker: %s.%s", server.worker_class.__module__, server.worker_class.__qualname__)
 
 
 def when_ready(server):
@@ -55,15 +80,17 @@ def when_ready(server):
 
 def post_worker_init(worker):
     """Size the connection limit to the worker, and close every socket with 1001 on SIGTERM."""
-    chat = worker.wsgi.extensions["chat"]
-    hub = chat.hub
-    if chat.settings["MAX_CONNECTIONS"] is None:
-        capacity = worker.cfg.threads if worker.cfg.worker_class_str == "gthread" else worker.cfg.worker_connections
-        hub.limit = max(1, capacity - HTTP_RESERVE)
+    import chat
+    from gunicorn.workers import gthread
+
+    chats = chat.instances()
+    threaded = isinstance(worker, gthread.ThreadWorker)
+    for each in chats:
+        if each.settings["MAX_CONNECTIONS"] is None:
+            capacity = worker.cfg.threads if threaded else worker.cfg.worker_connections
+            each.hub.limit = max(1, capacity - HTTP_RESERVE)
     stopping = threading.Event()
-    closer = threading.Thread(
-        target=_close_on, args=(stopping, hub, chat.settings["SHUTDOWN_TIMEOUT"]), name="chat-shutdown"
-    )
+    closer = threading.Thread(target=_close_on, args=(stopping, chats), name="chat-shutdown")
     closer.start()
     worker.chat_shutdown = (stopping, closer)
     previous = signal.getsignal(signal.SIGTERM)
@@ -78,9 +105,10 @@ def post_worker_init(worker):
     signal.signal(signal.SIGTERM, on_term)
 
 
-def _close_on(stopping, hub, timeout):
+def _close_on(stopping, chats):
     stopping.wait()
-    hub.shutdown(timeout)
+    for each in chats:
+        each.hub.shutdown(each.settings["SHUTDOWN_TIMEOUT"])
 
 
 def worker_exit(server, worker):

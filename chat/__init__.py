@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,13 +17,23 @@ from .hub import Hub
 from .metrics import Metrics
 
 
-@dataclass
+@dataclass(eq=False)
 class Chat:
     """The per-app state: settings, the hub of connections, the metrics."""
 
     settings: dict[str, Any]
     hub: Hub
     metrics: Metrics
+
+
+#: Every chat made in this process, so that gunicorn's hooks find them whatever
+#: WSGI object (middleware, a dispatcher, a host app) is being served.
+_chats: weakref.WeakSet[Chat] = weakref.WeakSet()
+
+
+def instances() -> list[Chat]:
+    """Return every chat created in this process."""
+    return list(_chats)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -38,7 +49,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(SOCK_SERVER_OPTIONS=wire.server_options())
     metrics = Metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     backend = backends.create(settings["BACKEND_URL"], settings)
-    app.extensions["chat"] = Chat(settings, Hub(backend, settings, metrics), metrics)
+    chat = app.extensions["chat"] = Chat(settings, Hub(backend, settings, metrics), metrics)
+    _chats.add(chat)
     _configure_logging()
 
     from . import views, ws

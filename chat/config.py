@@ -55,6 +55,28 @@ def _backend_url(text: str) -> str:
     return text
 
 
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """Parse seconds, or a number with a unit: 30s, 10m, 24h, 7d."""
+    text = text.strip().lower()
+    scale = UNITS.get(text[-1:], None)
+    value = float(text[:-1] if scale else text) * (scale or 1)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a positive duration such as 600, 10m, 24h or 7d")
+    return value
+
+
+def _token(text: str) -> str | None:
+    token = text.strip()
+    if not token:
+        return None
+    if len(token) < 16:
+        raise ValueError("must be at least 16 characters")
+    return token
+
+
 def _optional_count(text: str) -> int | None:
     if text.strip().lower() in {"", "auto"}:
         return None
@@ -78,6 +100,9 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "COMPRESSION": _switch,
     "SHUTDOWN_TIMEOUT": _number(float, 0.1),
     "PRESENCE_TTL": _number(float, 1),
+    "HEADER_TIMEOUT": _number(float, 0.1),
+    "ROOM_EXPIRY": _duration,
+    "METRICS_TOKEN": _token,
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -97,6 +122,9 @@ DEFAULTS: dict[str, Any] = {
     "COMPRESSION": False,
     "SHUTDOWN_TIMEOUT": 8.0,
     "PRESENCE_TTL": 30.0,
+    "HEADER_TIMEOUT": 10.0,
+    "ROOM_EXPIRY": 7 * 86400.0,
+    "METRICS_TOKEN": None,
 }
 
 

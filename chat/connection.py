@@ -358,7 +358,7 @@ class Connection:
                 continue
             if pong_due and now >= pong_due:
                 log.info("no pong from %s in %s s", self.remote, ping_timeout)
-                self.close(POLICY, "ping timeout")
+                self.close(INTERNAL, "ping timeout")
                 return
             if now >= next_beat:
                 self.send(protocol.HEARTBEAT)

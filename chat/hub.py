@@ -105,7 +105,7 @@ class Hub:
         with self._lock:
             members = self._rooms.setdefault(room, set())
             members.add(conn)
-            self.stats.room_size(room, len(members))
+            self.stats.room_resized(len(members) - 1, len(members))
         self.backend.watch(room)
         conn.watching = True
         replay = self.backend.replay(room, since, self.settings["HISTORY_REPLAY"])
@@ -126,11 +126,11 @@ class Hub:
         room = conn.room
         with self._lock:
             members = self._rooms.get(room)
-            if members is not None:
+            if members is not None and conn in members:
                 members.discard(conn)
                 if not members:
                     del self._rooms[room]
-                self.stats.room_size(room, len(members))
+                self.stats.room_resized(len(members) + 1, len(members))
         self._release_socket(conn)
         try:
             if conn.watching:

@@ -1,4 +1,9 @@
-"""Prometheus metrics of one process, gathered across workers when they share a directory."""
+"""Prometheus metrics of one process, gathered across workers when they share a directory.
+
+No label takes a value a client chooses (a room name): prometheus_client's
+multiprocess mode cannot remove a labelled series, so such a label would grow
+the metric files with every room ever used.  Rooms are counted by size band.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,18 @@ from prometheus_client import (
 )
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Upper bounds of the room size bands, in local connections.
+BANDS = (1, 10, 100, 1000)
+
+
+def band(size: int) -> str:
+    """Return the label of the size band a room of size connections is in."""
+    low = 1
+    for high in BANDS:
+        if size <= high:
+            return str(high) if low == high else f"{low}-{high}"
+        low = high + 1
+    return f"{low}+"
 
 
 class Metrics:
@@ -22,7 +39,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.open = Gauge(
-            "chat_connections", "Open WebSocket connections per room", ["room"],
+            "chat_connections", "Open WebSocket connections in rooms", registry=registry, multiprocess_mode="livesum",
+        )
+        self.rooms = Gauge(
+            "chat_rooms", "Rooms with connections, by connections per worker", ["size"],
             registry=registry, multiprocess_mode="livesum",
         )
         self.messages_in = Counter("chat_messages_received", "Chat messages received from clients", registry=registry)
@@ -38,11 +58,13 @@ class Metrics:
             registry=registry, buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
         )
 
-    def room_size(self, room: str, size: int) -> None:
-        """Record how many connections room has here; forget the room at zero."""
-        self.open.labels(room).set(size)
-        if not size:
-            self.open.remove(room)
+    def room_resized(self, before: int, after: int) -> None:
+        """Record that a room went from before to after connections here."""
+        self.open.inc(after - before)
+        if before and (not after or band(before) != band(after)):
+            self.rooms.labels(band(before)).dec()
+        if after and (not before or band(before) != band(after)):
+            self.rooms.labels(band(after)).inc()
 
     def received(self, size: int) -> None:
         """Count one chat message from a client."""

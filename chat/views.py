@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, render_template, request
+import hmac
+
+from flask import Blueprint, Response, abort, jsonify, render_template, request
 
 from . import state
 from .metrics import CONTENT_TYPE
@@ -34,8 +36,18 @@ def healthz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Serve the Prometheus metrics."""
-    return Response(state().metrics.render(), content_type=CONTENT_TYPE)
+    """Serve the Prometheus metrics to a scraper that holds CHAT_METRICS_TOKEN; without one they are off."""
+    chat = state()
+    token = chat.settings["METRICS_TOKEN"]
+    if token is None:
+        abort(404, description="metrics are off: set CHAT_METRICS_TOKEN and scrape with that bearer token")
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        response = jsonify(error="metrics need Authorization: Bearer <CHAT_METRICS_TOKEN>")
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return Response(chat.metrics.render(), content_type=CONTENT_TYPE)
 
 
 @bp.after_app_request

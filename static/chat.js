@@ -13,7 +13,11 @@
   const MAX_MESSAGE_BYTES = 64 * 1024;
   const DEFAULT_ROOM = "lobby";
   const ROOM_PATTERN = /^[a-z0-9_-]{1,32}$/;
-  const NO_RETRY = new Set([1003, 1008, 1009]);
+  // Retrying cannot help these: a binary frame, a policy refusal (bad
+  // parameters, flooding, signed out), a message too big, no identity, a room
+  // not allowed. Everything else (1001 restart, 1006 lost, 1011 liveness,
+  // 1013 try again) is retried with backoff.
+  const NO_RETRY = new Set([1003, 1008, 1009, 4401, 4403]);
   const CLOSE_TEXT = {
     1003: "The server refused a binary message.",
     1008: "The server refused the connection.",

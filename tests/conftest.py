@@ -51,8 +51,10 @@ def proc_status(pid: int, field: str) -> int:
 class Server:
     """A chat server in a subprocess: gunicorn (gthread or gevent) or the Flask development server."""
 
-    def __init__(self, kind: str = "gthread", workers: int = 1, threads: int = 300, **env: str) -> None:
-        self.kind, self.workers, self.threads = kind, workers, threads
+    def __init__(
+        self, kind: str = "gthread", workers: int = 1, threads: int = 300, target: str = "app:app", **env: str
+    ) -> None:
+        self.kind, self.workers, self.threads, self.target = kind, workers, threads, target
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -82,7 +84,8 @@ class Server:
         return [
             str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-k", self.kind,
             "-w", str(self.workers), "--threads", str(self.threads),
-            "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "10", "app:app",
+            "-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "10", "--pythonpath", str(ROOT / "tests"),
+            self.target,
         ]
 
     def start(self) -> Server:
@@ -158,8 +161,8 @@ def make_server() -> Iterator[Callable[..., Server]]:
     """Start chat servers with the given settings; stop them after the test."""
     servers: list[Server] = []
 
-    def make(kind: str = "gthread", **env: str) -> Server:
-        server = Server(kind, **env)
+    def make(kind: str = "gthread", **options: str) -> Server:
+        server = Server(kind, **options)
         servers.append(server)
         return server.start()
 

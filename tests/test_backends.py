@@ -17,13 +17,13 @@ import redis
 from conftest import wait_for
 from redis_server import RedisServer, flushall
 
-from chat import backends, protocol
+from chat import backends, config, protocol
 from chat.backends import Backend, Unavailable
 from chat.backends import redis as redis_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE, REPLAY = 5, 3
-SETTINGS = {"HISTORY_SIZE": SIZE, "HISTORY_REPLAY": REPLAY, "PRESENCE_TTL": 30}
+SETTINGS = {**config.DEFAULTS, "HISTORY_SIZE": SIZE, "HISTORY_REPLAY": REPLAY, "PRESENCE_TTL": 30}
 
 Make = Callable[..., Backend]
 
@@ -453,7 +453,7 @@ def test_ids_keep_growing_after_a_restart_and_after_data_loss(persistent, factor
 GHOST = """
 import sys
 from chat import backends
-backend = backends.create(sys.argv[1], {"HISTORY_SIZE": 5, "HISTORY_REPLAY": 3, "PRESENCE_TTL": float(sys.argv[2])})
+backend = backends.create(sys.argv[1], {"HISTORY_SIZE": 5, "HISTORY_REPLAY": 3, "PRESENCE_TTL": float(sys.argv[2]), "ROOM_EXPIRY": 600})
 backend.start(lambda room, items: None)
 for index in range(3):
     backend.join("lobby", f"ghost-{index}", f"ghost {index}")
@@ -525,3 +525,27 @@ def test_streams_stay_bounded(make_redis, clean_redis_url):
         backend.join("quiet", f"m{index}", "Ann")
     assert client.xlen("chat:{quiet}:log") == redis_backend.PRESENCE_BACKLOG
     client.close()
+
+
+def test_rooms_empty_and_silent_past_the_expiry_are_forgotten(url, factory):
+    """A room nobody is in and nobody wrote to for ROOM_EXPIRY is gone; an occupied quiet room stays; ids still grow."""
+    backend = factory(url, ROOM_EXPIRY=1.0, PRESENCE_TTL=1)
+    started(backend, "gone", "kept")
+    backend.join("gone", "m1", "ann")
+    backend.leave("gone", "m1")
+    last = max(backend.publish("gone", "ann", f"old {n}") for n in range(3))
+    backend.join("kept", "m2", "bob")
+    backend.publish("kept", "bob", "still here")
+
+    def forgotten() -> bool:
+        # The memory backend sweeps on use, as a busy server would.
+        backend.publish("traffic", "cat", "tick")
+        return not backend.replay("gone", None, REPLAY).messages
+
+    wait_for(forgotten, 10, "the empty, silent room to expire")
+    if url.startswith("redis"):
+        assert redis.Redis.from_url(url).keys("chat:{gone}:*") == []
+    assert b"still here" in backend.replay("kept", None, REPLAY).messages[-1][1]
+    resumed = backend.replay("gone", last, REPLAY)
+    assert resumed.gap and resumed.missed is None
+    assert backend.publish("gone", "ann", "new") > last

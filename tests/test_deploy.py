@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import urllib.error
 import urllib.request
 
 import pytest
-from conftest import BIN, ROOT, free_port, wait_for
+from conftest import BIN, ROOT, Server, free_port, wait_for
 from redis_server import RedisServer
+
+from chat.worker import TIMED_OUT
 
 
 def gunicorn_exit(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -70,7 +73,7 @@ def test_healthz_and_notices_follow_redis_going_away_and_back(make_server, conne
 
 def test_metrics_are_summed_over_workers(make_server, connect, clean_redis_url):
     """With three workers, /metrics counts the connections and messages of all of them."""
-    server = make_server(workers=3, CHAT_BACKEND_URL=clean_redis_url, CHAT_RATE_LIMIT="off")
+    server = make_server(workers=3, CHAT_BACKEND_URL=clean_redis_url, CHAT_RATE_LIMIT="off", CHAT_METRICS_TOKEN="t" * 16)
     clients = [connect(server.ws_url + "?room=counted") for _ in range(12)]
     for client in clients:
         client.welcome()
@@ -79,10 +82,88 @@ def test_metrics_are_summed_over_workers(make_server, connect, clean_redis_url):
     for client in clients:
         client.chats(12)
 
-    def scraped() -> str:
-        with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
-            return response.read().decode()
-
-    body = scraped()
-    assert 'chat_connections{room="counted"} 12.0' in body
+    request = urllib.request.Request(server.url + "/metrics", headers={"Authorization": "Bearer " + "t" * 16})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body = response.read().decode()
+    assert "chat_connections 12.0" in body
     assert "chat_messages_received_total 12.0" in body
+
+
+def test_config_works_when_started_from_another_folder(tmp_path, connect):
+    """gunicorn -c /path/gunicorn.conf.py --chdir /path app:app, run from elsewhere, serves the chat."""
+    port = free_port()
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("CHAT_", "REDIS_"))}
+    process = subprocess.Popen(
+        [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT),
+         "-b", f"127.0.0.1:{port}", "app:app"],
+        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz", process), 20, "gunicorn to answer")
+        client = connect(f"ws://127.0.0.1:{port}/ws?room=elsewhere")
+        client.welcome()
+        client.send("from another folder")
+        assert client.next_where(lambda e: e["state"] == 2)["message"] == "from another folder"
+    finally:
+        process.terminate()
+        process.communicate(timeout=20)
+
+
+def answers(url: str, process: subprocess.Popen) -> bool:
+    """Tell whether url answers 200; fail at once if the server process died."""
+    if process.poll() is not None:
+        raise AssertionError(f"gunicorn exited with {process.returncode}: {process.stdout.read().decode()}")
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_chat_mounted_in_wsgi_middleware_boots_and_shuts_down(connect):
+    """Served inside DispatcherMiddleware, the chat works under its prefix and still closes with 1001 on SIGTERM."""
+    # Server only builds the command: its start() probes /healthz, which lives under /chat here.
+    server = Server("gthread", target="host_wsgi:application")
+    port = server.port
+    process = subprocess.Popen(server.command(), cwd=ROOT, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/chat/healthz", process), 20, "the mounted chat to answer")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            assert response.read() == b"the host's own page"
+        client = connect(f"ws://127.0.0.1:{port}/chat/ws?room=mounted")
+        client.welcome()
+        client.send("through the dispatcher")
+        assert client.next_where(lambda e: e["state"] == 2)["message"] == "through the dispatcher"
+        process.terminate()
+        assert client.close_code() == 1001
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0].decode()
+    assert "AttributeError" not in output and "Traceback" not in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["gthread", "gevent"])
+def test_half_sent_requests_neither_starve_visitors_nor_stay(make_server, connect, kind):
+    """While 1,100 clients hang mid-headers, /, /healthz and /ws still answer; each hanging one is dropped after the header timeout."""
+    server = make_server(kind, CHAT_HEADER_TIMEOUT="3")
+    hanging = []
+    try:
+        for _ in range(1100):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            hanging.append(sock)
+        for path in ("/", "/healthz"):
+            with urllib.request.urlopen(server.url + path, timeout=4) as response:
+                assert response.status == 200
+        client = connect(server.ws_url + "?room=besieged", timeout=4)
+        client.welcome()
+        client.send("still served")
+        assert client.next_where(lambda e: e["state"] == 2)["message"] == "still served"
+        for sock in hanging:
+            sock.settimeout(20)
+            answer = sock.recv(4096)
+            assert answer in (b"", TIMED_OUT), answer
+    finally:
+        for sock in hanging:
+            sock.close()

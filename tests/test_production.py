@@ -11,6 +11,8 @@ import websocket
 from conftest import Server, wait_for
 from crowd import Crowd
 
+METRICS_TOKEN = "scrape-me-0123456789"
+
 
 @pytest.fixture(scope="module")
 def guarded():
@@ -89,19 +91,44 @@ def test_per_address_limit(make_server, connect):
 
 def test_metrics_count_traffic_and_closes(make_server, connect):
     """After traffic, /metrics shows connections, messages, deliveries and closes by code."""
-    server = make_server(CHAT_RATE_LIMIT="off")
+    server = make_server(CHAT_RATE_LIMIT="off", CHAT_METRICS_TOKEN=METRICS_TOKEN)
     one, two = connect(server.ws_url), connect(server.ws_url)
     one.send("counted")
     two.next_where(lambda e: e["state"] == 2)
     two.ws.send_binary(b"x")
     assert two.close_code() == 1003
     wait_for(lambda: server.health()["connections"] == 1, 5, "the binary sender to go")
-    body = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
-    assert 'chat_connections{room="lobby"} 1.0' in body
+    body = scrape(server)
+    assert "chat_connections 1.0" in body
+    assert 'chat_rooms{size="1"} 1.0' in body
     assert "chat_messages_received_total 1.0" in body
     assert 'chat_closes_total{code="1003"} 1.0' in body
     deliveries = [line for line in body.splitlines() if line.startswith("chat_deliveries_total")]
     assert float(deliveries[0].split()[1]) >= 2
+
+
+def test_metrics_do_not_grow_with_the_rooms_clients_open(make_server, connect):
+    """Rooms opened one after another leave no series behind: /metrics never names a room."""
+    server = make_server(CHAT_METRICS_TOKEN=METRICS_TOKEN)
+    connect(server.ws_url + "?room=first").welcome()
+    for number in range(301):
+        if number == 1:
+            before = scrape(server).splitlines()
+        client = connect(server.ws_url + f"?room=secret-{number}")
+        client.welcome()
+        client.close()
+        wait_for(lambda: server.health()["connections"] == 1, 10, "the visitor to leave")
+    body = scrape(server)
+    assert "secret-" not in body and "first" not in body
+    assert len(body.splitlines()) == len(before)
+    assert 'chat_rooms{size="1"} 1.0' in body
+
+
+def scrape(server) -> str:
+    """Return the /metrics body, fetched with the bearer token."""
+    request = urllib.request.Request(server.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.read().decode()
 
 
 def test_connect_and_disconnect_are_logged_without_text(make_server, connect):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from chat import create_app
+
 
 def test_page_is_served_with_a_strict_policy(client):
     """The chat page allows only its own scripts and WebSocket origin, and no sniffing."""
@@ -30,14 +34,35 @@ def test_healthz_reports_connections_and_backend(client):
     assert response.json == {"status": "ok", "connections": 0, "backend": True}
 
 
-def test_metrics_are_prometheus_text(client):
-    """/metrics serves the chat counters in Prometheus text format."""
-    response = client.get("/metrics")
+TOKEN = "scrape-me-0123456789"
+
+
+def test_metrics_are_prometheus_text_for_the_token_holder():
+    """/metrics serves the chat counters in Prometheus text format to a scraper with the bearer token."""
+    client = create_app({"METRICS_TOKEN": TOKEN}).test_client()
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain")
     body = response.data.decode()
-    for name in ("chat_connections", "chat_deliveries_total", "chat_closes_total", "chat_fanout_seconds"):
+    for name in ("chat_connections", "chat_rooms", "chat_deliveries_total", "chat_closes_total", "chat_fanout_seconds"):
         assert name in body
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token-0123456789", TOKEN, f"Basic {TOKEN}"])
+def test_metrics_refuse_a_missing_or_wrong_token(header):
+    """Without the exact bearer token /metrics answers 401 and says what it needs."""
+    client = create_app({"METRICS_TOKEN": TOKEN}).test_client()
+    response = client.get("/metrics", headers={"Authorization": header} if header else {})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "CHAT_METRICS_TOKEN" in response.json["error"]
+
+
+def test_metrics_are_off_without_a_token(client):
+    """With no CHAT_METRICS_TOKEN configured /metrics is not served on the public port (404)."""
+    response = client.get("/metrics")
+    assert response.status_code == 404
+    assert b"CHAT_METRICS_TOKEN" in response.data
 
 
 def test_plain_get_on_ws_explains_itself(client):

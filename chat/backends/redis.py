@@ -31,6 +31,10 @@ Keys of a room R (the braces keep them in one cluster slot):
     TTL.  When a renewal finds its hash gone (Redis lost its data, or was
     unreachable longer than the TTL) the reader writes it again from this
     process's own record of its members.
+Expiry: every script that writes a room's meta or log gives both a TTL of
+``ROOM_EXPIRY``, and each renewal extends it for the rooms this process has
+members in, so a room disappears once it has been empty and silent that long.
+
 ``chat:wake:<pid>``
     Stream that watch() appends to, so the reader's blocking XREAD returns at
     once and starts reading the newly watched room.
@@ -100,11 +104,13 @@ local n = counter(KEYS[1], KEYS[2]) + 1
 redis.call('HSET', KEYS[1], 'seq', fmt(n))
 redis.call('XADD', KEYS[2], 'MINID', '~', fmt(n - tonumber(ARGV[4]) + 1), fmt(n) .. '-0',
            'n', ARGV[1], 'x', ARGV[2], 'ts', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return fmt(n)
 """
 
 _ANNOUNCE = """
-local function announce(meta, log, cap, event, name, total)
+local function announce(meta, log, cap, event, name, total, expiry)
   local n = counter(meta, log)
   local k = 1
   local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
@@ -114,6 +120,8 @@ local function announce(meta, log, cap, event, name, total)
   end
   redis.call('XADD', log, fmt(n) .. '-' .. fmt(k), 'e', event, 'n', name, 'o', fmt(total))
   if k > cap then redis.call('XDEL', log, fmt(n) .. '-' .. fmt(k - cap)) end
+  redis.call('PEXPIRE', meta, expiry)
+  redis.call('PEXPIRE', log, expiry)
   return total
 end
 """
@@ -159,7 +167,7 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return announce(KEYS[3], KEYS[4], tonumber(ARGV[6]), 'join', ARGV[3], online(KEYS[1], ARGV[5]))
+return announce(KEYS[3], KEYS[4], tonumber(ARGV[6]), 'join', ARGV[3], online(KEYS[1], ARGV[5]), ARGV[7])
 """
 
 LEAVE = _COUNTER + _ONLINE + _ANNOUNCE + """
@@ -167,7 +175,7 @@ local name = redis.call('HGET', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 local total = online(KEYS[1], ARGV[2])
 if not name then return total end
-return announce(KEYS[3], KEYS[4], tonumber(ARGV[3]), 'leave', name, total)
+return announce(KEYS[3], KEYS[4], tonumber(ARGV[3]), 'leave', name, total, ARGV[4])
 """
 
 USERS = _ONLINE + """
@@ -179,6 +187,9 @@ return names
 """
 
 RENEW = """
+-- An occupied room does not expire, however quiet it is.
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[4], ARGV[3])
 if redis.call('PEXPIRE', KEYS[2], ARGV[2]) == 1 and redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
@@ -216,6 +227,7 @@ class RedisBackend:
         self._keep = max(self._size, RETAIN)
         ttl = float(settings.get("PRESENCE_TTL", 30))
         self._ttl_ms = max(1, int(ttl * 1000))
+        self._expiry_ms = max(1, int(settings["ROOM_EXPIRY"] * 1000))
         self._beat_every = ttl / 3
         self._block_ms = max(10, min(BLOCK_MS, int(self._beat_every * 1000)))
         self._lock = threading.Lock()
@@ -299,7 +311,7 @@ class RedisBackend:
         ts = time.time_ns() // 1_000_000
         with self._reach():
             raw = self._scripts["publish"](
-                keys=self._keys(room), args=[name, text, ts, self._keep], client=client
+                keys=self._keys(room), args=[name, text, ts, self._keep, self._expiry_ms], client=client
             )
         return int(raw)
 
@@ -344,7 +356,7 @@ class RedisBackend:
             with self._reach():
                 return int(self._scripts["join"](
                     keys=[pids, mine, *self._keys(room)],
-                    args=[self._pid, member, name, self._ttl_ms, prefix, PRESENCE_BACKLOG],
+                    args=[self._pid, member, name, self._ttl_ms, prefix, PRESENCE_BACKLOG, self._expiry_ms],
                     client=client,
                 ))
         except Unavailable:
@@ -362,7 +374,9 @@ class RedisBackend:
         try:
             with self._reach():
                 return int(self._scripts["leave"](
-                    keys=[pids, mine, *self._keys(room)], args=[member, prefix, PRESENCE_BACKLOG], client=client
+                    keys=[pids, mine, *self._keys(room)],
+                    args=[member, prefix, PRESENCE_BACKLOG, self._expiry_ms],
+                    client=client,
                 ))
         except Unavailable:
             with self._lock:
@@ -575,7 +589,11 @@ class RedisBackend:
                 with client.pipeline(transaction=False) as pipe:
                     for room in rooms:
                         pids, mine, _ = self._presence_keys(room)
-                        self._scripts["renew"](keys=[pids, mine], args=[self._pid, self._ttl_ms], client=pipe)
+                        self._scripts["renew"](
+                            keys=[pids, mine, *self._keys(room)],
+                            args=[self._pid, self._ttl_ms, self._expiry_ms],
+                            client=pipe,
+                        )
                     renewed = pipe.execute()
                 lost.update(room for room, ok in zip(rooms, renewed, strict=True) if not ok)
             for _ in range(3):
