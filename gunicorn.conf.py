@@ -80,8 +80,9 @@ def when_ready(server):
 
 def post_worker_init(worker):
     """Size the connection limit to the worker, and close every socket with 1001 on SIGTERM."""
-    import chat
     from gunicorn.workers import gthread
+
+    import chat
 
     chats = chat.instances()
     threaded = isinstance(worker, gthread.ThreadWorker)

@@ -61,7 +61,7 @@ UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def _duration(text: str) -> float:
     """Parse seconds, or a number with a unit: 30s, 10m, 24h, 7d."""
     text = text.strip().lower()
-    scale = UNITS.get(text[-1:], None)
+    scale = UNITS.get(text[-1:])
     value = float(text[:-1] if scale else text) * (scale or 1)
     if not math.isfinite(value) or value <= 0:
         raise ValueError("must be a positive duration such as 600, 10m, 24h or 7d")

@@ -119,5 +119,6 @@ def text_frame(payload: bytes) -> bytes:
 
 def close_frame(code: int, reason: str = "") -> bytes:
     """Encode an unmasked close frame with a status code and a short reason."""
-    body = struct.pack("!H", code) + reason.encode()[:123]
+    # Cut to 123 bytes on a character boundary: a close reason must be valid UTF-8.
+    body = struct.pack("!H", code) + reason.encode()[:123].decode(errors="ignore").encode()
     return bytes((0x88, len(body))) + body

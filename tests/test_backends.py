@@ -453,7 +453,8 @@ def test_ids_keep_growing_after_a_restart_and_after_data_loss(persistent, factor
 GHOST = """
 import sys
 from chat import backends
-backend = backends.create(sys.argv[1], {"HISTORY_SIZE": 5, "HISTORY_REPLAY": 3, "PRESENCE_TTL": float(sys.argv[2]), "ROOM_EXPIRY": 600})
+settings = {"HISTORY_SIZE": 5, "HISTORY_REPLAY": 3, "PRESENCE_TTL": float(sys.argv[2]), "ROOM_EXPIRY": 600}
+backend = backends.create(sys.argv[1], settings)
 backend.start(lambda room, items: None)
 for index in range(3):
     backend.join("lobby", f"ghost-{index}", f"ghost {index}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import Server, wait_for
 from crowd import Crowd
 
 COUNT = 10_000
 
 
+@pytest.mark.slow
 def test_gevent_worker_holds_ten_thousand_connections():
     """10,000 clients in 100 rooms on one gevent worker all get heartbeats, and all can leave."""
     server = Server(

@@ -55,6 +55,10 @@ def test_origins_and_rate_off():
         ("CHAT_COMPRESSION", "maybe"),
         ("CHAT_BACKEND_URL", "postgres://x"),
         ("CHAT_MAX_CONNECTIONS", "0"),
+        ("CHAT_ROOM_EXPIRY", "soon"),
+        ("CHAT_ROOM_EXPIRY", "-1d"),
+        ("CHAT_HEADER_TIMEOUT", "0"),
+        ("CHAT_METRICS_TOKEN", "short"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch, variable, value):
@@ -69,3 +73,13 @@ def test_proxy_is_trusted_by_default_on_heroku():
     assert config.load({})["TRUST_PROXY"] is False
     assert config.load({"DYNO": "web.1"})["TRUST_PROXY"] is True
     assert config.load({"DYNO": "web.1", "CHAT_TRUST_PROXY": "off"})["TRUST_PROXY"] is False
+
+
+def test_durations_take_units_and_tokens_are_kept():
+    """Room expiry reads 90, 10m, 24h or 7d; the metrics token is kept as given; both default sensibly."""
+    assert [config.load({"CHAT_ROOM_EXPIRY": text})["ROOM_EXPIRY"] for text in ("90", "10m", "24h", "7d")] == [
+        90, 600, 86400, 604800,
+    ]
+    assert config.load({})["ROOM_EXPIRY"] == 604800 and config.load({})["METRICS_TOKEN"] is None
+    assert config.load({"CHAT_METRICS_TOKEN": "x" * 20})["METRICS_TOKEN"] == "x" * 20
+    assert config.load({})["HEADER_TIMEOUT"] == 10

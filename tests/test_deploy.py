@@ -73,7 +73,9 @@ def test_healthz_and_notices_follow_redis_going_away_and_back(make_server, conne
 
 def test_metrics_are_summed_over_workers(make_server, connect, clean_redis_url):
     """With three workers, /metrics counts the connections and messages of all of them."""
-    server = make_server(workers=3, CHAT_BACKEND_URL=clean_redis_url, CHAT_RATE_LIMIT="off", CHAT_METRICS_TOKEN="t" * 16)
+    server = make_server(
+        workers=3, CHAT_BACKEND_URL=clean_redis_url, CHAT_RATE_LIMIT="off", CHAT_METRICS_TOKEN="t" * 16
+    )
     clients = [connect(server.ws_url + "?room=counted") for _ in range(12)]
     for client in clients:
         client.welcome()
@@ -125,7 +127,9 @@ def test_chat_mounted_in_wsgi_middleware_boots_and_shuts_down(connect):
     # Server only builds the command: its start() probes /healthz, which lives under /chat here.
     server = Server("gthread", target="host_wsgi:application")
     port = server.port
-    process = subprocess.Popen(server.command(), cwd=ROOT, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        server.command(), cwd=ROOT, env=server.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/chat/healthz", process), 20, "the mounted chat to answer")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
@@ -145,7 +149,7 @@ def test_chat_mounted_in_wsgi_middleware_boots_and_shuts_down(connect):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gthread", "gevent"])
 def test_half_sent_requests_neither_starve_visitors_nor_stay(make_server, connect, kind):
-    """While 1,100 clients hang mid-headers, /, /healthz and /ws still answer; each hanging one is dropped after the header timeout."""
+    """While 1,100 clients hang mid-headers, /, /healthz and /ws answer; each is dropped after the header timeout."""
     server = make_server(kind, CHAT_HEADER_TIMEOUT="3")
     hanging = []
     try:

@@ -145,6 +145,7 @@ def test_connect_and_disconnect_are_logged_without_text(make_server, connect):
     assert "secret words" not in log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gthread", "gevent"])
 def test_sigterm_closes_a_thousand_clients_with_1001(kind):
     """On SIGTERM every one of 1000 clients gets 1001 within 5 s and the worker exits."""

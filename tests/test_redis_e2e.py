@@ -198,6 +198,7 @@ def send_all(sender: Peer, count: int, progress: list[int], interval: float) -> 
             time.sleep(delay)
 
 
+@pytest.mark.slow
 def test_redis_restart_and_worker_kill_lose_no_acknowledged_message(make_server, peers):
     """Across a Redis crash and a killed worker, every client gets every acknowledged message once, in order."""
     with RedisServer(persistent=True) as store:

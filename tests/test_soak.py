@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from conftest import Server, proc_status, wait_for
 from crowd import Crowd, masked
 
@@ -19,6 +20,7 @@ WAVES, CLIENTS = (20, 500) if LONG else (7, 200)
 WARMUP = 3
 
 
+@pytest.mark.slow
 def test_waves_of_clients_leave_nothing_behind():
     """RSS after the last wave is within 10% of after the warm-up; threads and registry do not grow."""
     server = Server(

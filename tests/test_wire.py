@@ -49,3 +49,10 @@ def test_close_frame_parses_with_code_and_reason():
     client.receive_data(wire.close_frame(1013, "x" * 500))
     (event,) = client.events()
     assert isinstance(event, CloseConnection) and event.code == 1013 and len(event.reason) == 123
+
+
+def test_long_close_reason_is_cut_on_a_character_boundary():
+    """A close reason longer than a control frame allows is cut to 123 bytes of valid UTF-8."""
+    frame = wire.close_frame(1008, "é" * 100)
+    assert frame[1] <= 125
+    assert frame[4:].decode() == "é" * 61

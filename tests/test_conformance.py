@@ -1,0 +1,699 @@
+"""RFC 6455 conformance, case by case as Autobahn|Testsuite does, in raw frames against a real server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import socket
+import struct
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import pytest
+from conftest import Server, proc_status
+
+from chat.connection import CLOSE_WAIT
+
+#: The main server's message limit: also the largest 16-bit frame length plus one.
+LIMIT = 65536
+#: The compressing server's limit, small so that a deflate bomb is caught early.
+DEFLATE_LIMIT = 4096
+PING, PONG, CLOSE, TEXT, BINARY, CONTINUATION = 0x9, 0xA, 0x8, 0x1, 0x2, 0x0
+ENDED = -1
+KOSME = "κόσμε".encode()
+#: Grace beyond CLOSE_WAIT for a loaded machine.
+MARGIN = 1.5
+
+
+def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bool = True,
+          width: int | None = None) -> bytes:
+    """Encode a client frame; width forces a 7-, 16- or 64-bit length even where it is not the shortest."""
+    size = len(payload)
+    width = width or (7 if size < 126 else 16 if size < 65536 else 64)
+    first = (0x80 if fin else 0) | rsv | opcode
+    bit = 0x80 if mask else 0
+    if width == 7:
+        header = struct.pack("!BB", first, bit | size)
+    elif width == 16:
+        header = struct.pack("!BBH", first, bit | 126, size)
+    else:
+        header = struct.pack("!BBQ", first, bit | 127, size)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    mask_bytes = (key * (size // 4 + 1))[:size]
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(mask_bytes, "big")
+    return header + key + masked.to_bytes(size, "big")
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    """Encode the body of a close frame."""
+    return struct.pack("!H", code) + reason
+
+
+class Peer:
+    """A raw WebSocket client: writes frames built by hand, reads and checks the server's frames."""
+
+    def __init__(self, port: int, room: str, offer: str = "") -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        extensions = f"Sec-WebSocket-Extensions: {offer}\r\n" if offer else ""
+        self.sock.sendall(
+            f"GET /ws?room={room} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"{extensions}\r\n".encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = self.sock.recv(4096)
+            assert chunk, f"closed during the handshake: {response!r}"
+            response += chunk
+        head, _, rest = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.head = head
+        self.buffer = bytearray(rest)
+        negotiated = b"permessage-deflate" in head.lower()
+        assert negotiated is bool(offer), head
+        self.inflater = zlib.decompressobj(-15) if negotiated else None
+        self.deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+        # Both sides agreed to start every message with a fresh compression context.
+        self.fresh = b"no_context_takeover" in head
+        self.chats: deque[dict] = deque()
+        self.pongs: deque[bytes] = deque()
+        self.others: deque[dict] = deque()
+        self.next_where(lambda e: e.get("event") == "welcome")
+
+    def send(self, opcode: int, payload: bytes = b"", **options: object) -> None:
+        self.sock.sendall(frame(opcode, payload, **options))
+
+    def say(self, text: str) -> None:
+        self.send(TEXT, text.encode())
+
+    def deflate(self, data: bytes) -> bytes:
+        """Compress one message's bytes as permessage-deflate does (sync flush, tail removed)."""
+        if self.fresh:
+            self.deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return (self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+    def frame(self, timeout: float = 5.0) -> tuple[int, bytes]:
+        """Return the next frame's opcode and payload, or ENDED once the server ended TCP."""
+        deadline = time.monotonic() + timeout
+        while (parsed := self._parse()) is None:
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out after {timeout:.1f} s waiting for a frame from the server"
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                return ENDED, b""
+            self.buffer += chunk
+        return parsed
+
+    def _parse(self) -> tuple[int, bytes] | None:
+        buffer = self.buffer
+        if len(buffer) < 2:
+            return None
+        first, size, offset = buffer[0], buffer[1] & 0x7F, 2
+        assert not buffer[1] & 0x80, "a server frame is masked"
+        if size == 126:
+            if len(buffer) < 4:
+                return None
+            size, offset = struct.unpack_from("!H", buffer, 2)[0], 4
+        elif size == 127:
+            if len(buffer) < 10:
+                return None
+            size, offset = struct.unpack_from("!Q", buffer, 2)[0], 10
+        if len(buffer) < offset + size:
+            return None
+        payload = bytes(buffer[offset:offset + size])
+        del buffer[:offset + size]
+        opcode, rsv = first & 0x0F, first & 0x70
+        assert first & 0x80, "the server fragments a frame"
+        if rsv:
+            assert rsv == 0x40 and self.inflater is not None and opcode == TEXT, f"bad server RSV bits {rsv:#x}"
+            if self.fresh:
+                self.inflater = zlib.decompressobj(-15)
+            payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
+        return opcode, payload
+
+    def _read_one(self, timeout: float) -> int | tuple[int, str]:
+        """Read one frame: keep chats and pongs aside; return a close's (code, reason), ENDED or the opcode."""
+        opcode, payload = self.frame(timeout)
+        if opcode == TEXT:
+            event = json.loads(payload)
+            if event["state"] == 2:
+                self.chats.append(event)
+            elif event["state"] != 1:
+                self.others.append(event)
+        elif opcode == PONG:
+            self.pongs.append(payload)
+        elif opcode == CLOSE:
+            assert len(payload) != 1, "a close frame with a 1-byte body"
+            code = struct.unpack("!H", payload[:2])[0] if payload else 1005
+            return code, payload[2:].decode()
+        else:
+            assert opcode == ENDED, f"unexpected opcode {opcode:#x} from the server"
+        return opcode
+
+    def next_where(self, predicate: Callable[[dict], bool], timeout: float = 5.0) -> dict:
+        """Return the first state-3 or state-4 event that matches."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.others:
+                event = self.others.popleft()
+                if predicate(event):
+                    return event
+            self._expect_open(self._read_one(deadline - time.monotonic()))
+
+    def chat(self, timeout: float = 5.0) -> str:
+        """Return the text of the next chat message (state 2)."""
+        deadline = time.monotonic() + timeout
+        while not self.chats:
+            self._expect_open(self._read_one(deadline - time.monotonic()))
+        return self.chats.popleft()["message"]
+
+    def pong(self, timeout: float = 5.0) -> bytes:
+        """Return the payload of the next pong."""
+        deadline = time.monotonic() + timeout
+        while not self.pongs:
+            self._expect_open(self._read_one(deadline - time.monotonic()))
+        return self.pongs.popleft()
+
+    def closed(self, timeout: float = 5.0) -> int:
+        """Read until the server's close frame and return its code."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self._read_one(deadline - time.monotonic())
+            assert result != ENDED, "the server ended TCP without a close frame"
+            if isinstance(result, tuple):
+                return result[0]
+
+    def ended(self, timeout: float) -> float:
+        """Read and drop until the server ends TCP; return how long that took."""
+        started = time.monotonic()
+        while (left := started + timeout - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                if not self.sock.recv(65536):
+                    return time.monotonic() - started
+            except TimeoutError:
+                break
+            except ConnectionResetError:
+                return time.monotonic() - started
+        raise AssertionError(f"the server did not end TCP within {timeout:.1f} s")
+
+    @staticmethod
+    def _expect_open(result: int | tuple[int, str]) -> None:
+        assert not isinstance(result, tuple), f"the server closed with {result[0]}: {result[1]}"
+        assert result != ENDED, "the server ended TCP"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def conformance() -> Iterator[Server]:
+    """Start one server for the uncompressed cases, with a 64 KiB message limit."""
+    server = Server(
+        "gthread", CHAT_RATE_LIMIT="off", CHAT_MAX_MESSAGE_BYTES=str(LIMIT), CHAT_HEARTBEAT_INTERVAL="0.5"
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def deflating() -> Iterator[Server]:
+    """Start one server that accepts permessage-deflate, with a small message limit."""
+    server = Server(
+        "gthread", CHAT_RATE_LIMIT="off", CHAT_MAX_MESSAGE_BYTES=str(DEFLATE_LIMIT), CHAT_COMPRESSION="on"
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def peer() -> Iterator[Callable[..., Peer]]:
+    """Open raw clients in a room of this test's own; close them afterwards."""
+    room = "c-" + secrets.token_hex(8)
+    peers: list[Peer] = []
+
+    def open_peer(server: Server, offer: str = "") -> Peer:
+        opened = Peer(server.port, room, offer)
+        peers.append(opened)
+        return opened
+
+    yield open_peer
+    for opened in peers:
+        opened.close()
+
+
+@pytest.fixture
+def pair(conformance, peer) -> tuple[Peer, Peer]:
+    """Return a bystander and a probe, in that order, joined to one fresh room."""
+    return peer(conformance), peer(conformance)
+
+
+def still_served(bystander: Peer) -> None:
+    """Check that a well-behaved client of the room can still send and receive."""
+    text = "still here " + secrets.token_hex(4)
+    bystander.say(text)
+    assert bystander.chat() == text
+
+
+def assert_closed(probe: Peer, code: int) -> None:
+    """Check that the server closes probe with code, answer as a client should, and see TCP end."""
+    assert probe.closed() == code
+    try:
+        probe.send(CLOSE, close_payload(code) if code != 1005 else b"")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may end TCP right after its close frame
+    probe.ended(CLOSE_WAIT + MARGIN)
+
+
+# Framing.
+
+@pytest.mark.parametrize(("size", "marker"), [(125, 125), (126, 126), (65535, 126), (65536, 127)])
+def test_text_of_each_length_encoding_is_broadcast(pair, size, marker):
+    """Text frames with 7-, 16- and 64-bit lengths reach the sender and the room intact."""
+    bystander, probe = pair
+    text = ("length %d " % size + "*" * size)[:size]
+    data = frame(TEXT, text.encode())
+    assert data[1] & 0x7F == marker
+    probe.sock.sendall(data)
+    assert probe.chat() == text
+    assert bystander.chat() == text
+    still_served(bystander)
+
+
+def test_empty_text_is_ignored(pair):
+    """A text frame of length 0 is a blank message: nobody gets a broadcast, the sender stays."""
+    bystander, probe = pair
+    probe.send(TEXT, b"")
+    probe.say("after the empty one")
+    assert probe.chat() == "after the empty one"
+    assert bystander.chat() == "after the empty one"
+    still_served(bystander)
+
+
+@pytest.mark.parametrize(("size", "width"), [(5, 16), (125, 16), (126, 64), (65535, 64)])
+def test_length_not_in_its_shortest_form_closes_1002(pair, size, width):
+    """A length written in more bytes than it needs is a protocol error."""
+    bystander, probe = pair
+    probe.send(TEXT, b"x" * size, width=width)
+    assert_closed(probe, 1002)
+    still_served(bystander)
+
+
+def test_length_with_the_top_bit_set_closes_1002(pair):
+    """A 64-bit length with its most significant bit set is a protocol error."""
+    bystander, probe = pair
+    probe.sock.sendall(struct.pack("!BBQ", 0x81, 0xFF, 2**63 + 5) + os.urandom(4) + b"xxxxx")
+    assert_closed(probe, 1002)
+    still_served(bystander)
+
+
+@pytest.mark.parametrize("rsv", [0x40, 0x20, 0x10, 0x70])
+def test_reserved_bits_close_1002(pair, rsv):
+    """RSV1, RSV2 or RSV3 set with no extension negotiated is a protocol error, and nothing is broadcast."""
+    bystander, probe = pair
+    probe.send(TEXT, b"reserved bits", rsv=rsv)
+    assert_closed(probe, 1002)
+    still_served(bystander)
+
+
+@pytest.mark.parametrize("opcode", [3, 4, 5, 6, 7, 11, 12, 13, 14, 15])
+def test_unknown_opcode_closes_1002(pair, opcode):
+    """A reserved data or control opcode is a protocol error."""
+    bystander, probe = pair
+    probe.send(opcode, b"reserved opcode")
+    assert_closed(probe, 1002)
+    still_served(bystander)
+
+
+def test_unmasked_client_frame_closes_1002(pair):
+    """A client frame without a mask is a protocol error, and it is not broadcast."""
+    bystander, probe = pair
+    probe.send(TEXT, b"not masked", mask=False)
+    assert_closed(probe, 1002)
+    still_served(bystander)
+
+
+def test_binary_frame_closes_1003(pair):
+    """A binary message is refused with 1003."""
+    bystander, probe = pair
+    probe.send(BINARY, b"\x00\x01\x02")
+    assert_closed(probe, 1003)
+    still_served(bystander)
+
+
+# Pings and pongs.
+
+@pytest.mark.parametrize("payload", [b"", os.urandom(125)], ids=["empty", "125-bytes"])
+def test_ping_is_answered_with_its_payload(pair, payload):
+    """A ping gets a pong that carries its payload back byte for byte."""
+    bystander, probe = pair
+    probe.send(PING, payload)
+    assert probe.pong() == payload
+    still_served(bystander)
+
+
+def test_pings_in_a_row_get_pongs_in_order(pair):
+    """Ten pings sent at once get ten pongs, in order."""
+    bystander, probe = pair
+    probe.sock.sendall(b"".join(frame(PING, b"ping %d" % n) for n in range(10)))
+    assert [probe.pong() for _ in range(10)] == [b"ping %d" % n for n in range(10)]
+    still_served(bystander)
+
+
+def test_unsolicited_pong_is_ignored(pair):
+    """A pong nobody asked for gets no answer and changes nothing."""
+    bystander, probe = pair
+    probe.send(PONG, b"unsolicited")
+    probe.say("after the pong")
+    assert probe.chat() == "after the pong"
+    assert bystander.chat() == "after the pong"
+    assert not probe.pongs
+    still_served(bystander)
+
+
+def test_ping_over_125_bytes_closes_1002(pair):
+    """A control frame with more than 125 bytes of payload is a protocol error."""
+    bystander, probe = pair
+    probe.send(PING, b"p" * 126)
+    assert_closed(probe, 1002)
+    still_served(bystander)
+
+
+def test_fragmented_ping_closes_1002(pair):
+    """A control frame without FIN is a protocol error."""
+    bystander, probe = pair
+    probe.send(PING, b"half", fin=False)
+    probe.send(CONTINUATION, b" a ping")
+    assert_closed(probe, 1002)
+    still_served(bystander)
+
+
+# Fragmentation.
+
+def test_fragments_make_one_message(pair):
+    """A message in three fragments, some of them empty, is broadcast once and whole."""
+    bystander, probe = pair
+    probe.send(TEXT, b"", fin=False)
+    probe.send(CONTINUATION, b"frag", fin=False)
+    probe.send(CONTINUATION, b"", fin=False)
+    probe.send(CONTINUATION, b"ments")
+    assert probe.chat() == "fragments"
+    assert bystander.chat() == "fragments"
+    still_served(bystander)
+
+
+def test_ping_between_fragments_is_answered(pair):
+    """A ping inside a fragmented message gets its pong, and the message arrives intact."""
+    bystander, probe = pair
+    probe.send(TEXT, b"Hello, ", fin=False)
+    probe.send(PING, b"between")
+    assert probe.pong() == b"between"
+    probe.send(CONTINUATION, b"world!")
+    assert probe.chat() == "Hello, world!"
+    assert bystander.chat() == "Hello, world!"
+    still_served(bystander)
+
+
+def test_continuation_without_a_start_closes_1002(pair):
+    """A continuation frame with no message to continue is a protocol error."""
+    bystander, probe = pair
+    probe.send(CONTINUATION, b"nothing to continue")
+    assert_closed(probe, 1002)
+    still_served(bystander)
+
+
+def test_new_message_inside_a_fragmented_one_closes_1002(pair):
+    """A text frame before the fragmented message in progress is finished is a protocol error."""
+    bystander, probe = pair
+    probe.send(TEXT, b"first part", fin=False)
+    probe.send(TEXT, b"a new message")
+    assert_closed(probe, 1002)
+    still_served(bystander)
+
+
+# UTF-8.
+
+@pytest.mark.parametrize("text", ["κόσμε", "𝄞 and 中文", "\u0000 nul", "\ufeff\uffff"])
+def test_valid_utf8_is_broadcast(pair, text):
+    """Valid UTF-8, four-byte characters and noncharacters included, is broadcast unchanged."""
+    bystander, probe = pair
+    probe.send(TEXT, text.encode())
+    assert probe.chat() == text
+    assert bystander.chat() == text
+    still_served(bystander)
+
+
+def test_character_split_across_fragments_is_whole(pair):
+    """A character whose bytes are split between fragments arrives whole."""
+    bystander, probe = pair
+    data = "κόσμε 𝄞".encode()
+    for start in range(0, len(data) - 1):
+        probe.send(TEXT if start == 0 else CONTINUATION, data[start:start + 1], fin=False)
+    probe.send(CONTINUATION, data[-1:])
+    assert probe.chat() == "κόσμε 𝄞"
+    assert bystander.chat() == "κόσμε 𝄞"
+    still_served(bystander)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff", b"\xc0\xaf overlong", b"\xed\xa0\x80 surrogate", b"\xf4\x90\x80\x80 past U+10FFFF",
+     KOSME + b"\xe1\xbd"],
+    ids=["ff", "overlong", "surrogate", "beyond-unicode", "cut-at-the-end"],
+)
+def test_invalid_utf8_in_one_frame_closes_1007(pair, data):
+    """A text frame that is not valid UTF-8 closes with 1007 and is not broadcast."""
+    bystander, probe = pair
+    probe.send(TEXT, data)
+    assert_closed(probe, 1007)
+    still_served(bystander)
+
+
+def test_invalid_utf8_fails_fast_inside_a_frame(pair):
+    """Invalid UTF-8 early in a frame closes 1007 before the rest of the frame is sent."""
+    bystander, probe = pair
+    data = frame(TEXT, KOSME + b"\xed\xa0\x80" + b"x" * 1000)
+    probe.sock.sendall(data[:40])
+    assert_closed(probe, 1007)
+    still_served(bystander)
+
+
+def test_invalid_utf8_fails_fast_across_fragments(pair):
+    """An invalid fragment closes 1007 at once, while the message is still unfinished."""
+    bystander, probe = pair
+    probe.send(TEXT, KOSME, fin=False)
+    probe.send(CONTINUATION, b"\xed\xa0\x80edited", fin=False)
+    assert_closed(probe, 1007)
+    still_served(bystander)
+
+
+# Closing.
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999])
+def test_valid_close_code_is_echoed(pair, code):
+    """A close with a valid code is answered with the same code, then the server ends TCP."""
+    bystander, probe = pair
+    probe.send(CLOSE, close_payload(code, b"bye"))
+    assert_closed(probe, code)
+    still_served(bystander)
+
+
+def test_close_with_the_longest_reason_is_echoed(pair):
+    """A close whose body is the 125 bytes a control frame allows is answered with its code."""
+    bystander, probe = pair
+    probe.send(CLOSE, close_payload(1000, "é".encode() * 61 + b"x"))
+    assert_closed(probe, 1000)
+    still_served(bystander)
+
+
+def test_empty_close_is_answered(pair):
+    """A close with no body is answered with a close, then the server ends TCP."""
+    bystander, probe = pair
+    probe.send(CLOSE)
+    assert_closed(probe, 1005)
+    still_served(bystander)
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535])
+def test_invalid_close_code_closes_1002(pair, code):
+    """A close with a reserved, local-only or out-of-range code is a protocol error."""
+    bystander, probe = pair
+    probe.send(CLOSE, close_payload(code))
+    assert_closed(probe, 1002)
+    still_served(bystander)
+
+
+def test_close_with_one_byte_body_closes_1002(pair):
+    """A close whose body is a single byte is a protocol error."""
+    bystander, probe = pair
+    probe.send(CLOSE, b"\x03")
+    assert_closed(probe, 1002)
+    still_served(bystander)
+
+
+def test_close_reason_not_utf8_closes_1007(pair):
+    """A close reason that is not valid UTF-8 closes with 1007."""
+    bystander, probe = pair
+    probe.send(CLOSE, close_payload(1000, KOSME + b"\xed\xa0\x80edited"))
+    assert_closed(probe, 1007)
+    still_served(bystander)
+
+
+def test_frames_after_the_close_are_ignored(pair):
+    """Text and pings after the client's close frame get no broadcast and no pong."""
+    bystander, probe = pair
+    probe.sock.sendall(frame(CLOSE, close_payload(1000)) + frame(TEXT, b"too late") + frame(PING, b"late"))
+    assert_closed(probe, 1000)
+    assert not probe.pongs and not probe.chats
+    still_served(bystander)
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [(frame(TEXT, b"x" * (LIMIT + 1)), 1009), (frame(BINARY, b"b"), 1003), (frame(5), 1002)],
+    ids=["too-big", "binary", "bad-opcode"],
+)
+def test_tcp_ends_after_the_close_even_unanswered(pair, data, code):
+    """After its close frame the server ends TCP within CLOSE_WAIT, though the client never answers."""
+    bystander, probe = pair
+    probe.sock.sendall(data)
+    assert probe.closed() == code
+    probe.ended(CLOSE_WAIT + MARGIN)
+    still_served(bystander)
+
+
+def test_answered_close_ends_tcp_at_once(pair):
+    """When the client answers the server's close, the server ends TCP without waiting out CLOSE_WAIT."""
+    bystander, probe = pair
+    probe.send(BINARY, b"b")
+    assert probe.closed() == 1003
+    probe.send(CLOSE, close_payload(1003))
+    assert probe.ended(CLOSE_WAIT + MARGIN) < CLOSE_WAIT / 2
+    still_served(bystander)
+
+
+# Size limits.
+
+@pytest.mark.parametrize("unit", ["x", "é"])
+def test_message_of_exactly_the_limit_is_broadcast(pair, unit):
+    """A message of exactly CHAT_MAX_MESSAGE_BYTES bytes (not characters) is accepted."""
+    bystander, probe = pair
+    text = unit * (LIMIT // len(unit.encode()))
+    assert len(text.encode()) == LIMIT
+    probe.say(text)
+    assert probe.chat() == text
+    assert bystander.chat() == text
+    still_served(bystander)
+
+
+@pytest.mark.parametrize("unit", ["x", "é"])
+def test_message_one_byte_over_the_limit_closes_1009(pair, unit):
+    """A message one byte over CHAT_MAX_MESSAGE_BYTES closes with 1009 and is not broadcast."""
+    bystander, probe = pair
+    text = unit * (LIMIT // len(unit.encode())) + "x"
+    probe.say(text)
+    assert_closed(probe, 1009)
+    still_served(bystander)
+
+
+def test_oversized_frame_is_refused_before_it_is_all_sent(pair):
+    """A frame announcing more than the limit closes 1009 once the limit is passed, not at its end."""
+    bystander, probe = pair
+    data = frame(TEXT, b"y" * (LIMIT * 16))
+    probe.sock.sendall(data[:LIMIT + 1024])
+    assert_closed(probe, 1009)
+    still_served(bystander)
+
+
+def test_fragmented_message_over_the_limit_closes_1009_before_its_end(pair):
+    """Fragments adding up past the limit close 1009 while the message is unfinished."""
+    bystander, probe = pair
+    size = 16384
+    sent = 0
+    while sent <= LIMIT:
+        probe.send(TEXT if sent == 0 else CONTINUATION, b"f" * size, fin=False)
+        sent += size
+    assert_closed(probe, 1009)
+    still_served(bystander)
+
+
+# permessage-deflate.
+
+def test_compressed_message_is_broadcast(deflating, peer):
+    """A compressed message, whole or in fragments, is inflated and broadcast to compressed and plain clients."""
+    plain, probe = peer(deflating), peer(deflating, "permessage-deflate")
+    text = "compressible " * 300
+    probe.send(TEXT, probe.deflate(text.encode()), rsv=0x40)
+    assert probe.chat() == text
+    assert plain.chat() == text
+    data = probe.deflate(b"in two fragments")
+    probe.send(TEXT, data[:5], rsv=0x40, fin=False)
+    probe.send(CONTINUATION, data[5:])
+    assert probe.chat() == "in two fragments"
+    assert plain.chat() == "in two fragments"
+    still_served(plain)
+
+
+def test_negotiated_deflate_parameters_are_honoured(deflating, peer):
+    """With no context takeover and a 10-bit server window agreed, repeated messages inflate on both sides."""
+    offer = "permessage-deflate; client_no_context_takeover; server_no_context_takeover; server_max_window_bits=10"
+    plain, probe = peer(deflating), peer(deflating, offer)
+    assert b"server_no_context_takeover" in probe.head and b"server_max_window_bits=10" in probe.head
+    text = "the same words again " * 40
+    for _ in range(3):
+        probe.send(TEXT, probe.deflate(text.encode()), rsv=0x40)
+        assert probe.chat() == text
+        assert plain.chat() == text
+    still_served(plain)
+
+
+@pytest.mark.parametrize(
+    ("opcode", "rsv", "fin"), [(PING, 0x40, True), (CONTINUATION, 0x40, True), (TEXT, 0x20, True)],
+    ids=["rsv1-on-ping", "rsv1-on-continuation", "rsv2"],
+)
+def test_rsv_misuse_with_deflate_closes_1002(deflating, peer, opcode, rsv, fin):
+    """With deflate on, RSV1 on a control or continuation frame, or any other RSV bit, is a protocol error."""
+    plain, probe = peer(deflating), peer(deflating, "permessage-deflate")
+    if opcode == CONTINUATION:
+        probe.send(TEXT, b"plain start", fin=False)
+    probe.send(opcode, b"rsv", rsv=rsv, fin=fin)
+    assert_closed(probe, 1002)
+    still_served(plain)
+
+
+def test_corrupt_deflate_data_closes_1007(deflating, peer):
+    """Compressed data that does not inflate closes with 1007."""
+    plain, probe = peer(deflating), peer(deflating, "permessage-deflate")
+    probe.send(TEXT, b"\xff\xff\xff\xff", rsv=0x40)
+    assert_closed(probe, 1007)
+    still_served(plain)
+
+
+def test_deflate_bomb_closes_1009_without_inflating_it(deflating, peer):
+    """A few KB that inflate to 50 MB close with 1009 while the worker grows by far less than the bomb."""
+    (worker,) = deflating.worker_pids()
+    plain, probe = peer(deflating), peer(deflating, "permessage-deflate")
+    zeros = bytes(1 << 20)
+    bomb = b"".join(probe.deflater.compress(zeros) for _ in range(50))
+    bomb = (bomb + probe.deflater.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    assert len(bomb) < 100_000
+    before = proc_status(worker, "VmRSS")
+    probe.send(TEXT, bomb, rsv=0x40)
+    assert_closed(probe, 1009)
+    grown = proc_status(worker, "VmHWM") - before
+    assert grown < 20_000, f"the worker's peak RSS grew by {grown} KB"
+    still_served(plain)
