@@ -1,75 +1,66 @@
-"""One WebSocket: a bounded outbox, and the read, heartbeat and ping loop of its own thread."""
+"""One WebSocket's writing side: its lifecycle, outbox and replay gate, under one lock.
+
+Every write to the socket goes through ``lock``, from whichever thread makes
+it: the fan-out thread (live batches, and flushing a backlog), the
+connection's own thread (the replay, heartbeats, pings, pongs and close
+replies) or another one closing it.  A ``Connection`` knows nothing of rooms
+or of the fan-out: it reports a backlog through ``on_backlog`` and a close
+through ``on_closing``, and the reading side lives in ``reader``.
+"""
 
 from __future__ import annotations
 
-import logging
 import secrets
 import select
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from wsproto import ConnectionState
 from wsproto.connection import Connection as Protocol
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
-from wsproto.utilities import LocalProtocolError
+from wsproto.events import CloseConnection, Ping, TextMessage
 
-from . import protocol, wire
+from . import wire
+from .gate import Gate
+from .lifecycle import Lifecycle, State
+from .outbox import Outbox, Write
 
 if TYPE_CHECKING:
-    from .hub import Batch, Hub
+    from .fanout import Batch
 
-log = logging.getLogger(__name__)
-
-UNSUPPORTED, ABNORMAL = 1003, 1006
-POLICY, TOO_BIG, INTERNAL, TRY_AGAIN = 1008, 1009, 1011, 1013
+UNSUPPORTED, POLICY, TOO_BIG, INTERNAL, TRY_AGAIN = 1003, 1008, 1009, 1011, 1013
 #: How long a closing connection waits for the client's close frame.
 CLOSE_WAIT = 2.0
-#: Most frames handed to one sendmsg call (Linux's IOV_MAX is 1024).
-IOV_MAX = 512
-RECEIVE_BYTES = 65536
-COMPRESSED_RECEIVE_BYTES = 1024
+
+Notify = Callable[["Connection"], None]
 
 
 class Connection:
-    """Deliver frames to one client in order, and serve what it sends.
-
-    Once the connection has joined, every write on the socket goes through
-    ``lock``: the fan-out thread writes ready frames without blocking, and what
-    the socket cannot take waits in the outbox until the fan-out thread sees the
-    socket writable again.  While it joins (``held``), the connection's own
-    thread is the only writer: it sends the replay, and live events wait.  The
-    connection's own thread reads, keeps the heartbeat and the protocol ping.
-    """
+    """Deliver frames to one client in order, without ever blocking the caller."""
 
     __slots__ = (
-        "sock", "native", "fd", "ws", "hub", "room", "name", "remote", "member", "started",
-        "compress", "lock", "outbox", "queued", "head_partial", "held", "pending", "floor",
-        "close_code", "close_reason", "close_deadline", "finished", "watched", "watch_requested",
-        "skip", "watching", "present", "released", "_settings", "_limit", "_max_bytes",
-        "_fragments", "_fragment_bytes", "_receive_size", "_rate", "_burst", "_tokens", "_refilled",
-        "_drops", "_warned",
+        "sock", "native", "fd", "ws", "room", "name", "remote", "member", "started", "compress",
+        "lock", "life", "outbox", "gate", "_on_backlog", "_on_closing", "_count", "_slow_wait",
     )
 
     def __init__(
         self,
         sock: socket.socket,
         ws: Protocol,
-        hub: Hub,
         *,
         room: str,
         name: str,
         remote: str,
         settings: dict[str, Any],
+        on_backlog: Notify,
+        on_closing: Notify,
+        count: Callable[[str], None],
     ) -> None:
         self.sock = sock
         self.native = wire.native(sock)
         self.fd = sock.fileno()
         self.ws = ws
-        self.hub = hub
         self.room = room
         self.name = name
         self.remote = remote
@@ -77,391 +68,217 @@ class Connection:
         self.started = time.monotonic()
         self.compress = wire.compressed(ws)
         self.lock = threading.Lock()
-        self.outbox: list[bytes] = []
-        self.queued = 0
-        self.head_partial = False
-        self.held = True
-        self.pending: list[Batch] = []
-        self.floor = 0
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.close_deadline = 0.0
-        self.finished = False
-        self.watched = False
-        self.watch_requested = False
-        self.skip: bytes | None = None
-        self.watching = False
-        self.present = False
-        self.released: threading.Event | None = None
-        self._settings = settings
-        self._limit = settings["OUTBOX_LIMIT"]
-        self._max_bytes = settings["MAX_MESSAGE_BYTES"]
-        self._fragments: list[str] | None = None
-        # A compressed read can inflate a thousandfold before its size is
-        # checked, so compressed connections read in small steps.
-        self._receive_size = COMPRESSED_RECEIVE_BYTES if self.compress else RECEIVE_BYTES
-        self._fragment_bytes = 0
-        rate = settings["RATE_LIMIT"]
-        self._rate, self._burst = rate if rate else (0.0, 0.0)
-        self._tokens = self._burst
-        self._refilled = self.started
-        self._drops: deque[float] | None = None
-        self._warned = False
+        self.life = Lifecycle()
+        self.outbox = Outbox(self.native, settings["OUTBOX_LIMIT"])
+        self.gate = Gate(self.member)
+        self._on_backlog = on_backlog
+        self._on_closing = on_closing
+        self._count = count
+        # What the kernel already holds goes out before a slow client's close
+        # frame, so one that is slow rather than gone gets a while to read up to it.
+        self._slow_wait = max(CLOSE_WAIT, settings["PING_TIMEOUT"])
+
+    @property
+    def close_code(self) -> int | None:
+        """Return the close code, once the connection is closing or done."""
+        return self.life.code
+
+    @property
+    def close_reason(self) -> str:
+        """Return the reason that goes with the close code."""
+        return self.life.reason
+
+    @property
+    def deadline(self) -> float:
+        """Return when a closing connection stops waiting for its client."""
+        return self.life.deadline
 
     # Writing, from any thread.
 
     def deliver(self, batch: Batch) -> bool:
-        """Write a batch of events; return True when a backlog starts."""
+        """Write a batch of live events; return True when a backlog starts (the caller watches it)."""
         with self.lock:
-            if self.close_code is not None or self.finished:
+            life = self.life
+            if life.state is State.OPEN:
+                data = self.gate.render(batch, self._encoder())
+                started = bool(data) and self._write_locked(data)
+            elif life.state is State.JOINING:
+                self.gate.hold(batch)
+                started = self.outbox.queued + self.gate.held > self.outbox.limit and self._overflow_locked()
+            else:
                 return False
-            if self.held:
-                self.pending.append(batch)
-                self.queued += len(batch.frame)
-                if self.queued > self._limit:
-                    return self._overflow_locked()
-                return False
-            data = self._render_locked(batch)
-            return bool(data) and self._write_locked(data)
+            closing = not life.live
+        if closing:
+            self._on_closing(self)
+        return started
 
     def send(self, payload: bytes) -> None:
         """Write one event to this client alone."""
-        self._write(payload, framed=False)
-
-    def _write(self, data: bytes, framed: bool) -> None:
         with self.lock:
-            if self.close_code is not None or self.finished:
+            if not self.life.live:
                 return
-            started = self._write_locked(data if framed else self._frame_locked(data))
-        if started:
-            self.hub.watch_backlog(self)
+            started = self._write_locked(self._frame_locked(payload))
+            closing = not self.life.live
+        self._after(started, closing)
+
+    def ping(self) -> None:
+        """Write a protocol ping."""
+        with self.lock:
+            if not self.life.live:
+                return
+            started = self._write_locked(wire.PING)
+            closing = not self.life.live
+        self._after(started, closing)
+
+    def pong(self, event: Ping) -> None:
+        """Answer a client's ping."""
+        with self.lock:
+            if not self.life.live:
+                return
+            started = self._write_locked(self.ws.send(event.response()))
+            closing = not self.life.live
+        self._after(started, closing)
 
     def close(self, code: int, reason: str = "") -> None:
         """Send a close frame after what is already queued, and stop taking events."""
         with self.lock:
-            if self.close_code is not None or self.finished:
+            if not self.life.close(code, reason, CLOSE_WAIT):
                 return
-            started = self._close_locked(code, reason, CLOSE_WAIT)
-        if started:
-            self.hub.watch_backlog(self)
+            started = self._close_locked(wire.close_frame(code, reason))
+        self._after(started, True)
 
-    def _close_locked(self, code: int, reason: str, wait: float) -> bool:
-        self.close_code, self.close_reason = code, reason
-        self.close_deadline = time.monotonic() + wait
-        self.pending.clear()
-        frame = wire.close_frame(code, reason)
-        if self.held:
-            # The joining thread is writing the replay: it sends this frame when done.
-            self.outbox.append(frame)
-            return False
-        return self._write_locked(frame, force=True)
+    def closed_by_peer(self, event: CloseConnection) -> None:
+        """Answer the client's close frame, unless it is the answer to ours."""
+        with self.lock:
+            if not self.life.live:
+                return
+            # The reply and the state change are one step: no data frame can follow the reply.
+            reply = self.ws.send(event.response())
+            self.life.close(event.code, event.reason or "", CLOSE_WAIT)
+            started = self._close_locked(reply)
+        self._after(started, True)
+
+    def _after(self, started: bool, closing: bool) -> None:
+        """Tell the fan-out, outside the lock, of a backlog to watch and a close deadline to keep."""
+        if started:
+            self._on_backlog(self)
+        if closing:
+            self._on_closing(self)
+
+    def _close_locked(self, frame: bytes) -> bool:
+        self.gate.clear()
+        return self._write_locked(frame, limited=False)
 
     def flush(self) -> bool:
         """Write what the outbox holds without blocking; return True while some is left."""
         with self.lock:
-            if self.finished:
+            if self.life.state is State.DONE:
                 return False
-            self._flush_locked()
-            return bool(self.outbox)
-
-    def _write_locked(self, data: bytes, force: bool = False) -> bool:
-        if self.outbox:
-            self.outbox.append(data)
-            self.queued += len(data)
-            if self.queued > self._limit and not force:
-                return self._overflow_locked()
-            return False
-        sent = self._send_nowait(data)
-        if sent is None:
-            self._broken_locked()
-            return False
-        if sent == len(data):
-            return False
-        self.outbox.append(data[sent:])
-        self.queued = len(data) - sent
-        self.head_partial = sent > 0
-        self.watch_requested = True
-        return True
-
-    def _send_nowait(self, data: bytes | memoryview) -> int | None:
-        """Write what the socket takes now; return how much, or None if the connection broke."""
-        try:
-            return self.native.send(data, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return 0
-        except OSError:
-            return None
-
-    def _flush_locked(self) -> None:
-        outbox = self.outbox
-        while outbox:
-            try:
-                sent = self.native.sendmsg(outbox[:IOV_MAX], (), socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            except OSError:
+            verdict = self.outbox.flush()
+            if verdict is Write.BROKEN:
                 self._broken_locked()
+                return False
+            return verdict is Write.QUEUED
+
+    def backlogged(self) -> bool:
+        """Tell whether bytes wait for the socket."""
+        with self.lock:
+            return self.life.state is not State.DONE and not self.outbox.empty
+
+    def expire(self) -> None:
+        """Shut the socket of a connection still closing past its deadline, which wakes its reader."""
+        with self.lock:
+            if self.life.state is not State.CLOSING or time.monotonic() < self.life.deadline:
                 return
-            self.queued -= sent
-            done = 0
-            while done < len(outbox) and sent >= len(outbox[done]):
-                sent -= len(outbox[done])
-                done += 1
-            del outbox[:done]
-            self.head_partial = sent > 0
-            if sent:
-                outbox[0] = outbox[0][sent:]
-                return
+            self.outbox.clear()
+        _shutdown(self.sock)
+
+    def _write_locked(self, data: bytes, limited: bool = True, grace: bool = False) -> bool:
+        verdict = self.outbox.write(data, limited=limited, grace=grace)
+        if verdict is Write.STARTED:
+            return True
+        if verdict is Write.OVER:
+            return self._overflow_locked()
+        if verdict is Write.BROKEN:
+            self._broken_locked()
+        return False
 
     def _overflow_locked(self) -> bool:
         """Give up on a client that cannot keep up: drop what waits for it and close it with 1013."""
-        self.hub.stats.count("slow_closes")
-        # Only the rest of a frame already partly sent must still go before the close frame.
-        head = self.outbox[:1] if self.head_partial else []
-        self.outbox[:] = head
-        self.queued = sum(map(len, head))
-        # What the kernel already holds goes out before the close frame, so a
-        # client that is slow rather than gone gets a while to read up to it.
-        wait = max(CLOSE_WAIT, self._settings["PING_TIMEOUT"])
-        return self._close_locked(TRY_AGAIN, f"client too slow: over {self._limit} bytes waiting", wait)
+        self._count("slow_closes")
+        self.outbox.trim()
+        self.gate.clear()
+        limit = self.outbox.limit
+        if not self.life.close(TRY_AGAIN, f"client too slow: over {limit} bytes waiting", self._slow_wait):
+            return False
+        self._close_locked(wire.close_frame(TRY_AGAIN, self.life.reason))
+        return not self.outbox.empty
 
     def _broken_locked(self) -> None:
         self.outbox.clear()
-        self.pending.clear()
-        self.queued = 0
-        if self.close_code is None:
-            self.close_code, self.close_reason = ABNORMAL, "connection lost"
-        self.close_deadline = time.monotonic()
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self.gate.clear()
+        self.life.lose()
+        _shutdown(self.sock)
+
+    def _encoder(self) -> Callable[[bytes], bytes] | None:
+        return self._frame_locked if self.compress else None
 
     def _frame_locked(self, payload: bytes) -> bytes:
         if self.compress:
-            if self.ws.state is not ConnectionState.OPEN:
-                return b""
             return self.ws.send(TextMessage(data=payload.decode()))
         return wire.text_frame(payload)
 
-    def _render_locked(self, batch: Batch) -> bytes:
-        """Return the bytes of batch this client is owed, and move the floor past it."""
-        seen = (batch.first_id is not None and batch.first_id <= self.floor) or (
-            batch.presence and self.skip is not None
-        )
-        if seen:
-            data = self._unseen_locked(batch)
-        elif self.compress:
-            data = b"".join(self._frame_locked(payload) for _, payload in batch.items)
-        else:
-            data = batch.frame
-        if batch.last_id is not None:
-            self.floor = max(self.floor, batch.last_id)
-        return data
-
-    def _unseen_locked(self, batch: Batch) -> bytes:
-        """Encode the events of batch that were not replayed, less this client's own join."""
-        frames = []
-        for message_id, payload in batch.items:
-            if message_id is None:
-                if payload == self.skip:
-                    self.skip = None
-                    continue
-            elif message_id <= self.floor:
-                continue
-            frames.append(self._frame_locked(payload))
-        return b"".join(frames)
-
-    # Joining: the connection's thread writes the replay while live events wait.
+    # Joining and leaving, on the connection's own thread.
 
     def replay(self, payloads: Iterable[bytes], floor: int) -> bool:
-        """Write the welcome and history, then what arrived meanwhile; False if the client is gone."""
+        """Write the welcome and history, then what arrived meanwhile, and open; False if closed."""
         with self.lock:
-            data = b"".join(self._frame_locked(p) for p in payloads)
-            self.floor = max(self.floor, floor)
-        if not self._send_all(data):
-            return False
+            if self.life.state is not State.JOINING:
+                return False
+            gate = self.gate
+            gate.floor = max(gate.floor, floor)
+            started = self._write_locked(b"".join([self._frame_locked(p) for p in payloads]), grace=True)
+            encode = self._encoder()
+            for batch in gate.release():
+                data = gate.render(batch, encode)
+                if data and self.life.live:
+                    started = self._write_locked(data) or started
+            opened = self.life.state is State.JOINING
+            if opened:
+                self.life.open()
+            closing = not self.life.live
+        self._after(started, closing)
+        return opened
+
+    def finish(self) -> None:
+        """Write what is still owed (a close frame behind a backlog) until the close deadline, then end."""
+        poller: select.poll | None = None
         while True:
             with self.lock:
-                if self.close_code is not None:
-                    self.held = False
-                    last = b"".join(self.outbox)
-                    self.outbox.clear()
-                    self.queued = 0
+                if self.life.state is State.DONE or self.outbox.empty:
                     break
-                batches, self.pending = self.pending, []
-                if not batches:
-                    self.held = False
-                    self.queued = 0
-                    return True
-                data = b"".join([self._render_locked(batch) for batch in batches])
-                self.queued -= sum(len(batch.frame) for batch in batches)
-            if not self._send_all(data):
-                return False
-        if last:
-            self._send_all(last)
-        return False
-
-    def _send_all(self, data: bytes) -> bool:
-        """Write data from this connection's thread, waiting at most a ping timeout."""
-        view = memoryview(data)
-        deadline = time.monotonic() + self._settings["PING_TIMEOUT"]
-        poller = select.poll()
-        poller.register(self.fd, select.POLLOUT)
-        while view:
-            sent = self._send_nowait(view)
-            if sent is None:
-                with self.lock:
-                    self._broken_locked()
-                return False
-            view = view[sent:]
-            if view:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.close(TRY_AGAIN, "client too slow")
-                    return False
-                poller.poll(left * 1000)
-        return True
-
-    # Reading, on the connection's own thread.
-
-    def serve(self) -> None:
-        """Read and answer the client until the connection ends."""
-        settings = self._settings
-        heartbeat = settings["HEARTBEAT_INTERVAL"]
-        ping_every, ping_timeout = settings["PING_INTERVAL"], settings["PING_TIMEOUT"]
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        now = time.monotonic()
-        next_beat, next_ping, pong_due = now + heartbeat, now + ping_every, 0.0
-        while True:
-            if self.close_code is not None:
-                wake = self.close_deadline
-            else:
-                wake = min(next_beat, next_ping, pong_due or next_ping)
-            timeout = max(0.0, wake - time.monotonic())
-            if poller.poll(timeout * 1000):
-                try:
-                    data = self.sock.recv(self._receive_size)
-                except OSError:
-                    data = b""
-                if not data:
-                    self._lost()
-                    return
-                pong_due = 0.0
-                if not self._receive(data):
-                    return
-            now = time.monotonic()
-            if self.close_code is not None:
-                if now >= self.close_deadline:
-                    return
-                continue
-            if pong_due and now >= pong_due:
-                log.info("no pong from %s in %s s", self.remote, ping_timeout)
-                self.close(INTERNAL, "ping timeout")
-                return
-            if now >= next_beat:
-                self.send(protocol.HEARTBEAT)
-                next_beat = now + heartbeat
-            if now >= next_ping:
-                self._write(wire.PING, framed=True)
-                next_ping = now + ping_every
-                pong_due = pong_due or now + ping_timeout
-
-    def _lost(self) -> None:
+                verdict = self.outbox.flush()
+                left = self.life.deadline - time.monotonic()
+                if verdict is not Write.QUEUED or left <= 0 or self.life.live:
+                    break
+            if poller is None:
+                poller = select.poll()
+                poller.register(self.fd, select.POLLOUT)
+            poller.poll(left * 1000)
         with self.lock:
-            if self.close_code is None:
-                self.close_code, self.close_reason = ABNORMAL, "connection lost"
+            self.outbox.clear()
+            self.gate.clear()
+            self.life.end()
 
-    def _receive(self, data: bytes) -> bool:
-        """Feed received bytes to wsproto; return False once the connection is over."""
-        try:
-            if self.compress:
-                with self.lock:
-                    self.ws.receive_data(data)
-                    events = list(self.ws.events())
-            else:
-                self.ws.receive_data(data)
-                events = self.ws.events()
-            for event in events:
-                if not self._handle(event):
-                    return False
-        except LocalProtocolError:
-            self._lost()
-            return False
-        return True
+    def lose(self) -> None:
+        """Record that the client went away without a close handshake."""
+        with self.lock:
+            if self.life.live:
+                self.life.lose()
 
-    def _handle(self, event: object) -> bool:
-        if isinstance(event, TextMessage):
-            if self.close_code is None:
-                self._text(event)
-        elif isinstance(event, BytesMessage):
-            self.close(UNSUPPORTED, "binary frames are not accepted")
-        elif isinstance(event, Ping):
-            with self.lock:
-                pong = self.ws.send(event.response()) if self.close_code is None else b""
-            if pong:
-                self._write(pong, framed=True)
-        elif isinstance(event, CloseConnection):
-            return self._closed_by_peer(event)
-        return True
 
-    def _closed_by_peer(self, event: CloseConnection) -> bool:
-        if self.close_code is not None:
-            return False
-        if self.ws.state is ConnectionState.REMOTE_CLOSING:
-            with self.lock:
-                reply = self.ws.send(event.response())
-            self._write(reply, framed=True)
-            with self.lock:
-                self.close_code, self.close_reason = event.code, event.reason or ""
-            return False
-        # wsproto reports a frame it could not parse as a close with the code to send.
-        self.close(event.code, event.reason or "protocol error")
-        return False
-
-    def _text(self, event: TextMessage) -> None:
-        self._fragment_bytes += len(event.data.encode()) if not event.data.isascii() else len(event.data)
-        if self._fragment_bytes > self._max_bytes:
-            self._fragments = None
-            self.close(TOO_BIG, f"message over {self._max_bytes} bytes")
-            return
-        if not event.message_finished:
-            if self._fragments is None:
-                self._fragments = []
-            self._fragments.append(event.data)
-            return
-        if self._fragments is not None:
-            self._fragments.append(event.data)
-            text = "".join(self._fragments)
-            self._fragments = None
-        else:
-            text = event.data
-        self._fragment_bytes = 0
-        if protocol.is_blank(text):
-            return
-        if self._rate and not self._take_token():
-            return
-        self.hub.publish(self, text)
-
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
-        self._refilled = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            self._warned = False
-            return True
-        self.hub.stats.count("rate_limited")
-        drops = self._drops
-        if drops is None:
-            drops = self._drops = deque()
-        drops.append(now)
-        while drops and drops[0] < now - 10:
-            drops.popleft()
-        if len(drops) > self._rate * 50:
-            self.close(POLICY, "too many messages")
-        elif not self._warned:
-            self._warned = True
-            self.send(protocol.notice("rate_limited", f"slow down: at most {self._rate:g} messages per second"))
-        return False
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

@@ -10,8 +10,10 @@ that never starts, and the route takes over the socket and the wsproto state.
 from __future__ import annotations
 
 import _socket
+import inspect
 import ssl
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -83,8 +85,12 @@ def native(sock: Any) -> Any:
     MSG_DONTWAIT; the fan-out must never wait for one client, so it writes to
     the socket underneath, where a full buffer raises BlockingIOError at once.
     """
+    if not type(sock).__module__.startswith("gevent"):
+        return sock
     inner = getattr(sock, "_sock", None)
-    return inner if isinstance(inner, _socket.socket) else sock
+    if not isinstance(inner, _socket.socket):
+        raise RuntimeError("gevent's socket no longer keeps the operating-system socket in ._sock")
+    return inner
 
 
 def compressed(protocol: Connection) -> bool:
@@ -93,18 +99,29 @@ def compressed(protocol: Connection) -> bool:
 
 
 def check() -> None:
-    """Raise RuntimeError if simple-websocket no longer works the way take_over needs."""
-    base = simple_websocket.ws.Base
-    missing = [
-        name for name in ("thread_class", "event_class")
-        if name not in base.__init__.__code__.co_varnames
-    ]
+    """Raise RuntimeError if simple-websocket, wsproto or gevent no longer work the way this module needs."""
+    accepted = inspect.signature(simple_websocket.Server.__init__).parameters
+    missing = [name for name in ("thread_class", "event_class") if name not in accepted]
     if missing:
-        raise RuntimeError(f"simple-websocket Base() no longer takes {missing}")
-    if not hasattr(WSConnection(simple_websocket.ws.ConnectionType.SERVER), "connection"):
+        raise RuntimeError(f"simple_websocket.Server() no longer takes {missing}")
+    setup = inspect.getsource(simple_websocket.ws.Base.__init__)
+    for attribute in ("self.sock", "self.ws", "self.connected"):
+        if attribute not in setup:
+            raise RuntimeError(f"simple_websocket's Base no longer sets {attribute}")
+    server = simple_websocket.ws.ConnectionType.SERVER
+    if not hasattr(WSConnection(server), "connection"):
         raise RuntimeError("wsproto.WSConnection no longer has .connection")
-    if not hasattr(Connection(simple_websocket.ws.ConnectionType.SERVER), "_proto"):
-        raise RuntimeError("wsproto.Connection no longer keeps its frame protocol in ._proto")
+    frames = getattr(Connection(server), "_proto", None)
+    if not isinstance(getattr(frames, "extensions", None), list):
+        raise RuntimeError("wsproto.Connection no longer keeps its negotiated extensions in ._proto.extensions")
+    if "gevent" in sys.modules:
+        import gevent.socket
+
+        probe = gevent.socket.socket()
+        try:
+            native(probe)
+        finally:
+            probe.close()
 
 
 def text_frame(payload: bytes) -> bytes:

@@ -13,6 +13,7 @@ from flask_sock import Sock
 from . import protocol, state, wire
 from .backends import Unavailable
 from .connection import CLOSE_WAIT, INTERNAL, POLICY, TRY_AGAIN, Connection
+from .reader import Reader
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +74,18 @@ def chat_socket(ws: object) -> None:
     except protocol.ProtocolError as exc:
         refuse(raw, POLICY, str(exc))
         return
-    refusal = chat.hub.admit(address)
+    hub = chat.hub
+    refusal = hub.admit(address)
     if refusal is not None:
         log.info("refused %s: %s", address, refusal[1])
         refuse(raw, *refusal)
         return
-    conn = Connection(raw, ws_protocol, chat.hub, room=room, name=name, remote=address, settings=settings)
-    log.info("connect %s room=%s", address, room)
+    conn: Connection | None = None
     try:
-        if chat.hub.join(conn, since):
-            conn.serve()
+        conn = hub.connection(raw, ws_protocol, room=room, name=name, remote=address)
+        log.info("connect %s room=%s", address, room)
+        if hub.join(conn, since):
+            Reader(conn, settings, hub.publish, chat.metrics.count).serve()
     except Unavailable:
         log.warning("backend unavailable: closing %s", address)
         linger(raw, conn, TRY_AGAIN, "chat backend unavailable, try again later")
@@ -91,16 +94,18 @@ def chat_socket(ws: object) -> None:
         linger(raw, conn, INTERNAL, "internal error")
     finally:
         try:
-            chat.hub.leave(conn)
+            if conn is not None:
+                hub.leave(conn)
         finally:
-            chat.hub.release(address)
+            hub.release(address)
             shut(raw)
-        code = conn.close_code or 1006
-        chat.metrics.closed(code)
-        log.info(
-            "disconnect %s room=%s code=%s duration=%.1fs reason=%s",
-            address, room, code, time.monotonic() - conn.started, conn.close_reason,
-        )
+        if conn is not None:
+            code = conn.close_code or 1006
+            chat.metrics.closed(code)
+            log.info(
+                "disconnect %s room=%s code=%s duration=%.1fs reason=%s",
+                address, room, code, time.monotonic() - conn.started, conn.close_reason,
+            )
 
 
 def refuse(raw: socket.socket, code: int, reason: str) -> None:
@@ -115,11 +120,14 @@ def refuse(raw: socket.socket, code: int, reason: str) -> None:
     shut(raw)
 
 
-def linger(raw: socket.socket, conn: Connection, code: int, reason: str) -> None:
-    """Close conn, and give the client a moment to read the close frame."""
+def linger(raw: socket.socket, conn: Connection | None, code: int, reason: str) -> None:
+    """Close conn, send the close frame, and give the client a moment to read it."""
+    if conn is None:
+        refuse(raw, code, reason)
+        return
     conn.close(code, reason)
-    if conn.flush():
-        drain(raw, CLOSE_WAIT)
+    conn.finish()
+    drain(raw, CLOSE_WAIT)
 
 
 def drain(raw: socket.socket, seconds: float) -> None:

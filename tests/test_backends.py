@@ -37,7 +37,7 @@ class Inbox:
 
     def __call__(self, room: str, items: list[tuple[int | None, bytes]]) -> None:
         with self._changed:
-            self.events.extend((room, message_id, payload) for message_id, payload in items)
+            self.events.extend((room, message_id, payload) for message_id, payload, _ in items)
             self._changed.notify_all()
 
     def ids(self, room: str) -> list[int]:
@@ -171,12 +171,24 @@ def test_deliveries_keep_publish_order_with_presence_between(backend):
     inbox.wait(lambda box: len(box.payloads("lobby")) >= 4)
     history = backend.replay("lobby", None, 2).messages
     assert [(message_id, payload) for _, message_id, payload in inbox.events] == [
-        history[0],
+        history[0][:2],
         (None, protocol.presence("join", "lobby", "Bob", 1)),
-        history[1],
+        history[1][:2],
         (None, protocol.presence("leave", "lobby", "Bob", 0)),
     ]
-    assert [message_id for message_id, _ in history] == [first, second]
+    assert [item.id for item in history] == [first, second]
+
+
+def test_join_events_name_the_member_who_joined(backend):
+    """A join event carries the joining member's id, so that member's own connection can tell it apart."""
+    joined = []
+    backend.start(lambda room, items: joined.extend(item.joiner for item in items if item.id is None))
+    backend.watch("lobby")
+    backend.join("lobby", "m-first", "Same")
+    backend.join("lobby", "m-second", "Same")
+    backend.leave("lobby", "m-first")
+    wait_for(lambda: len(joined) == 3, 10, "three presence events")
+    assert joined == ["m-first", "m-second", None]
 
 
 def test_presence_counts_arrive_in_the_order_they_changed(backend):
@@ -194,7 +206,7 @@ def test_payload_is_protocol_chat(backend):
     """A stored message's payload is byte for byte protocol.chat of its fields."""
     text = '{"looks": "like json"} \u5fc3\u8df3 \\ "quoted"'
     message_id = backend.publish("lobby", "Ada \u00e9", text)
-    [(replayed_id, payload)] = backend.replay("lobby", None, 1).messages
+    [(replayed_id, payload, _)] = backend.replay("lobby", None, 1).messages
     body = json.loads(payload)
     assert replayed_id == message_id
     assert payload == protocol.chat(message_id, "lobby", "Ada \u00e9", text, body["ts"])
@@ -205,17 +217,17 @@ def test_replay_without_since_returns_the_last_limit(backend):
     """since None replays the last limit messages, oldest first, and none for limit 0."""
     ids = publish_many(backend, "lobby", 4)
     replay = backend.replay("lobby", None, REPLAY)
-    assert [i for i, _ in replay.messages] == ids[-REPLAY:]
+    assert [item.id for item in replay.messages] == ids[-REPLAY:]
     assert (replay.gap, replay.missed, replay.last) == (False, None, ids[-1])
     assert backend.replay("lobby", None, 0).messages == []
-    assert [i for i, _ in backend.replay("lobby", None, 100).messages] == ids
+    assert [item.id for item in backend.replay("lobby", None, 100).messages] == ids
 
 
 def test_replay_since_inside_the_window_returns_what_followed(backend):
     """since inside the window replays every later message, without a gap."""
     ids = publish_many(backend, "lobby", 4)
     replay = backend.replay("lobby", ids[0], REPLAY)
-    assert [i for i, _ in replay.messages] == ids[1:]
+    assert [item.id for item in replay.messages] == ids[1:]
     assert (replay.gap, replay.missed) == (False, None)
 
 
@@ -232,9 +244,9 @@ def test_replay_gap_counts_exactly_what_was_evicted(backend):
     ids = publish_many(backend, "lobby", SIZE + 7)
     replay = backend.replay("lobby", ids[1], REPLAY)
     assert replay.gap and replay.missed == SIZE + 7 - SIZE - 2
-    assert [i for i, _ in replay.messages] == ids[-SIZE:]
+    assert [item.id for item in replay.messages] == ids[-SIZE:]
     edge = backend.replay("lobby", ids[-SIZE - 1], REPLAY)
-    assert (edge.gap, [i for i, _ in edge.messages]) == (False, ids[-SIZE:])
+    assert (edge.gap, [item.id for item in edge.messages]) == (False, ids[-SIZE:])
     just_out = backend.replay("lobby", ids[-SIZE - 2], REPLAY)
     assert (just_out.gap, just_out.missed) == (True, 1)
 
@@ -244,15 +256,15 @@ def test_replay_since_before_the_epoch_has_an_unknown_gap(backend):
     ids = publish_many(backend, "lobby", SIZE + 2)
     replay = backend.replay("lobby", 1, REPLAY)
     assert (replay.gap, replay.missed) == (True, None)
-    assert [i for i, _ in replay.messages] == ids[-SIZE:]
+    assert [item.id for item in replay.messages] == ids[-SIZE:]
 
 
 def test_window_keeps_only_the_last_history_size(backend):
     """History keeps the last HISTORY_SIZE messages of each room and evicts older ones."""
     red = publish_many(backend, "red", SIZE * 3)
     blue = publish_many(backend, "blue", 2)
-    assert [i for i, _ in backend.replay("red", None, 100).messages] == red[-SIZE:]
-    assert [i for i, _ in backend.replay("blue", None, 100).messages] == blue
+    assert [item.id for item in backend.replay("red", None, 100).messages] == red[-SIZE:]
+    assert [item.id for item in backend.replay("blue", None, 100).messages] == blue
 
 
 def test_replay_of_an_empty_room(backend):
@@ -405,7 +417,7 @@ def test_unreachable_redis_raises_unavailable_quickly(persistent, factory):
         assert time.monotonic() - began < 2.5
     persistent.start()
     wait_for(backend.healthy, 15, "healthy() to turn true")
-    assert [payload for _, payload in backend.replay("lobby", None, 10).messages if b"while down" in payload] == []
+    assert [item for item in backend.replay("lobby", None, 10).messages if b"while down" in item.payload] == []
     later = backend.publish("lobby", "ann", "after")
     inbox.wait(lambda box: box.ids("lobby")[-1:] == [later], timeout=15)
 
@@ -441,13 +453,13 @@ def test_ids_keep_growing_after_a_restart_and_after_data_loss(persistent, factor
     recounted = backend.publish("lobby", "ann", "counter lost, stream kept")
     assert recounted > resumed
     replay = backend.replay("lobby", resumed, REPLAY)
-    assert (replay.gap, replay.missed, [i for i, _ in replay.messages]) == (True, None, [recounted])
+    assert (replay.gap, replay.missed, [item.id for item in replay.messages]) == (True, None, [recounted])
     flushall(persistent.url)
     fresh = backend.publish("lobby", "ann", "after the loss")
     assert fresh > recounted + 1
     replay = backend.replay("lobby", resumed, REPLAY)
     assert (replay.gap, replay.missed) == (True, None)
-    assert [i for i, _ in replay.messages] == [fresh]
+    assert [item.id for item in replay.messages] == [fresh]
 
 
 GHOST = """

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, WebSocketRoute, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -283,3 +283,53 @@ def test_reading_older_messages_is_not_interrupted(server, open_page: Opener) ->
     reader.get_by_test_id("jump").click()
     expect(texts(reader).last).to_be_in_viewport()
     expect(reader.get_by_test_id("jump")).to_be_hidden()
+
+
+def pass_through(routes: list[WebSocketRoute]) -> Callable[[WebSocketRoute], None]:
+    """Return a WebSocket route handler that connects each socket to the real server and keeps its route."""
+
+    def handle(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        # The page side's code (1011 and the like) cannot be given to the browser's
+        # real socket, so the server side is closed normally.
+        ws.on_close(lambda code, reason: server.close())
+        routes.append(ws)
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("code", "retried"),
+    [(1011, True), (1001, True), (1013, True),
+     (1003, False), (1008, False), (1009, False), (4401, False), (4403, False)],
+)
+def test_retry_follows_the_close_code(server, open_page: Opener, code: int, retried: bool) -> None:
+    """The page resumes with since after 1011 (liveness), 1001 and 1013, and stays closed showing why after the rest."""
+    page = open_page(server.url, "lobby", "rhea")
+    routes: list[WebSocketRoute] = []
+    page.route_web_socket(re.compile(r"/ws\?"), pass_through(routes))
+    page.clock.install()
+    join(page, "closes", "rhea")
+    say(page, "before")
+    expect(texts(page)).to_have_text(["before"])
+    assert len(routes) == 1
+    status = page.get_by_test_id("status")
+
+    reason = f"closed with {code}"
+    routes[0].close(code=code, reason=reason)
+
+    if retried:
+        expect(page.get_by_test_id("notice")).to_have_text(reason)
+        expect(status).to_have_text("connected")
+        assert len(routes) == 2
+        assert "since=" in routes[1].url
+        say(page, "after")
+        expect(texts(page)).to_have_text(["before", "after"])
+    else:
+        expect(page.get_by_test_id("problem")).to_have_text(reason)
+        expect(status).to_have_text("disconnected")
+        expect(page.get_by_test_id("toggle")).to_have_text("Connect")
+        # Past the longest backoff (30 s): a retry timer, had one been set, has fired.
+        page.clock.run_for(31_000)
+        assert status.text_content() == "disconnected"
+        assert len(routes) == 1

@@ -1,20 +1,30 @@
-"""The hub: admission, batches, and delivery order through the fan-out thread."""
+"""The hub: admission, batches, delivery order, and the races of joining, closing and leaving.
+
+Connections here are real sockets (socketpairs) driven in-process, so that each
+race can be set up step by step instead of hoped for.
+"""
 
 from __future__ import annotations
 
 import json
 import socket
 import threading
+import time
 
 import pytest
+from conftest import wait_for
 from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol
+from wsproto.events import CloseConnection, TextMessage
 
 from chat import config
+from chat.backends import Item
 from chat.backends.memory import MemoryBackend
-from chat.connection import Connection
-from chat.hub import Batch, Hub
+from chat.connection import CLOSE_WAIT, Connection
+from chat.fanout import Batch
+from chat.hub import Hub
 from chat.metrics import Metrics
+from chat.reader import Reader
 
 
 def make_hub(**overrides) -> Hub:
@@ -36,9 +46,9 @@ def test_admit_counts_the_limit_and_each_address():
 
 def test_batch_encodes_once_and_knows_its_ids():
     """A batch joins the frames of its events and records the first and last chat ids."""
-    items = [(None, b'{"state":3}'), (7, b'{"state":2}'), (8, b'{"state":2}')]
+    items = [Item(None, b'{"state":3}', "m1"), Item(7, b'{"state":2}'), Item(8, b'{"state":2}')]
     batch = Batch.of(items)
-    assert (batch.first_id, batch.last_id, batch.presence) == (7, 8, True)
+    assert (batch.first_id, batch.last_id, batch.joiners) == (7, 8, frozenset({"m1"}))
     assert batch.frame.count(b"\x81") == 3
 
 
@@ -50,24 +60,62 @@ class Peer:
         self.protocol = Protocol(ConnectionType.CLIENT)
         self.buffer = ""
         self.events: list[dict] = []
+        #: The close frame's code, once one arrived, and whether a data frame came after it.
+        self.close_code: int | None = None
+        self.after_close = 0
 
     def read(self, count: int) -> list[dict]:
+        """Read until count events arrived."""
         self.sock.settimeout(5)
         while len(self.events) < count:
-            self.protocol.receive_data(self.sock.recv(65536))
-            for event in self.protocol.events():
+            if not self._receive():
+                raise AssertionError(f"connection ended after {len(self.events)} events")
+        return self.events
+
+    def read_to_close(self) -> int | None:
+        """Read until the server closes the TCP connection; return the close code it sent, if any."""
+        self.sock.settimeout(10)
+        while self._receive():
+            pass
+        return self.close_code
+
+    def _receive(self) -> bool:
+        try:
+            data = self.sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        self.protocol.receive_data(data)
+        for event in self.protocol.events():
+            if isinstance(event, CloseConnection):
+                self.close_code = event.code
+            elif isinstance(event, TextMessage):
+                if self.close_code is not None:
+                    self.after_close += 1
                 self.buffer += event.data
                 if event.message_finished:
                     self.events.append(json.loads(self.buffer))
                     self.buffer = ""
-        return self.events
+        return True
 
 
-def open_connection(hub: Hub, room: str = "lobby", name: str = "x") -> tuple[Connection, Peer]:
+def open_connection(hub: Hub, room: str = "lobby", name: str = "x", buffer: int = 0) -> tuple[Connection, Peer]:
+    """Return a connection on one end of a socketpair, and the peer on the other (small buffers if given)."""
     server_sock, client_sock = socket.socketpair()
-    protocol = Protocol(ConnectionType.SERVER)
-    conn = Connection(server_sock, protocol, hub, room=room, name=name, remote="local", settings=hub.settings)
+    if buffer:
+        for sock in (server_sock, client_sock):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    conn = hub.connection(server_sock, Protocol(ConnectionType.SERVER), room=room, name=name, remote="local")
     return conn, Peer(client_sock)
+
+
+def in_thread(work, name: str) -> threading.Thread:
+    """Run work on a named thread and return it."""
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 @pytest.fixture
@@ -106,7 +154,7 @@ def test_concurrent_publishers_reach_every_connection_in_one_order(hub):
         thread.join()
     orders = []
     for _, peer in pairs:
-        chats = [e for e in peer.read(1 + 4 * 200 + 4) if e["state"] == 2]
+        chats = [e for e in peer.read(1 + 4 * 200) if e["state"] == 2]
         while len(chats) < 800:
             chats = [e for e in peer.read(len(peer.events) + 1) if e["state"] == 2]
         orders.append([e["id"] for e in chats])
@@ -125,3 +173,136 @@ def test_own_join_is_not_echoed(hub):
     events = peer.read(2)
     assert events[0]["event"] == "welcome"
     assert (events[1]["event"], events[1]["name"]) == ("join", "other")
+
+
+def test_a_close_frame_behind_a_backlog_still_reaches_the_client(hub):
+    """A close (here a ping timeout's 1011) queued behind a backlog is flushed on leave, not thrown away."""
+    conn, peer = open_connection(hub, buffer=4096)
+    assert hub.join(conn, None)
+    for number in range(40):
+        conn.send(json.dumps({"state": 2, "message": f"{number}" + "x" * 5000}).encode())
+    assert conn.backlogged()
+    conn.close(1011, "ping timeout")
+    reader = in_thread(peer.read_to_close, "slow-peer")
+    hub.leave(conn)
+    conn.sock.close()
+    reader.join(10)
+    assert peer.close_code == 1011
+    assert [e["message"][:2].rstrip("x") for e in peer.events[1:]] == [str(n) for n in range(40)]
+
+
+def test_a_long_replay_never_blocks_the_joining_thread(hub):
+    """A replay bigger than the socket takes goes to the outbox; join returns, and the client still gets it all."""
+    for number in range(3):
+        hub.backend.publish("lobby", "old", f"{number}" + "h" * 60_000)
+    conn, peer = open_connection(hub, buffer=4096)
+    joined = []
+    joiner = in_thread(lambda: joined.append(hub.join(conn, None)), "joiner")
+    joiner.join(5)
+    assert joined == [True], "join blocked on a client that was not reading"
+    hub.backend.publish("lobby", "new", "live")
+    events = peer.read(5)
+    assert [e["message"][:1] for e in events[1:4]] == ["0", "1", "2"] and events[4]["message"] == "live"
+
+
+def test_a_join_after_shutdown_began_is_closed_with_1001(hub):
+    """A connection admitted before the shutdown but joining after it is told 1001, not served."""
+    conn, peer = open_connection(hub)
+    hub.shutdown(0.1)
+    assert hub.join(conn, None) is False
+    hub.leave(conn)
+    conn.sock.close()
+    assert peer.read_to_close() == 1001
+
+
+def test_no_data_frame_follows_the_close_reply(hub):
+    """Deliveries racing the client's close never write a frame after the server's close reply."""
+    conn, peer = open_connection(hub)
+    assert hub.join(conn, None)
+    stop = threading.Event()
+
+    def publish() -> None:
+        while not stop.is_set():
+            hub.backend.publish("lobby", "racer", "data")
+
+    reading = in_thread(peer.read_to_close, "peer")
+    racer = in_thread(publish, "racer")
+    wait_for(lambda: len(peer.events) > 50, 5, "live traffic")
+    # A masked close frame, code 1000, built by hand: the peer's wsproto state belongs to its reader.
+    mask = b"\x01\x02\x03\x04"
+    peer.sock.sendall(b"\x88\x82" + mask + bytes(a ^ b for a, b in zip((1000).to_bytes(2, "big"), mask, strict=True)))
+    Reader(conn, hub.settings, hub.publish, hub.stats.count).serve()
+    stop.set()
+    racer.join(5)
+    hub.leave(conn)
+    conn.sock.close()
+    reading.join(10)
+    assert peer.close_code == 1000
+    assert peer.after_close == 0
+
+
+def test_release_returns_when_watching_the_socket_failed(hub):
+    """A connection whose socket the fan-out could not watch is still released, promptly."""
+    conn, peer = open_connection(hub, buffer=4096)
+    assert hub.join(conn, None)
+    conn.outbox.write(b"x" * 1_000_000, limited=False)
+    os_fd = conn.sock.detach()
+    socket.socket(fileno=os_fd).close()
+    hub.fanout.watch(conn)
+    released = []
+    releaser = in_thread(lambda: released.append(hub.fanout.release(conn, timeout=5)), "releaser")
+    releaser.join(8)
+    assert released == [True]
+
+
+def test_the_reader_wakes_when_another_thread_closes_its_connection():
+    """A reader asleep until its next heartbeat a minute away ends within CLOSE_WAIT of a close from elsewhere."""
+    hub = make_hub(MAX_CONNECTIONS=100, HEARTBEAT_INTERVAL=60, PING_INTERVAL=60)
+    try:
+        conn, peer = open_connection(hub)
+        assert hub.join(conn, None)
+        reader = in_thread(lambda: Reader(conn, hub.settings, hub.publish, hub.stats.count).serve(), "reader")
+        peer.read(1)
+        started = time.monotonic()
+        conn.close(1013, "closed by another thread")
+        reader.join(CLOSE_WAIT + 5)
+        assert not reader.is_alive() and time.monotonic() - started < CLOSE_WAIT + 3
+        hub.leave(conn)
+    finally:
+        hub.stop()
+
+
+def test_a_connection_that_fails_to_build_gives_its_place_back(monkeypatch):
+    """If building the connection raises, the admission slot is released: later clients are not refused."""
+    import websocket
+    from werkzeug.serving import make_server
+
+    from chat import create_app
+
+    app = create_app({"MAX_CONNECTIONS": 2, "HEARTBEAT_INTERVAL": 5})
+    hub = app.extensions["chat"].hub
+    failures = []
+
+    def broken(*args, **kwargs):
+        failures.append(1)
+        raise RuntimeError("cannot build this connection")
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    serving = in_thread(server.serve_forever, "dev-server")
+    try:
+        url = f"ws://127.0.0.1:{server.server_port}/ws"
+        with monkeypatch.context() as patch:
+            patch.setattr(hub, "connection", broken)
+            for _ in range(4):
+                refused = websocket.create_connection(url, timeout=5)
+                assert refused.recv_data()[0] == websocket.ABNF.OPCODE_CLOSE
+                refused.close()
+                wait_for(lambda: hub.count() == 0, 5, "the failed connection's place to be given back")
+        assert len(failures) == 4
+        welcome = websocket.create_connection(url, timeout=5)
+        assert json.loads(welcome.recv())["event"] == "welcome"
+        welcome.close()
+    finally:
+        server.shutdown()
+        serving.join(5)
+        hub.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _socket
 from importlib.metadata import version
 
 import pytest
@@ -21,6 +22,53 @@ def test_pinned_versions_are_the_tested_ones():
 def test_internals_the_adapter_uses_are_there():
     """simple-websocket still takes thread_class and wsproto still exposes its connection."""
     wire.check()
+
+
+def test_check_fails_when_server_no_longer_takes_thread_class(monkeypatch):
+    """If simple_websocket.Server stops accepting thread_class, check() says so at start-up."""
+    import simple_websocket
+
+    def changed(self, environ, subprotocols=None, receive_bytes=4096, ping_interval=None, event_class=None):
+        """Stand in for a Server.__init__ without thread_class."""
+
+    monkeypatch.setattr(simple_websocket.Server, "__init__", changed)
+    with pytest.raises(RuntimeError, match="thread_class"):
+        wire.check()
+
+
+def test_check_fails_when_wsproto_hides_its_extensions(monkeypatch):
+    """If wsproto's frame protocol stops exposing its extensions, check() says so, not compressed() later."""
+    from wsproto import frame_protocol
+
+    original = frame_protocol.FrameProtocol.__init__
+
+    def without_extensions(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        del self.extensions
+
+    monkeypatch.setattr(frame_protocol.FrameProtocol, "__init__", without_extensions)
+    with pytest.raises(RuntimeError, match="extensions"):
+        wire.check()
+
+
+def test_native_refuses_a_gevent_socket_without_its_os_socket():
+    """A gevent socket whose OS socket cannot be found is an error, never a silent cooperative fallback."""
+    import gevent.socket
+
+    class Changed(gevent.socket.socket):
+        """A gevent socket that keeps its OS socket elsewhere."""
+
+        __module__ = gevent.socket.socket.__module__
+        _sock = None
+
+    probe = gevent.socket.socket()
+    try:
+        assert isinstance(wire.native(probe), _socket.socket)
+    finally:
+        probe.close()
+    changed = Changed.__new__(Changed)
+    with pytest.raises(RuntimeError, match="_sock"):
+        wire.native(changed)
 
 
 def test_dormant_thread_never_runs_its_target():

@@ -13,15 +13,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-#: One delivery: a chat message id (None for presence events) and its JSON payload.
-Item = tuple[int | None, bytes]
+
+class Item(NamedTuple):
+    """One delivery: a chat message (with its id) or a presence event (id None), and its JSON payload."""
+
+    id: int | None
+    payload: bytes
+    #: For a join event, the member id of who joined.
+    joiner: str | None = None
+
+
 Deliver = Callable[[str, list[Item]], None]
 
 
 class Unavailable(RuntimeError):
     """The backend cannot take the request now; the caller may retry later."""
+
+    def __init__(self, message: str, maybe_done: bool = False) -> None:
+        super().__init__(message)
+        #: The request may have reached the backend before its answer was lost.
+        self.maybe_done = maybe_done
+
+    @property
+    def notice(self) -> str:
+        """Return what to tell a sender whose message this was."""
+        if self.maybe_done:
+            return "the chat did not answer in time: your message may not have been sent"
+        return "the chat is unavailable: your message was not sent"
 
 
 @dataclass
@@ -44,7 +64,7 @@ def resume(window: list[Item], since: int, last: int, epoch: int, oldest: int) -
     """
     if since >= last:
         return Replay(last=last)
-    newer = [item for item in window if item[0] > since]
+    newer = [item for item in window if item.id > since]
     if since < epoch:
         return Replay(newer, gap=True, missed=None, last=last)
     if since + 1 < oldest:

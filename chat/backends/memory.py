@@ -68,7 +68,7 @@ class MemoryBackend:
                 self._last[room] = self._epochs[room] = self._epoch_locked()
             message_id = self._last[room] + 1
             self._last[room] = message_id
-            item = (message_id, protocol.chat(message_id, room, name, text, ts))
+            item = Item(message_id, protocol.chat(message_id, room, name, text, ts))
             if self._size:
                 history = self._history.get(room)
                 if history is None:
@@ -90,7 +90,7 @@ class MemoryBackend:
                 last = epoch = self._epoch_locked()
         if since is None:
             return Replay(history[-limit:] if limit else [], last=last)
-        oldest = history[0][0] if history else last + 1
+        oldest = history[0].id if history else last + 1
         return resume(history, since, last, epoch, oldest)
 
     def join(self, room: str, member: str, name: str) -> int:
@@ -99,7 +99,7 @@ class MemoryBackend:
             self._use_locked(room)
             members = self._members.setdefault(room, {})
             members[member] = name
-            return self._announce_locked(room, "join", name, len(members))
+            return self._announce_locked(room, "join", name, len(members), member)
 
     def leave(self, room: str, member: str) -> int:
         """Remove a member from the room's presence, fan out the leave, and return the online count."""
@@ -114,9 +114,9 @@ class MemoryBackend:
                 return online
             return self._announce_locked(room, "leave", name, online)
 
-    def _announce_locked(self, room: str, event: str, name: str, online: int) -> int:
+    def _announce_locked(self, room: str, event: str, name: str, online: int, joiner: str | None = None) -> int:
         if self._deliver is not None:
-            self._deliver(room, [(None, protocol.presence(event, room, name, online))])
+            self._deliver(room, [Item(None, protocol.presence(event, room, name, online), joiner)])
         return online
 
     def users(self, room: str) -> list[str]:

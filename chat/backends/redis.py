@@ -14,7 +14,7 @@ Keys of a room R (the braces keep them in one cluster slot):
     (name), ``x`` (text) and ``ts``; its payload is built with
     ``protocol.chat`` when it is read.  A presence event (join or leave) made
     while the counter is N gets ``N-k`` (k >= 1) and the fields ``e`` (event),
-    ``n`` (name) and ``o`` (online count), in the same script that changes
+    ``m`` (member id), ``n`` (name) and ``o`` (online count), in the same script that changes
     the presence, so the counts arrive in the order they changed.  XREAD
     hands out chat and presence in the order they happened, and replay skips
     everything whose sequence part is not 0.  Publishing trims the stream to
@@ -110,7 +110,7 @@ return fmt(n)
 """
 
 _ANNOUNCE = """
-local function announce(meta, log, cap, event, name, total, expiry)
+local function announce(meta, log, cap, event, member, name, total, expiry)
   local n = counter(meta, log)
   local k = 1
   local last = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)[1]
@@ -118,7 +118,7 @@ local function announce(meta, log, cap, event, name, total, expiry)
     local ms, seq = string.match(last[1], '^(%d+)-(%d+)$')
     if ms == fmt(n) then k = tonumber(seq) + 1 end
   end
-  redis.call('XADD', log, fmt(n) .. '-' .. fmt(k), 'e', event, 'n', name, 'o', fmt(total))
+  redis.call('XADD', log, fmt(n) .. '-' .. fmt(k), 'e', event, 'm', member, 'n', name, 'o', fmt(total))
   if k > cap then redis.call('XDEL', log, fmt(n) .. '-' .. fmt(k - cap)) end
   redis.call('PEXPIRE', meta, expiry)
   redis.call('PEXPIRE', log, expiry)
@@ -167,7 +167,7 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return announce(KEYS[3], KEYS[4], tonumber(ARGV[6]), 'join', ARGV[3], online(KEYS[1], ARGV[5]), ARGV[7])
+return announce(KEYS[3], KEYS[4], tonumber(ARGV[6]), 'join', ARGV[2], ARGV[3], online(KEYS[1], ARGV[5]), ARGV[7])
 """
 
 LEAVE = _COUNTER + _ONLINE + _ANNOUNCE + """
@@ -175,7 +175,7 @@ local name = redis.call('HGET', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 local total = online(KEYS[1], ARGV[2])
 if not name then return total end
-return announce(KEYS[3], KEYS[4], tonumber(ARGV[3]), 'leave', name, total, ARGV[4])
+return announce(KEYS[3], KEYS[4], tonumber(ARGV[3]), 'leave', ARGV[1], name, total, ARGV[4])
 """
 
 USERS = _ONLINE + """
@@ -280,7 +280,8 @@ class RedisBackend:
             yield
         except UNREACHABLE as exc:
             self._up = False
-            raise Unavailable(f"redis is unreachable: {exc}") from exc
+            # A command that timed out waiting for its answer may have run.
+            raise Unavailable(f"redis is unreachable: {exc}", isinstance(exc, redis.TimeoutError)) from exc
 
     def _keys(self, room: str) -> tuple[str, str]:
         return f"chat:{{{room}}}:meta", f"chat:{{{room}}}:log"
@@ -573,8 +574,10 @@ class RedisBackend:
         ms, seq = sid
         if seq:
             event, name, online = fields[b"e"].decode(), fields[b"n"].decode(), int(fields[b"o"])
-            return None, protocol.presence(event, room, name, online)
-        return ms, protocol.chat(ms, room, fields[b"n"].decode(), fields[b"x"].decode(), int(fields[b"ts"]))
+            member = fields.get(b"m")
+            joiner = member.decode() if member is not None and event == "join" else None
+            return Item(None, protocol.presence(event, room, name, online), joiner)
+        return Item(ms, protocol.chat(ms, room, fields[b"n"].decode(), fields[b"x"].decode(), int(fields[b"ts"])))
 
     def _renew(self) -> None:
         """Renew this process's presence keys, and write again those Redis lost."""

@@ -1,0 +1,246 @@
+"""The fan-out thread: from the backend's events to every local connection's socket.
+
+One ``Fanout`` per process owns the queues that backends and connections fill,
+the wake pipe, the selector and its ``{fd: connection}`` map; only its thread
+touches the selector and the map.  Backends call ``deliver`` (it only
+enqueues).  A connection whose socket could not take everything calls
+``watch``; one that starts closing calls ``closing``, so that its socket is
+shut at the close deadline even if its reader sleeps; and one that ends calls
+``release``, which returns once the selector has let go of its descriptor, so
+the number cannot be reused while the selector still holds it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import selectors
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import wire
+from .backends import Item
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+#: Longest a connection waits for the fan-out thread to let go of its socket.
+RELEASE_WAIT = 10.0
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events for one room, with their frames encoded once for every recipient."""
+
+    items: list[Item]
+    frames: list[bytes]
+    frame: bytes
+    first_id: int | None
+    last_id: int | None
+    #: Members whose join events the batch carries.
+    joiners: frozenset[str]
+
+    @classmethod
+    def of(cls, items: list[Item]) -> Batch:
+        """Encode items as one run of frames."""
+        frames = [wire.text_frame(item.payload) for item in items]
+        ids = [item.id for item in items if item.id is not None]
+        joiners = frozenset(item.joiner for item in items if item.joiner is not None)
+        return cls(items, frames, b"".join(frames), ids[0] if ids else None, ids[-1] if ids else None, joiners)
+
+
+class Fanout:
+    """Write every room's events to its local connections from one thread, never waiting on a socket."""
+
+    def __init__(self, members: Callable[[str], list[Connection]], stats: Metrics) -> None:
+        self._members = members
+        self._stats = stats
+        self._lock = threading.Lock()
+        self._work: list[tuple[str, list[Item]]] = []
+        self._watch: list[Connection] = []
+        self._closing: list[Connection] = []
+        self._releases: list[tuple[Connection, threading.Event]] = []
+        self._sleeping = False
+        self._stop = False
+        self._wake: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+        self._fds: dict[int, Connection] = {}
+
+    # From any thread.
+
+    def deliver(self, room: str, items: list[Item]) -> None:
+        """Queue events for the local connections of room; backends call this in order."""
+        self._hand_over(self._work, (room, items))
+
+    def watch(self, conn: Connection) -> None:
+        """Flush conn's outbox whenever its socket can take more, until it is empty."""
+        self._hand_over(self._watch, conn)
+
+    def closing(self, conn: Connection) -> None:
+        """Shut conn's socket at its close deadline if it has not ended by then."""
+        self._hand_over(self._closing, conn)
+
+    def release(self, conn: Connection, timeout: float = RELEASE_WAIT) -> bool:
+        """Wait until the selector no longer holds conn's socket; False if the fan-out did not answer."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return True
+        done = threading.Event()
+        self._hand_over(self._releases, (conn, done))
+        deadline = time.monotonic() + timeout
+        while not done.wait(0.5):
+            if not thread.is_alive() or time.monotonic() > deadline:
+                log.error("the fan-out thread did not release the socket of %s", conn.remote)
+                return False
+        return True
+
+    def _hand_over(self, queue: list, entry: Any) -> None:
+        with self._lock:
+            queue.append(entry)
+            wake, self._sleeping = self._sleeping, False
+        if wake:
+            self._poke()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            try:
+                os.write(self._wake[1], b"x")
+            except BlockingIOError:
+                pass
+
+    def start(self) -> None:
+        """Start the fan-out thread (once; the caller serialises calls)."""
+        if self._thread is not None:
+            return
+        self._wake = os.pipe()
+        os.set_blocking(self._wake[0], False)
+        os.set_blocking(self._wake[1], False)
+        self._thread = threading.Thread(target=self._run, name="chat-fanout", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the fan-out thread once its queues are empty, and join it."""
+        with self._lock:
+            self._stop = True
+        self._poke()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            if not self._thread.is_alive() and self._wake is not None:
+                for fd in self._wake:
+                    os.close(fd)
+                self._wake = None
+
+    def alive(self) -> bool:
+        """Tell whether the fan-out thread runs (or has not been needed yet)."""
+        return self._thread is None or self._thread.is_alive()
+
+    # The fan-out thread.
+
+    def _run(self) -> None:
+        assert self._wake is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake[0], selectors.EVENT_READ)
+        deadlines: list[tuple[float, int, Connection]] = []
+        order = itertools.count()
+        try:
+            while True:
+                with self._lock:
+                    idle = not (self._work or self._watch or self._closing or self._releases)
+                    if idle and self._stop:
+                        return
+                    self._sleeping = idle
+                timeout: float | None = 0
+                if idle:
+                    timeout = max(0.0, deadlines[0][0] - time.monotonic()) if deadlines else None
+                for key, _ in selector.select(timeout):
+                    if key.data is None:
+                        self._drain_wake()
+                    elif not key.data.flush():
+                        self._unregister(selector, key.data)
+                with self._lock:
+                    self._sleeping = False
+                    # Emptied in place: _hand_over holds references to these lists.
+                    work, watch = self._work.copy(), self._watch.copy()
+                    closing, releases = self._closing.copy(), self._releases.copy()
+                    for queue in (self._work, self._watch, self._closing, self._releases):
+                        queue.clear()
+                for conn in closing:
+                    heapq.heappush(deadlines, (conn.deadline, next(order), conn))
+                for conn in watch:
+                    self._guarded(selector, conn, self._register)
+                if work:
+                    self._fan_out(selector, work)
+                for conn, done in releases:
+                    try:
+                        self._unregister(selector, conn)
+                    finally:
+                        done.set()
+                now = time.monotonic()
+                while deadlines and deadlines[0][0] <= now:
+                    heapq.heappop(deadlines)[2].expire()
+        finally:
+            selector.close()
+
+    def _drain_wake(self) -> None:
+        assert self._wake is not None
+        try:
+            while os.read(self._wake[0], 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _fan_out(self, selector: selectors.BaseSelector, work: list[tuple[str, list[Item]]]) -> None:
+        by_room: dict[str, list[Item]] = {}
+        for room, items in work:
+            by_room.setdefault(room, []).extend(items)
+        started = time.perf_counter()
+        for room, items in by_room.items():
+            recipients = self._members(room)
+            if not recipients:
+                continue
+            batch = Batch.of(items)
+            for conn in recipients:
+                self._guarded(selector, conn, self._deliver_to, batch)
+            self._stats.delivered(len(recipients) * len(items), len(recipients) * len(batch.frame))
+        self._stats.fanned_out(time.perf_counter() - started)
+
+    def _guarded(self, selector: selectors.BaseSelector, conn: Connection, step: Callable, *args: Any) -> None:
+        """Run one step for one connection; a failing one is closed, and the fan-out goes on."""
+        try:
+            step(selector, conn, *args)
+        except Exception:
+            log.exception("fan-out to %s failed: closing it", conn.remote)
+            try:
+                conn.close(1011, "internal error")
+            except Exception:
+                log.exception("closing %s failed", conn.remote)
+
+    def _deliver_to(self, selector: selectors.BaseSelector, conn: Connection, batch: Batch) -> None:
+        if conn.deliver(batch):
+            self._register(selector, conn)
+
+    def _register(self, selector: selectors.BaseSelector, conn: Connection) -> None:
+        fd = conn.fd
+        held = self._fds.get(fd)
+        if held is conn or not conn.backlogged():
+            return
+        if held is None:
+            selector.register(fd, selectors.EVENT_WRITE, conn)
+        else:
+            # The previous owner of this number timed out waiting for its release.
+            selector.modify(fd, selectors.EVENT_WRITE, conn)
+        self._fds[fd] = conn
+
+    def _unregister(self, selector: selectors.BaseSelector, conn: Connection) -> None:
+        fd = conn.fd
+        if self._fds.get(fd) is conn:
+            selector.unregister(fd)
+            del self._fds[fd]

@@ -1,0 +1,196 @@
+"""The connection's own thread: frames in, the heartbeat and ping timers, the rate limit.
+
+``serve`` runs on the thread the server gave the connection, after it has
+joined, until the connection ends.  It is the only reader of the socket and
+of wsproto's incoming state; everything it writes goes through the
+``Connection``.  Chat texts go to ``on_text``; counts of rate-limit hits to
+``count``.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from wsproto import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError
+
+from . import protocol
+from .connection import INTERNAL, POLICY, TOO_BIG, UNSUPPORTED, Connection
+from .lifecycle import State
+
+log = logging.getLogger(__name__)
+
+RECEIVE_BYTES = 65536
+#: A compressed read can inflate a thousandfold before its size is checked,
+#: so compressed connections read in small steps.
+COMPRESSED_RECEIVE_BYTES = 1024
+#: Seconds of drops over which a flood is judged.
+FLOOD_WINDOW = 10
+
+Text = Callable[[Connection, str], None]
+
+
+class Bucket:
+    """A token bucket: rate tokens a second, at most burst at once."""
+
+    __slots__ = ("rate", "burst", "tokens", "refilled", "drops", "warned")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens = rate, burst, burst
+        self.refilled = time.monotonic()
+        self.drops: deque[float] | None = None
+        self.warned = False
+
+    def take(self) -> bool:
+        """Take a token if there is one."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate)
+        self.refilled = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.warned = False
+            return True
+        drops = self.drops
+        if drops is None:
+            drops = self.drops = deque()
+        drops.append(now)
+        while drops and drops[0] < now - FLOOD_WINDOW:
+            drops.popleft()
+        return False
+
+    def flooding(self) -> bool:
+        """Tell whether the drops of the last window pass five times the rate."""
+        return self.drops is not None and len(self.drops) > self.rate * FLOOD_WINDOW * 5
+
+
+class Reader:
+    """Read one connection's frames and keep its timers until it ends."""
+
+    def __init__(self, conn: Connection, settings: dict[str, Any], on_text: Text, count: Callable[[str], None]):
+        self.conn = conn
+        self.settings = settings
+        self.on_text = on_text
+        self.count = count
+        self.max_bytes = settings["MAX_MESSAGE_BYTES"]
+        self.size = COMPRESSED_RECEIVE_BYTES if conn.compress else RECEIVE_BYTES
+        self.fragments: list[str] | None = None
+        self.fragment_bytes = 0
+        rate = settings["RATE_LIMIT"]
+        self.bucket = Bucket(*rate) if rate else None
+
+    def serve(self) -> None:
+        """Read and answer the client until the connection ends."""
+        conn, settings = self.conn, self.settings
+        life = conn.life
+        heartbeat = settings["HEARTBEAT_INTERVAL"]
+        ping_every, ping_timeout = settings["PING_INTERVAL"], settings["PING_TIMEOUT"]
+        poller = select.poll()
+        poller.register(conn.fd, select.POLLIN)
+        now = time.monotonic()
+        next_beat, next_ping, pong_due = now + heartbeat, now + ping_every, 0.0
+        while True:
+            wake = min(next_beat, next_ping, pong_due or next_ping) if life.live else life.deadline
+            if poller.poll(max(0.0, wake - time.monotonic()) * 1000):
+                try:
+                    data = conn.sock.recv(self.size)
+                except OSError:
+                    data = b""
+                if not data:
+                    conn.lose()
+                    return
+                pong_due = 0.0
+                if not self._receive(data):
+                    return
+            now = time.monotonic()
+            if life.state is State.DONE:
+                return
+            if not life.live:
+                if now >= life.deadline:
+                    return
+                continue
+            if pong_due and now >= pong_due:
+                log.info("no pong from %s in %s s", conn.remote, ping_timeout)
+                conn.close(INTERNAL, "ping timeout")
+                return
+            if now >= next_beat:
+                conn.send(protocol.HEARTBEAT)
+                next_beat = now + heartbeat
+            if now >= next_ping:
+                conn.ping()
+                next_ping = now + ping_every
+                pong_due = pong_due or now + ping_timeout
+
+    def _receive(self, data: bytes) -> bool:
+        """Feed received bytes to wsproto; return False once reading is over."""
+        conn = self.conn
+        try:
+            if conn.compress:
+                # Compressed connections share wsproto's state with the writers.
+                with conn.lock:
+                    conn.ws.receive_data(data)
+                    events = list(conn.ws.events())
+            else:
+                conn.ws.receive_data(data)
+                events = conn.ws.events()
+            for event in events:
+                if not self._handle(event):
+                    return False
+        except LocalProtocolError:
+            conn.lose()
+            return False
+        return True
+
+    def _handle(self, event: object) -> bool:
+        conn = self.conn
+        if isinstance(event, TextMessage):
+            if conn.life.live:
+                self._text(event)
+        elif isinstance(event, BytesMessage):
+            conn.close(UNSUPPORTED, "binary frames are not accepted")
+        elif isinstance(event, Ping):
+            conn.pong(event)
+        elif isinstance(event, CloseConnection):
+            if conn.ws.state is ConnectionState.REMOTE_CLOSING:
+                conn.closed_by_peer(event)
+            else:
+                # wsproto reports a frame it could not parse as a close with the code to send.
+                conn.close(event.code, event.reason or "protocol error")
+            return False
+        return True
+
+    def _text(self, event: TextMessage) -> None:
+        data = event.data
+        self.fragment_bytes += len(data) if data.isascii() else len(data.encode())
+        if self.fragment_bytes > self.max_bytes:
+            self.fragments = None
+            self.conn.close(TOO_BIG, f"message over {self.max_bytes} bytes")
+            return
+        if not event.message_finished:
+            if self.fragments is None:
+                self.fragments = []
+            self.fragments.append(data)
+            return
+        if self.fragments is not None:
+            self.fragments.append(data)
+            data = "".join(self.fragments)
+            self.fragments = None
+        self.fragment_bytes = 0
+        if protocol.is_blank(data):
+            return
+        bucket = self.bucket
+        if bucket is not None and not bucket.take():
+            self.count("rate_limited")
+            if bucket.flooding():
+                self.conn.close(POLICY, "too many messages")
+            elif not bucket.warned:
+                bucket.warned = True
+                text = f"slow down: at most {bucket.rate:g} messages per second"
+                self.conn.send(protocol.notice("rate_limited", text))
+            return
+        self.on_text(self.conn, data)
