@@ -54,11 +54,16 @@ def is_blank(text: str) -> bool:
     return not text or text.isspace()
 
 
-def chat(message_id: int, room_name: str, sender: str, text: str, ts: int) -> bytes:
-    """Build the state-2 frame payload of a chat message."""
+def chat(message_id: int, room_name: str, sender: str, text: str, ts: int, user: str | None = None) -> bytes:
+    """Build the state-2 frame payload of a chat message; an identified sender's id goes in user."""
+    if user is None:
+        return (
+            '{"state":2,"message":%s,"id":"%d","room":"%s","name":%s,"ts":%d}'
+            % (_quote(text), message_id, room_name, _quote(sender), ts)
+        ).encode()
     return (
-        '{"state":2,"message":%s,"id":"%d","room":"%s","name":%s,"ts":%d}'
-        % (_quote(text), message_id, room_name, _quote(sender), ts)
+        '{"state":2,"message":%s,"id":"%d","room":"%s","name":%s,"ts":%d,"user":%s}'
+        % (_quote(text), message_id, room_name, _quote(sender), ts, _quote(user))
     ).encode()
 
 

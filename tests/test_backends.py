@@ -562,3 +562,15 @@ def test_rooms_empty_and_silent_past_the_expiry_are_forgotten(url, factory):
     resumed = backend.replay("gone", last, REPLAY)
     assert resumed.gap and resumed.missed is None
     assert backend.publish("gone", "ann", "new") > last
+
+
+def test_an_identified_sender_is_carried_on_the_message(backend):
+    """A message published with a user id carries it as "user", live and in the replay; a guest's has none."""
+    inbox = started(backend, "lobby")
+    backend.publish("lobby", "Ann", "signed", user="u-42")
+    backend.publish("lobby", "guest-1", "anonymous")
+    inbox.wait(lambda box: len(box.payloads("lobby")) == 2)
+    live = [json.loads(payload) for payload in inbox.payloads("lobby")]
+    replayed = [json.loads(item.payload) for item in backend.replay("lobby", None, 2).messages]
+    for messages in (live, replayed):
+        assert messages[0]["user"] == "u-42" and "user" not in messages[1]

@@ -78,8 +78,8 @@ class Backend(Protocol):
     def start(self, deliver: Deliver) -> None:
         """Subscribe this process: call deliver(room, items) for every event, in order."""
 
-    def publish(self, room: str, name: str, text: str) -> int:
-        """Store a chat message, fan it out, and return its id."""
+    def publish(self, room: str, name: str, text: str, user: str | None = None) -> int:
+        """Store a chat message (from an identified user, if given), fan it out, and return its id."""
 
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""

@@ -59,7 +59,7 @@ class MemoryBackend:
         with self._lock:
             self._deliver = deliver
 
-    def publish(self, room: str, name: str, text: str) -> int:
+    def publish(self, room: str, name: str, text: str, user: str | None = None) -> int:
         """Store a chat message, fan it out, and return its id."""
         ts = time.time_ns() // 1_000_000
         with self._lock:
@@ -68,7 +68,7 @@ class MemoryBackend:
                 self._last[room] = self._epochs[room] = self._epoch_locked()
             message_id = self._last[room] + 1
             self._last[room] = message_id
-            item = Item(message_id, protocol.chat(message_id, room, name, text, ts))
+            item = Item(message_id, protocol.chat(message_id, room, name, text, ts, user))
             if self._size:
                 history = self._history.get(room)
                 if history is None:

@@ -103,7 +103,7 @@ PUBLISH = _COUNTER + """
 local n = counter(KEYS[1], KEYS[2]) + 1
 redis.call('HSET', KEYS[1], 'seq', fmt(n))
 redis.call('XADD', KEYS[2], 'MINID', '~', fmt(n - tonumber(ARGV[4]) + 1), fmt(n) .. '-0',
-           'n', ARGV[1], 'x', ARGV[2], 'ts', ARGV[3])
+           'n', ARGV[1], 'x', ARGV[2], 'ts', ARGV[3], 'u', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return fmt(n)
@@ -306,13 +306,13 @@ class RedisBackend:
             self._thread = threading.Thread(target=self._run, name="chat-redis-reader", daemon=True)
             self._thread.start()
 
-    def publish(self, room: str, name: str, text: str) -> int:
+    def publish(self, room: str, name: str, text: str, user: str | None = None) -> int:
         """Store a chat message under the room's next id and return the id."""
         client = self._redis()
         ts = time.time_ns() // 1_000_000
         with self._reach():
             raw = self._scripts["publish"](
-                keys=self._keys(room), args=[name, text, ts, self._keep, self._expiry_ms], client=client
+                keys=self._keys(room), args=[name, text, ts, self._keep, self._expiry_ms, user or ""], client=client
             )
         return int(raw)
 
@@ -577,7 +577,10 @@ class RedisBackend:
             member = fields.get(b"m")
             joiner = member.decode() if member is not None and event == "join" else None
             return Item(None, protocol.presence(event, room, name, online), joiner)
-        return Item(ms, protocol.chat(ms, room, fields[b"n"].decode(), fields[b"x"].decode(), int(fields[b"ts"])))
+        user = fields.get(b"u") or None
+        return Item(ms, protocol.chat(
+            ms, room, fields[b"n"].decode(), fields[b"x"].decode(), int(fields[b"ts"]), user and user.decode(),
+        ))
 
     def _renew(self) -> None:
         """Renew this process's presence keys, and write again those Redis lost."""
