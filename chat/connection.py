@@ -22,6 +22,7 @@ from wsproto.connection import Connection as Protocol
 from wsproto.events import CloseConnection, Ping, TextMessage
 
 from . import wire
+from .backends import Position
 from .gate import Gate
 from .lifecycle import Lifecycle, State
 from .outbox import Outbox, Write
@@ -40,7 +41,7 @@ class Connection:
     """Deliver frames to one client in order, without ever blocking the caller."""
 
     __slots__ = (
-        "sock", "native", "fd", "ws", "room", "name", "remote", "member", "started", "compress",
+        "sock", "native", "fd", "ws", "room", "name", "user", "remote", "member", "started", "compress",
         "lock", "life", "outbox", "gate", "_on_backlog", "_on_closing", "_count", "_slow_wait",
     )
 
@@ -56,6 +57,7 @@ class Connection:
         on_backlog: Notify,
         on_closing: Notify,
         count: Callable[[str], None],
+        user: str | None = None,
     ) -> None:
         self.sock = sock
         self.native = wire.native(sock)
@@ -63,6 +65,8 @@ class Connection:
         self.ws = ws
         self.room = room
         self.name = name
+        #: The identified user's id, or None for a guest.
+        self.user = user
         self.remote = remote
         self.member = secrets.token_hex(8)
         self.started = time.monotonic()
@@ -70,7 +74,7 @@ class Connection:
         self.lock = threading.Lock()
         self.life = Lifecycle()
         self.outbox = Outbox(self.native, settings["OUTBOX_LIMIT"])
-        self.gate = Gate(self.member)
+        self.gate = Gate()
         self._on_backlog = on_backlog
         self._on_closing = on_closing
         self._count = count
@@ -230,7 +234,7 @@ class Connection:
 
     # Joining and leaving, on the connection's own thread.
 
-    def replay(self, payloads: Iterable[bytes], floor: int) -> bool:
+    def replay(self, payloads: Iterable[bytes], floor: Position) -> bool:
         """Write the welcome and history, then what arrived meanwhile, and open; False if closed."""
         with self.lock:
             if self.life.state is not State.JOINING:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import wire
-from .backends import Item
+from .backends import Item, Position
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -43,18 +43,15 @@ class Batch:
     items: list[Item]
     frames: list[bytes]
     frame: bytes
-    first_id: int | None
-    last_id: int | None
-    #: Members whose join events the batch carries.
-    joiners: frozenset[str]
+    #: Positions of the first and last events in their room's order.
+    first_at: Position
+    last_at: Position
 
     @classmethod
     def of(cls, items: list[Item]) -> Batch:
-        """Encode items as one run of frames."""
+        """Encode items (which carry their positions, in order) as one run of frames."""
         frames = [wire.text_frame(item.payload) for item in items]
-        ids = [item.id for item in items if item.id is not None]
-        joiners = frozenset(item.joiner for item in items if item.joiner is not None)
-        return cls(items, frames, b"".join(frames), ids[0] if ids else None, ids[-1] if ids else None, joiners)
+        return cls(items, frames, b"".join(frames), items[0].at, items[-1].at)
 
 
 class Fanout:

@@ -1,17 +1,20 @@
 """The replay gate: what a joining connection is owed while its history is read.
 
 A ``Gate`` belongs to one ``Connection`` and is used only under that
-connection's lock.  While the connection joins, live batches wait here; the
-replay then moves the id floor to the last message it sent, and each waiting or
-later batch is rendered without what the replay already covered.  The
-connection's own join event (recognised by its member id, never by its bytes)
-is dropped: the welcome already told the client.
+connection's lock.  While the connection joins, live batches wait here.  The
+backend tells the joining connection its position in the room's order (the
+last event its replay and counts cover); from then on, every event at or
+before the floor is dropped (it was replayed, or it is older than the counts
+in the welcome, the connection's own join included) and the floor moves with
+each batch, so nothing reaches the client twice or out of order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from .backends import Position
 
 if TYPE_CHECKING:
     from .fanout import Batch
@@ -22,11 +25,10 @@ Frame = Callable[[bytes], bytes]
 class Gate:
     """Hold live batches for a joining connection, and filter what it has seen already."""
 
-    __slots__ = ("own", "floor", "pending", "held")
+    __slots__ = ("floor", "pending", "held")
 
-    def __init__(self, own: str) -> None:
-        self.own: str | None = own
-        self.floor = 0
+    def __init__(self) -> None:
+        self.floor: Position = (0, 0)
         self.pending: list[Batch] = []
         #: Bytes of the batches waiting in pending.
         self.held = 0
@@ -47,29 +49,21 @@ class Gate:
         frame encodes one payload for this connection; None means the batch's
         shared frames fit it as they are (no compression).
         """
-        seen = batch.first_id is not None and batch.first_id <= self.floor
-        mine = self.own is not None and self.own in batch.joiners
-        if seen or mine:
-            data = self._unseen(batch, frame)
+        floor = self.floor
+        if batch.first_at <= floor:
+            parts = [
+                frame(item.payload) if frame is not None else encoded
+                for item, encoded in zip(batch.items, batch.frames, strict=True)
+                if item.at > floor
+            ]
+            data = b"".join(parts)
         elif frame is not None:
             data = b"".join([frame(item.payload) for item in batch.items])
         else:
             data = batch.frame
-        if batch.last_id is not None and batch.last_id > self.floor:
-            self.floor = batch.last_id
+        if batch.last_at > floor:
+            self.floor = batch.last_at
         return data
-
-    def _unseen(self, batch: Batch, frame: Frame | None) -> bytes:
-        parts = []
-        for item, encoded in zip(batch.items, batch.frames, strict=True):
-            if item.id is None:
-                if item.joiner is not None and item.joiner == self.own:
-                    self.own = None
-                    continue
-            elif item.id <= self.floor:
-                continue
-            parts.append(frame(item.payload) if frame is not None else encoded)
-        return b"".join(parts)
 
     def clear(self) -> None:
         """Drop what waits: the connection is closing."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .backends import Backend, Unavailable
-from .connection import Connection
+from .connection import POLICY, Connection
 from .fanout import Fanout
 
 if TYPE_CHECKING:
@@ -25,14 +25,20 @@ log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001
 
+#: Look at a message before it is stored: return the text to send, or None to drop it.
+Moderate = Callable[[Connection, str], str | None]
+
 
 class Hub:
     """Own the rooms of this process and the fan-out thread that feeds them."""
 
-    def __init__(self, backend: Backend, settings: dict[str, Any], stats: Metrics) -> None:
+    def __init__(
+        self, backend: Backend, settings: dict[str, Any], stats: Metrics, moderate: Moderate | None = None
+    ) -> None:
         self.backend = backend
         self.settings = settings
         self.stats = stats
+        self._moderate = moderate
         self.limit: int = settings["MAX_CONNECTIONS"] or 1000
         self.fanout = Fanout(self.members, stats)
         self._lock = threading.Lock()
@@ -94,20 +100,17 @@ class Hub:
             conn.close(GOING_AWAY, "server is shutting down")
             return False
         try:
-            self.backend.watch(room)
-            undo.append(lambda: self.backend.unwatch(room))
-            replay = self.backend.replay(room, since, self.settings["HISTORY_REPLAY"])
-            online = self.backend.join(room, conn.member, conn.name)
-            undo.append(lambda: self.backend.leave(room, conn.member))
-            users = self.backend.users(room)
+            entry = self.backend.enter(room, conn.member, conn.name, since, self.settings["HISTORY_REPLAY"], conn.user)
         except BaseException:
             self._undo_steps(conn)
             raise
-        payloads = [protocol.presence("welcome", room, conn.name, online, users)]
+        undo.append(lambda: self.backend.exit(room, conn.member))
+        replay = entry.replay
+        payloads = [protocol.presence("welcome", room, conn.name, entry.online, entry.users)]
         if replay.gap:
             payloads.append(protocol.gap(room, replay.missed))
         payloads.extend(item.payload for item in replay.messages)
-        return conn.replay(payloads, replay.last)
+        return conn.replay(payloads, entry.position)
 
     def leave(self, conn: Connection) -> None:
         """Stop delivering to conn, send what it is still owed, let go of its socket, and tell the others."""
@@ -136,12 +139,25 @@ class Hub:
                 log.warning("backend unavailable: %s of %s leaves no trace in %s", conn.name, conn.remote, conn.room)
 
     def publish(self, conn: Connection, text: str) -> None:
-        """Send a chat message from conn to its room."""
+        """Send a chat message from conn to its room, once moderation lets it through."""
         self.stats.received(len(text))
+        if self._moderate is not None:
+            moderated = self._moderate(conn, text)
+            if moderated is None:
+                conn.send(protocol.notice("rejected", "your message was not accepted"))
+                return
+            text = moderated
         try:
-            self.backend.publish(conn.room, conn.name, text)
+            self.backend.publish(conn.room, conn.name, text, conn.user)
         except Unavailable as exc:
             conn.send(protocol.notice("unavailable", exc.notice))
+
+    def disconnect_local(self, user_id: str) -> int:
+        """Close this process's connections of user_id with 1008 "signed out"; return how many."""
+        mine = [conn for conn in self.connections() if conn.user == user_id]
+        for conn in mine:
+            conn.close(POLICY, "signed out")
+        return len(mine)
 
     def members(self, room: str) -> list[Connection]:
         """Return a snapshot of the connections in room."""

@@ -15,7 +15,8 @@ from typing import Self
 import pytest
 import redis
 
-__all__ = ["RedisServer", "clean_redis_url", "redis_binary", "redis_url"]
+__all__ = ["RedisCluster", "RedisServer", "clean_cluster_url", "clean_redis_url", "cluster_url", "redis_binary",
+           "redis_cluster", "redis_url"]
 
 
 def redis_binary() -> str:
@@ -36,9 +37,10 @@ def free_port() -> int:
 class RedisServer:
     """Run one redis-server on a fixed port, with an fsync-always AOF when persistent."""
 
-    def __init__(self, persistent: bool = False, directory: Path | None = None) -> None:
+    def __init__(self, persistent: bool = False, directory: Path | None = None, cluster: bool = False) -> None:
         self.binary = redis_binary()
-        self.port = free_port()
+        self.port = bus_free_port() if cluster else free_port()
+        self.cluster = cluster
         self.persistent = persistent
         self._tmp = None if directory is not None else tempfile.TemporaryDirectory(prefix="chat-redis-")
         self.directory = Path(directory if directory is not None else self._tmp.name)
@@ -52,9 +54,14 @@ class RedisServer:
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         )
+        clustering = (
+            ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf",
+             "--cluster-node-timeout", "2000"]
+            if self.cluster else []
+        )
         return [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            *persistence, "--dir", str(self.directory), "--daemonize", "no", "--loglevel", "warning",
+            *persistence, *clustering, "--dir", str(self.directory), "--daemonize", "no", "--loglevel", "warning",
         ]
 
     def start(self, timeout: float = 10.0) -> RedisServer:
@@ -107,6 +114,103 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+def bus_free_port() -> int:
+    """Return a port below 55536 that is free, and whose cluster bus port (port + 10000) is free too."""
+    for _ in range(1000):
+        port = free_port()
+        if port >= 55536:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port pair free for a cluster node")
+
+
+class RedisCluster:
+    """Run a Redis Cluster of three primaries (no replicas) on free ports, each node restartable."""
+
+    def __init__(self, persistent: bool = True) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="chat-cluster-")
+        self.nodes = []
+        for index in range(3):
+            directory = Path(self._tmp.name) / f"node{index}"
+            directory.mkdir()
+            self.nodes.append(RedisServer(persistent, directory, cluster=True))
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self, timeout: float = 30.0) -> RedisCluster:
+        """Start the nodes, join them into one cluster, and wait until every slot is served."""
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli") or "redis-cli"
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=timeout,
+        )
+        self.wait_ok(timeout)
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every node reports cluster_state:ok."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1)
+            try:
+                while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the cluster did not become ready")
+                    time.sleep(0.05)
+            finally:
+                client.close()
+
+    def flushall(self) -> None:
+        """Empty every primary."""
+        for node in self.nodes:
+            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1)
+            try:
+                client.flushall()
+            finally:
+                client.close()
+
+    def cleanup(self) -> None:
+        """Stop every node and remove their data."""
+        for node in self.nodes:
+            node.stop()
+        self._tmp.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """Start one three-primary Redis Cluster for the session."""
+    redis_binary()
+    running = RedisCluster().start()
+    try:
+        yield running
+    finally:
+        running.cleanup()
+
+
+@pytest.fixture(scope="session")
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """Return the session cluster's redis+cluster:// URL."""
+    return redis_cluster.url
+
+
+@pytest.fixture
+def clean_cluster_url(redis_cluster: RedisCluster) -> str:
+    """Return the session cluster's URL after emptying every node."""
+    redis_cluster.wait_ok()
+    redis_cluster.flushall()
+    return redis_cluster.url
 
 
 @pytest.fixture(scope="session")

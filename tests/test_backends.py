@@ -37,7 +37,7 @@ class Inbox:
 
     def __call__(self, room: str, items: list[tuple[int | None, bytes]]) -> None:
         with self._changed:
-            self.events.extend((room, message_id, payload) for message_id, payload, _ in items)
+            self.events.extend((room, item.id, item.payload) for item in items)
             self._changed.notify_all()
 
     def ids(self, room: str) -> list[int]:
@@ -67,6 +67,16 @@ def holds(condition: Callable[[], bool], seconds: float) -> bool:
     return condition()
 
 
+def join(backend: Backend, room: str, member: str, name: str, user: str | None = None) -> int:
+    """Enter room as member and return the online count its welcome shows."""
+    return backend.enter(room, member, name, None, 0, user).online
+
+
+def leave(backend: Backend, room: str, member: str) -> int:
+    """Exit room as member and return how many are online after."""
+    return backend.exit(room, member)
+
+
 def concurrently(count: int, work: Callable[[int], object]) -> list[object]:
     """Run work(0..count-1) in threads that start together, and return the results."""
     barrier = threading.Barrier(count)
@@ -94,11 +104,13 @@ def factory() -> Iterator[Callable[..., Backend]]:
         backend.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def url(request) -> str:
-    """Return the URL of each backend: memory, and a flushed real redis-server."""
+    """Return the URL of each backend: memory, a flushed real redis-server, a flushed real 3-primary cluster."""
     if request.param == "memory":
         return "memory://"
+    if request.param == "cluster":
+        return request.getfixturevalue("clean_cluster_url")
     return request.getfixturevalue("clean_redis_url")
 
 
@@ -165,9 +177,9 @@ def test_deliveries_keep_publish_order_with_presence_between(backend):
     """Deliveries come in id order, join and leave events where they happened, with their counts."""
     inbox = started(backend, "lobby")
     first = backend.publish("lobby", "ann", "one")
-    assert backend.join("lobby", "m1", "Bob") == 1
+    assert join(backend, "lobby", "m1", "Bob") == 1
     second = backend.publish("lobby", "ann", "two")
-    assert backend.leave("lobby", "m1") == 0
+    assert leave(backend, "lobby", "m1") == 0
     inbox.wait(lambda box: len(box.payloads("lobby")) >= 4)
     history = backend.replay("lobby", None, 2).messages
     assert [(message_id, payload) for _, message_id, payload in inbox.events] == [
@@ -184,9 +196,9 @@ def test_join_events_name_the_member_who_joined(backend):
     joined = []
     backend.start(lambda room, items: joined.extend(item.joiner for item in items if item.id is None))
     backend.watch("lobby")
-    backend.join("lobby", "m-first", "Same")
-    backend.join("lobby", "m-second", "Same")
-    backend.leave("lobby", "m-first")
+    join(backend, "lobby", "m-first", "Same")
+    join(backend, "lobby", "m-second", "Same")
+    leave(backend, "lobby", "m-first")
     wait_for(lambda: len(joined) == 3, 10, "three presence events")
     assert joined == ["m-first", "m-second", None]
 
@@ -194,8 +206,8 @@ def test_join_events_name_the_member_who_joined(backend):
 def test_presence_counts_arrive_in_the_order_they_changed(backend):
     """Under concurrent joins and leaves the last event's count is the final count."""
     inbox = started(backend, "lobby")
-    concurrently(40, lambda i: backend.join("lobby", f"m{i}", f"u{i}"))
-    concurrently(30, lambda i: backend.leave("lobby", f"m{i}"))
+    concurrently(40, lambda i: join(backend, "lobby", f"m{i}", f"u{i}"))
+    concurrently(30, lambda i: leave(backend, "lobby", f"m{i}"))
     inbox.wait(lambda box: len(box.payloads("lobby")) >= 70)
     counts = [json.loads(payload)["online"] for payload in inbox.payloads("lobby")]
     assert counts[:40] == list(range(1, 41))
@@ -206,7 +218,7 @@ def test_payload_is_protocol_chat(backend):
     """A stored message's payload is byte for byte protocol.chat of its fields."""
     text = '{"looks": "like json"} \u5fc3\u8df3 \\ "quoted"'
     message_id = backend.publish("lobby", "Ada \u00e9", text)
-    [(replayed_id, payload, _)] = backend.replay("lobby", None, 1).messages
+    [(replayed_id, payload, _, _)] = backend.replay("lobby", None, 1).messages
     body = json.loads(payload)
     assert replayed_id == message_id
     assert payload == protocol.chat(message_id, "lobby", "Ada \u00e9", text, body["ts"])
@@ -279,14 +291,14 @@ def test_replay_of_an_empty_room(backend):
 def test_presence_counts_are_exact_under_concurrent_joins_and_leaves(backend):
     """Concurrent joins return 1..N exactly once, leaves N-1..0, and users follow."""
     members = 64
-    joined = concurrently(members, lambda i: backend.join("lobby", f"m{i}", f"user {i:02}"))
+    joined = concurrently(members, lambda i: join(backend, "lobby", f"m{i}", f"user {i:02}"))
     assert sorted(joined) == list(range(1, members + 1))
-    assert backend.join("lobby", "m0", "user 00") == members
+    assert join(backend, "lobby", "m0", "user 00") == members
     assert backend.users("lobby") == [f"user {i:02}" for i in range(members)]
     assert backend.users("elsewhere") == []
-    left = concurrently(members // 2, lambda i: backend.leave("lobby", f"m{i * 2}"))
+    left = concurrently(members // 2, lambda i: leave(backend, "lobby", f"m{i * 2}"))
     assert sorted(left) == list(range(members // 2, members))
-    assert backend.leave("lobby", "never-joined") == members // 2
+    assert leave(backend, "lobby", "never-joined") == members // 2
     assert backend.users("lobby") == [f"user {i:02}" for i in range(1, members, 2)]
 
 
@@ -304,18 +316,18 @@ def test_two_processes_share_messages_presence_and_one_sequence(make_redis):
 
     every = sorted(i for ids in concurrently(4, work) for i in ids)
     assert every == list(range(every[0], every[0] + 120))
-    assert two.join("lobby", "z", "Zed") == 1
+    assert join(two, "lobby", "z", "Zed") == 1
     for inbox in inboxes:
         inbox.wait(lambda box: len(box.payloads("lobby")) >= 121)
         assert inbox.ids("lobby") == every
         assert inbox.payloads("lobby")[-1] == protocol.presence("join", "lobby", "Zed", 1)
     assert inboxes[0].payloads("lobby") == inboxes[1].payloads("lobby")
-    assert two.leave("lobby", "z") == 0
-    assert one.join("lobby", "a", "Ann") == 1
-    assert two.join("lobby", "b", "Bob") == 2
+    assert leave(two, "lobby", "z") == 0
+    assert join(one, "lobby", "a", "Ann") == 1
+    assert join(two, "lobby", "b", "Bob") == 2
     assert one.users("lobby") == two.users("lobby") == ["Ann", "Bob"]
-    assert one.leave("lobby", "b") == 2
-    assert two.leave("lobby", "b") == 1
+    assert leave(one, "lobby", "b") == 2
+    assert leave(two, "lobby", "b") == 1
 
 
 def test_watch_counts_clients_and_unwatch_stops_reading(make_redis):
@@ -405,8 +417,8 @@ def test_unreachable_redis_raises_unavailable_quickly(persistent, factory):
     calls = [
         lambda: backend.publish("lobby", "ann", "while down"),
         lambda: backend.replay("lobby", None, 3),
-        lambda: backend.join("lobby", "m", "Ann"),
-        lambda: backend.leave("lobby", "m"),
+        lambda: join(backend, "lobby", "m", "Ann"),
+        lambda: leave(backend, "lobby", "m"),
         lambda: backend.users("lobby"),
         lambda: backend.watch("elsewhere"),
     ]
@@ -469,7 +481,7 @@ settings = {"HISTORY_SIZE": 5, "HISTORY_REPLAY": 3, "PRESENCE_TTL": float(sys.ar
 backend = backends.create(sys.argv[1], settings)
 backend.start(lambda room, items: None)
 for index in range(3):
-    backend.join("lobby", f"ghost-{index}", f"ghost {index}")
+    backend.enter("lobby", f"ghost-{index}", f"ghost {index}", None, 0)
 print("joined", flush=True)
 sys.stdin.read()
 """
@@ -480,7 +492,7 @@ def test_members_of_a_killed_process_vanish_within_the_ttl(make_redis, clean_red
     ttl = 1.5
     alive = make_redis(PRESENCE_TTL=ttl)
     started(alive)
-    alive.join("lobby", "me", "alive")
+    join(alive, "lobby", "me", "alive")
     ghost = subprocess.Popen(
         [sys.executable, "-c", GHOST, clean_redis_url, str(ttl)],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -493,7 +505,7 @@ def test_members_of_a_killed_process_vanish_within_the_ttl(make_redis, clean_red
         killed = time.monotonic()
         wait_for(lambda: alive.users("lobby") == ["alive"], ttl + 5, "the ghosts to vanish")
         assert time.monotonic() - killed <= ttl + 1
-        assert alive.join("lobby", "me too", "alive") == 2
+        assert join(alive, "lobby", "me too", "alive") == 2
     finally:
         ghost.kill()
         ghost.wait(5)
@@ -503,21 +515,21 @@ def test_presence_is_written_again_after_redis_forgets_it(make_redis, clean_redi
     """A live process writes its members back within the TTL after Redis loses them."""
     backend = make_redis(PRESENCE_TTL=1.0)
     started(backend)
-    backend.join("lobby", "a", "Ann")
-    backend.join("lobby", "b", "Bob")
+    join(backend, "lobby", "a", "Ann")
+    join(backend, "lobby", "b", "Bob")
     flushall(clean_redis_url)
     assert backend.users("lobby") == []
     wait_for(lambda: backend.users("lobby") == ["Ann", "Bob"], 5, "presence to come back")
-    assert backend.leave("lobby", "a") == 1
+    assert leave(backend, "lobby", "a") == 1
 
 
 def test_close_removes_this_process_members_and_is_idempotent(make_redis):
     """close() takes this process's members out of every room at once, may run twice, and ends service."""
     leaving, staying = make_redis(), make_redis()
     started(leaving)
-    leaving.join("lobby", "a", "Ann")
-    leaving.join("red", "b", "Bob")
-    staying.join("lobby", "c", "Cid")
+    join(leaving, "lobby", "a", "Ann")
+    join(leaving, "red", "b", "Bob")
+    join(staying, "lobby", "c", "Cid")
     leaving.close()
     leaving.close()
     assert staying.users("lobby") == ["Cid"]
@@ -535,7 +547,7 @@ def test_streams_stay_bounded(make_redis, clean_redis_url):
         backend.publish("busy", "ann", str(index))
     assert redis_backend.RETAIN <= client.xlen("chat:{busy}:log") <= redis_backend.RETAIN + 200
     for index in range(redis_backend.PRESENCE_BACKLOG + 200):
-        backend.join("quiet", f"m{index}", "Ann")
+        join(backend, "quiet", f"m{index}", "Ann")
     assert client.xlen("chat:{quiet}:log") == redis_backend.PRESENCE_BACKLOG
     client.close()
 
@@ -544,10 +556,10 @@ def test_rooms_empty_and_silent_past_the_expiry_are_forgotten(url, factory):
     """A room nobody is in and nobody wrote to for ROOM_EXPIRY is gone; an occupied quiet room stays; ids still grow."""
     backend = factory(url, ROOM_EXPIRY=1.0, PRESENCE_TTL=1)
     started(backend, "gone", "kept")
-    backend.join("gone", "m1", "ann")
-    backend.leave("gone", "m1")
+    join(backend, "gone", "m1", "ann")
+    leave(backend, "gone", "m1")
     last = max(backend.publish("gone", "ann", f"old {n}") for n in range(3))
-    backend.join("kept", "m2", "bob")
+    join(backend, "kept", "m2", "bob")
     backend.publish("kept", "bob", "still here")
 
     def forgotten() -> bool:
@@ -556,7 +568,7 @@ def test_rooms_empty_and_silent_past_the_expiry_are_forgotten(url, factory):
         return not backend.replay("gone", None, REPLAY).messages
 
     wait_for(forgotten, 10, "the empty, silent room to expire")
-    if url.startswith("redis"):
+    if url.startswith("redis://"):
         assert redis.Redis.from_url(url).keys("chat:{gone}:*") == []
     assert b"still here" in backend.replay("kept", None, REPLAY).messages[-1][1]
     resumed = backend.replay("gone", last, REPLAY)

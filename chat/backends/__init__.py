@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+Position = tuple[int, int]
+
 
 class Item(NamedTuple):
     """One delivery: a chat message (with its id) or a presence event (id None), and its JSON payload."""
@@ -23,6 +25,9 @@ class Item(NamedTuple):
     payload: bytes
     #: For a join event, the member id of who joined.
     joiner: str | None = None
+    #: Where the event is in its room's order: (id, 0) for chat message id, (n, k) for the
+    #: k-th presence event after chat message n.
+    at: Position | None = None
 
 
 Deliver = Callable[[str, list[Item]], None]
@@ -55,6 +60,18 @@ class Replay:
     last: int = 0
 
 
+@dataclass
+class Entry:
+    """What a joining client is told: its replay, who is online, and where in the room's order it joined."""
+
+    replay: Replay
+    online: int
+    #: The names online (at most the presence list limit of them).
+    users: list[str]
+    #: The position of the last event covered by the replay and the counts; live delivery starts after it.
+    position: Position
+
+
 def resume(window: list[Item], since: int, last: int, epoch: int, oldest: int) -> Replay:
     """Decide what a client that last saw since is owed from a room's window of messages.
 
@@ -84,29 +101,31 @@ class Backend(Protocol):
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""
 
-    def join(self, room: str, member: str, name: str) -> int:
-        """Add a member to the room's presence, fan out its join event, and return the online count.
+    def enter(
+        self, room: str, member: str, name: str, since: int | None, limit: int, user: str | None = None
+    ) -> Entry:
+        """Add a member to the room's presence, start delivering the room here, and return what it is owed.
 
-        Counting and fanning out are one atomic step, so the counts that
-        clients see in join and leave events arrive in the order they changed.
+        One atomic step: the join event is fanned out, and the replay, the
+        counts and the position are read, so that nothing the client is told
+        is contradicted by an older event arriving after it.  A user in
+        several connections counts once; guests count per connection.
         """
 
-    def leave(self, room: str, member: str) -> int:
-        """Remove a member from the room's presence, fan out its leave event, and return the count."""
-
-    def users(self, room: str) -> list[str]:
-        """Return the names of the members online in the room."""
+    def exit(self, room: str, member: str) -> int:
+        """Remove a member from the room's presence (fanning out its leave), stop delivering it; return the count."""
 
     def watch(self, room: str) -> None:
-        """Count one more local client in room.
-
-        Called on every join, before replay(); when it returns, every message
-        published later in that room will be delivered, even while another
-        thread is still setting the room up.
-        """
+        """Deliver every event of room added from now on, without joining its presence."""
 
     def unwatch(self, room: str) -> None:
-        """Count one local client fewer in room; stop reading it at zero."""
+        """Undo one watch() of room."""
+
+    def presence(self, room: str) -> tuple[int, list[str]]:
+        """Return how many are online in the room, and (at most the list limit of) their names."""
+
+    def users(self, room: str) -> list[str]:
+        """Return (at most the list limit of) the names online in the room."""
 
     def healthy(self) -> bool:
         """Tell whether the backend can take requests."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
+from itertools import islice
 from typing import Any
 
 from .. import protocol
-from . import Deliver, Item, Replay, resume
+from . import Deliver, Entry, Item, Position, Replay, resume
 
 
 class MemoryBackend:
@@ -17,13 +18,18 @@ class MemoryBackend:
     def __init__(self, settings: dict[str, Any]) -> None:
         self._size = settings["HISTORY_SIZE"]
         self._expiry = settings["ROOM_EXPIRY"]
+        self._list_limit = int(settings.get("PRESENCE_LIST_LIMIT", 200))
         self._lock = threading.Lock()
         self._history: dict[str, deque[Item]] = {}
         self._last: dict[str, int] = {}
         self._epochs: dict[str, int] = {}
+        #: Each room's position: its last chat id, and the presence events since.
+        self._positions: dict[str, Position] = {}
         #: When each known room was last used, oldest first.
         self._used: OrderedDict[str, float] = OrderedDict()
-        self._members: dict[str, dict[str, str]] = {}
+        #: Per room: member -> (presence key, name), and presence key -> (connections, name).
+        self._members: dict[str, dict[str, tuple[str, str]]] = {}
+        self._online: dict[str, dict[str, list]] = {}
         self._newest_epoch = 0
         self._deliver: Deliver | None = None
 
@@ -34,6 +40,13 @@ class MemoryBackend:
         # instead of getting stale matches.  Never lower than one given before.
         self._newest_epoch = max(self._newest_epoch, time.time_ns() // 1_000_000 * 1000)
         return self._newest_epoch
+
+    def _counter_locked(self, room: str) -> int:
+        last = self._last.get(room)
+        if last is None:
+            last = self._last[room] = self._epochs[room] = self._epoch_locked()
+            self._positions[room] = (last, 0)
+        return last
 
     def _use_locked(self, room: str) -> None:
         """Mark room as used now, and forget the rooms empty and silent for longer than the expiry."""
@@ -50,9 +63,8 @@ class MemoryBackend:
                 used.move_to_end(oldest)
                 continue
             del used[oldest]
-            self._history.pop(oldest, None)
-            self._last.pop(oldest, None)
-            self._epochs.pop(oldest, None)
+            for table in (self._history, self._last, self._epochs, self._positions):
+                table.pop(oldest, None)
 
     def start(self, deliver: Deliver) -> None:
         """Subscribe this process to every room."""
@@ -64,17 +76,16 @@ class MemoryBackend:
         ts = time.time_ns() // 1_000_000
         with self._lock:
             self._use_locked(room)
-            if room not in self._last:
-                self._last[room] = self._epochs[room] = self._epoch_locked()
-            message_id = self._last[room] + 1
+            message_id = self._counter_locked(room) + 1
             self._last[room] = message_id
-            item = Item(message_id, protocol.chat(message_id, room, name, text, ts, user))
+            self._positions[room] = (message_id, 0)
+            item = Item(message_id, protocol.chat(message_id, room, name, text, ts, user), None, (message_id, 0))
             if self._size:
                 history = self._history.get(room)
                 if history is None:
                     history = self._history[room] = deque(maxlen=self._size)
                 history.append(item)
-            # Delivering under the lock keeps deliveries in id order; deliver
+            # Delivering under the lock keeps deliveries in order; deliver
             # only enqueues, so no I/O happens here.
             if self._deliver is not None:
                 self._deliver(room, [item])
@@ -83,52 +94,81 @@ class MemoryBackend:
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""
         with self._lock:
-            history = list(self._history.get(room, ()))
-            last = self._last.get(room)
-            epoch = self._epochs.get(room)
-            if last is None or epoch is None:
-                last = epoch = self._epoch_locked()
+            return self._replay_locked(room, since, limit)
+
+    def _replay_locked(self, room: str, since: int | None, limit: int) -> Replay:
+        history = list(self._history.get(room, ()))
+        last = self._last.get(room)
+        epoch = self._epochs.get(room)
+        if last is None or epoch is None:
+            last = epoch = self._epoch_locked()
         if since is None:
             return Replay(history[-limit:] if limit else [], last=last)
         oldest = history[0].id if history else last + 1
         return resume(history, since, last, epoch, oldest)
 
-    def join(self, room: str, member: str, name: str) -> int:
-        """Add a member to the room's presence, fan out the join, and return the online count."""
+    def enter(
+        self, room: str, member: str, name: str, since: int | None, limit: int, user: str | None = None
+    ) -> Entry:
+        """Add a member to the room's presence, and return its replay, who is online and its position."""
+        key = f"u:{user}" if user else f"m:{member}"
         with self._lock:
             self._use_locked(room)
             members = self._members.setdefault(room, {})
-            members[member] = name
-            return self._announce_locked(room, "join", name, len(members), member)
+            online = self._online.setdefault(room, {})
+            if member not in members:
+                members[member] = (key, name)
+                counted = online.get(key)
+                if counted is None:
+                    online[key] = [1, name]
+                    self._announce_locked(room, "join", name, len(online), member)
+                else:
+                    counted[0] += 1
+            self._counter_locked(room)
+            names = sorted(entry[1] for entry in islice(online.values(), self._list_limit))
+            return Entry(self._replay_locked(room, since, limit), len(online), names, self._positions[room])
 
-    def leave(self, room: str, member: str) -> int:
-        """Remove a member from the room's presence, fan out the leave, and return the online count."""
+    def exit(self, room: str, member: str) -> int:
+        """Remove a member from the room's presence (its leave is fanned out with its key's last connection)."""
         with self._lock:
             members = self._members.get(room, {})
-            name = members.pop(member, None)
-            online = len(members)
+            entry = members.pop(member, None)
             if not members:
                 self._members.pop(room, None)
             self._use_locked(room)
-            if name is None:
-                return online
-            return self._announce_locked(room, "leave", name, online)
+            online = self._online.get(room, {})
+            counted = online.get(entry[0]) if entry is not None else None
+            if entry is None or counted is None:
+                return len(online)
+            counted[0] -= 1
+            if counted[0] <= 0:
+                del online[entry[0]]
+                if not online:
+                    self._online.pop(room, None)
+                self._announce_locked(room, "leave", entry[1], len(online))
+            return len(online)
 
-    def _announce_locked(self, room: str, event: str, name: str, online: int, joiner: str | None = None) -> int:
+    def _announce_locked(self, room: str, event: str, name: str, online: int, joiner: str | None = None) -> None:
+        last, count = self._positions.get(room) or (self._counter_locked(room), 0)
+        at = self._positions[room] = (last, count + 1)
         if self._deliver is not None:
-            self._deliver(room, [Item(None, protocol.presence(event, room, name, online), joiner)])
-        return online
-
-    def users(self, room: str) -> list[str]:
-        """Return the names of the members online in the room."""
-        with self._lock:
-            return sorted(self._members.get(room, {}).values())
+            self._deliver(room, [Item(None, protocol.presence(event, room, name, online), joiner, at)])
 
     def watch(self, room: str) -> None:
         """Do nothing: this process sees every room."""
 
     def unwatch(self, room: str) -> None:
         """Do nothing: this process sees every room."""
+
+    def presence(self, room: str) -> tuple[int, list[str]]:
+        """Return how many are online in the room, and (at most the list limit of) their names."""
+        with self._lock:
+            online = self._online.get(room, {})
+            return len(online), sorted(entry[1] for entry in islice(online.values(), self._list_limit))
+
+    def users(self, room: str) -> list[str]:
+        """Return (at most the list limit of) the names online in the room."""
+        return self.presence(room)[1]
 
     def healthy(self) -> bool:
         """Tell that memory is always there."""
