@@ -1,4 +1,4 @@
-"""Settings: defaults, then CHAT_* from the environment, then a test mapping."""
+"""Settings: defaults, then CHAT_* from the environment, then the app's config."""
 
 from __future__ import annotations
 
@@ -77,6 +77,15 @@ def _token(text: str) -> str | None:
     return token
 
 
+def _secret(text: str) -> str | None:
+    secret = text.strip()
+    if not secret:
+        return None
+    if len(secret) < 32:
+        raise ValueError("must be at least 32 characters (an HS256 key shorter than its hash is weak)")
+    return secret
+
+
 def _optional_count(text: str) -> int | None:
     if text.strip().lower() in {"", "auto"}:
         return None
@@ -103,6 +112,10 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "HEADER_TIMEOUT": _number(float, 0.1),
     "ROOM_EXPIRY": _duration,
     "METRICS_TOKEN": _token,
+    "JWT_SECRET": _secret,
+    "ANONYMOUS": _switch,
+    "API_KEY": _token,
+    "IDEMPOTENCY_TTL": _duration,
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -125,6 +138,10 @@ DEFAULTS: dict[str, Any] = {
     "HEADER_TIMEOUT": 10.0,
     "ROOM_EXPIRY": 7 * 86400.0,
     "METRICS_TOKEN": None,
+    "JWT_SECRET": None,
+    "ANONYMOUS": True,
+    "API_KEY": None,
+    "IDEMPOTENCY_TTL": 86400.0,
 }
 
 
@@ -146,6 +163,21 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
             value = _parse("CHAT_" + key, key, value)
         settings[key] = value
     return settings
+
+
+def from_app(app_config: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return the settings from an app's CHAT_* config first, then CHAT_* variables, then the defaults.
+
+    Numbers and switches given in the app's config are checked as their text
+    would be, so a bad value names its key the same way a bad variable does.
+    """
+    given: dict[str, Any] = {}
+    for name, value in app_config.items():
+        if not name.startswith("CHAT_"):
+            continue
+        scalar = isinstance(value, bool | int | float) and name[len("CHAT_"):] in PARSERS
+        given[name] = str(value) if scalar else value
+    return load(environ, given)
 
 
 def _parse(variable: str, key: str, text: str) -> Any:

@@ -1,21 +1,28 @@
-"""The chat page, the health check and the metrics."""
+"""The chat page with its static files, the health check and the metrics."""
 
 from __future__ import annotations
 
 import hmac
+from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, abort, jsonify, render_template, request
+from flask import Blueprint, Response, abort, jsonify, render_template, request, url_for
 
-from . import state
 from .metrics import CONTENT_TYPE
+from .mount import state
 
-bp = Blueprint("views", __name__)
+#: The page, its template and its static files, shipped in the package and served under the chat's prefix.
+page = Blueprint("chat", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
+bp = Blueprint("chat_views", __name__)
 
 
-@bp.get("/")
+@page.get("/")
 def index() -> Response:
-    """Serve the chat page with a policy that allows only its own script and socket."""
-    response = Response(render_template("index.html"))
+    """Serve the chat page, told where its socket is and who it is, with a policy that allows only its own files."""
+    you = state().identity()
+    # Werkzeug builds a WebSocket rule's URL with a ws: scheme and this host; the page needs only the path.
+    socket = urlsplit(url_for("chat_ws.chat_socket")).path
+    html = render_template("chat/index.html", socket=socket, you=you)
+    response = Response(html)
     host = request.host
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -50,9 +57,10 @@ def metrics() -> Response:
     return Response(chat.metrics.render(), content_type=CONTENT_TYPE)
 
 
-@bp.after_app_request
+@page.after_request
+@bp.after_request
 def security_headers(response: Response) -> Response:
-    """Forbid MIME sniffing and keep the referrer to this origin."""
+    """Forbid MIME sniffing and keep the referrer to this origin, on the chat's own responses only."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     return response

@@ -9,10 +9,12 @@ import time
 
 from flask import Blueprint, Request, abort, request
 from flask_sock import Sock
+from wsproto.utilities import RemoteProtocolError
 
-from . import protocol, state, wire
+from . import identity, protocol, wire
 from .backends import Unavailable
 from .connection import CLOSE_WAIT, INTERNAL, POLICY, TRY_AGAIN, Connection
+from .mount import state
 from .reader import Reader
 
 log = logging.getLogger(__name__)
@@ -21,8 +23,14 @@ log = logging.getLogger(__name__)
 #: a burst of refusals must not hold the threads kept for other requests.
 REFUSE_WAIT = 0.5
 
-bp = Blueprint("ws", __name__)
+bp = Blueprint("chat_ws", __name__)
 sock = Sock()
+
+
+@bp.errorhandler(RemoteProtocolError)
+def bad_handshake(error: RemoteProtocolError) -> tuple[str, int]:
+    """Answer a handshake wsproto cannot parse with 400 and why."""
+    return f"400 Bad Request: invalid WebSocket handshake: {error}\n", 400
 
 
 @bp.before_request
@@ -69,11 +77,23 @@ def chat_socket(ws: object) -> None:
     address = remote_address(request, settings["TRUST_PROXY"])
     try:
         room = protocol.room(request.args.get("room"))
-        name = protocol.name(request.args.get("name"))
         since = protocol.since(request.args.get("since"))
+        who = chat.identity(request.args.get("token"))
+        identity.authorize(who, room, settings["ANONYMOUS"])
+        # An identified connection is named by its identity, whatever the query says.
+        name = who.name if who is not None else protocol.name(request.args.get("name"))
     except protocol.ProtocolError as exc:
         refuse(raw, POLICY, str(exc))
         return
+    except identity.Refusal as refused:
+        log.info("refused %s: %s", address, refused.reason)
+        refuse(raw, refused.code, refused.reason)
+        return
+    except Exception:
+        log.exception("identifying %s failed", address)
+        refuse(raw, INTERNAL, "internal error")
+        return
+    user = who.id if who is not None else None
     hub = chat.hub
     refusal = hub.admit(address)
     if refusal is not None:
@@ -82,8 +102,8 @@ def chat_socket(ws: object) -> None:
         return
     conn: Connection | None = None
     try:
-        conn = hub.connection(raw, ws_protocol, room=room, name=name, remote=address)
-        log.info("connect %s room=%s", address, room)
+        conn = hub.connection(raw, ws_protocol, room=room, name=name, user=user, remote=address)
+        log.info("connect %s room=%s user=%s", address, room, user)
         if hub.join(conn, since):
             Reader(conn, settings, hub.publish, chat.metrics.count).serve()
     except Unavailable:

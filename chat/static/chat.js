@@ -22,6 +22,8 @@
     1003: "The server refused a binary message.",
     1008: "The server refused the connection.",
     1009: "That message was too big for the server.",
+    4401: "Sign in to chat.",
+    4403: "You may not join that room.",
   };
   const STATUS_TEXT = {
     connecting: "connecting",
@@ -32,6 +34,11 @@
   const HUES = 8;
 
   const $ = (id) => document.getElementById(id);
+  // The server renders where the page's socket is (under the chat's prefix)
+  // and, for a signed-in user, the name the chat knows them by.
+  const SOCKET_PATH = document.body.dataset.socket || "/ws";
+  const IDENTIFIED = Boolean(document.body.dataset.you);
+  const USER = document.body.dataset.user || null;
   const ui = {
     chooser: $("chooser"),
     room: $("room"),
@@ -108,10 +115,10 @@
 
   function socketUrl() {
     const params = [["room", state.room]];
-    if (state.name) params.push(["name", state.name]);
+    if (state.name && !IDENTIFIED) params.push(["name", state.name]);
     if (state.lastId !== null) params.push(["since", state.lastId.toString()]);
     const query = params.map(([key, value]) => key + "=" + encodeURIComponent(value)).join("&");
-    return (location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + "/ws?" + query;
+    return (location.protocol === "https:" ? "wss:" : "ws:") + "//" + location.host + SOCKET_PATH + "?" + query;
   }
 
   function setStatus(status) {
@@ -249,7 +256,8 @@
       item.dataset.id = key;
     }
     const name = text(frame.name);
-    if (name && name === state.you) item.classList.add("own");
+    const own = IDENTIFIED ? USER !== null && frame.user === USER : name && name === state.you;
+    if (own) item.classList.add("own");
     const meta = make("div", "meta");
     if (name) meta.append(make("span", "who " + hue(name), name));
     const when = Number.isFinite(frame.ts) ? new Date(frame.ts) : new Date();
@@ -271,8 +279,10 @@
       if (text(frame.you)) {
         state.you = frame.you;
         state.name = frame.you;
-        if (document.activeElement !== ui.name) ui.name.value = frame.you;
-        save("chat.name", frame.you);
+        if (!IDENTIFIED) {
+          if (document.activeElement !== ui.name) ui.name.value = frame.you;
+          save("chat.name", frame.you);
+        }
       }
       const users = Array.isArray(frame.users) ? frame.users.filter((user) => typeof user === "string") : [];
       setUsers(users, frame.online);
@@ -352,9 +362,9 @@
   function join(event) {
     event.preventDefault();
     const room = ui.room.value.trim() || DEFAULT_ROOM;
-    const name = ui.name.value.trim();
+    const name = IDENTIFIED ? state.name : ui.name.value.trim();
     ui.room.value = room;
-    ui.name.value = name;
+    if (!IDENTIFIED) ui.name.value = name;
     const changed = room !== state.room || name !== state.name;
     if (!changed && state.wanted) return;
     if (room !== state.room) clearRoom();
@@ -401,9 +411,9 @@
   function start() {
     const room = load("chat.room");
     state.room = ROOM_PATTERN.test(room) ? room : DEFAULT_ROOM;
-    state.name = load("chat.name").trim();
+    state.name = IDENTIFIED ? document.body.dataset.you : load("chat.name").trim();
     ui.room.value = state.room;
-    ui.name.value = state.name;
+    if (!IDENTIFIED) ui.name.value = state.name;
     ui.chooser.addEventListener("submit", join);
     ui.composer.addEventListener("submit", send);
     ui.toggle.addEventListener("click", toggle);

@@ -1,0 +1,133 @@
+"""The HTTP API: post into a room, read its history and presence, sign a user out; JSON in and out."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, abort, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from . import identity, protocol
+from .backends import Unavailable
+from .mount import Mount, state
+from .publisher import TooBig
+from .receipts import Conflict
+
+bp = Blueprint("chat_api", __name__)
+
+#: Longest Idempotency-Key taken.
+MAX_KEY_LENGTH = 255
+#: JSON can spell one character in six bytes (\uXXXX), plus room for the other fields.
+JSON_OVERHEAD, JSON_SLACK = 6, 4096
+
+
+@bp.errorhandler(HTTPException)
+def json_error(error: HTTPException) -> tuple[Response, int]:
+    """Answer every API error as {"error": why} with its status."""
+    response = jsonify(error=error.description)
+    if error.code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="chat"'
+    return response, error.code or 500
+
+
+@bp.errorhandler(protocol.ProtocolError)
+def invalid(error: protocol.ProtocolError) -> tuple[Response, int]:
+    """Answer an invalid room, since, message or name with 400, and an oversize message with 413."""
+    return jsonify(error=str(error)), 413 if isinstance(error, TooBig) else 400
+
+
+@bp.errorhandler(Unavailable)
+def unavailable(error: Unavailable) -> tuple[Response, int]:
+    """Answer 503 while the backend cannot be reached."""
+    message = error.notice if error.maybe_done else "the chat backend is unavailable, try again later"
+    return jsonify(error=message), 503
+
+
+@bp.post("/rooms/<room>/messages")
+def post_message(room: str) -> tuple[Response, int]:
+    """Publish {"message", "name", "user"} to room for the holder of CHAT_API_KEY; honour Idempotency-Key."""
+    chat = state()
+    _require_key(chat)
+    room = protocol.room(room)
+    request.max_content_length = chat.settings["MAX_MESSAGE_BYTES"] * JSON_OVERHEAD + JSON_SLACK
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        abort(400, description='the body must be a JSON object such as {"message": "hello", "name": "ci"}')
+    asked = (body.get("message"), body.get("name"), body.get("user"))
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        if not key or len(key) > MAX_KEY_LENGTH:
+            abort(400, description=f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters")
+        try:
+            answer = chat.receipts.begin((room, key), asked)
+        except Conflict as conflict:
+            abort(conflict.status, description=str(conflict))
+        if answer is not None:
+            return jsonify(answer), 201
+    try:
+        answer = chat.publish(room, *asked)
+    except BaseException:
+        if key is not None:
+            chat.receipts.forget((room, key))
+        raise
+    if key is not None:
+        chat.receipts.finish((room, key), answer)
+    return jsonify(answer), 201
+
+
+@bp.get("/rooms/<room>/messages")
+def get_messages(room: str) -> Response:
+    """Return the messages of room after ?since= (or the last ones), at most ?limit=."""
+    chat = state()
+    room = protocol.room(room)
+    _require_reader(chat, room)
+    since = protocol.since(request.args.get("since"))
+    limit = request.args.get("limit")
+    if limit is not None and not (limit.isascii() and limit.isdigit() and len(limit) <= 6):
+        abort(400, description="limit must be a whole number")
+    return jsonify(chat.history(room, since, None if limit is None else int(limit)))
+
+
+@bp.get("/rooms/<room>/presence")
+def get_presence(room: str) -> Response:
+    """Return {"online": n, "users": [...]} for room."""
+    chat = state()
+    room = protocol.room(room)
+    _require_reader(chat, room)
+    return jsonify(chat.presence(room))
+
+
+@bp.delete("/users/<user_id>/connections")
+def delete_connections(user_id: str) -> tuple[Response, int]:
+    """Sign user_id out of the chat: close each of its connections with 1008 "signed out"."""
+    chat = state()
+    _require_key(chat)
+    chat.disconnect(user_id)
+    return jsonify(user=user_id), 202
+
+
+def _bearer() -> str | None:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
+def _holds_key(chat: Mount) -> bool:
+    key, given = chat.settings["API_KEY"], _bearer()
+    return key is not None and given is not None and hmac.compare_digest(given.encode(), key.encode())
+
+
+def _require_key(chat: Mount) -> None:
+    if chat.settings["API_KEY"] is None:
+        abort(404, description="the chat's HTTP API is off: set CHAT_API_KEY to use it")
+    if not _holds_key(chat):
+        abort(401, description="this needs Authorization: Bearer <CHAT_API_KEY>")
+
+
+def _require_reader(chat: Mount, room: str) -> None:
+    """Let through the key's holder and whoever may join room over the WebSocket."""
+    if _holds_key(chat):
+        return
+    try:
+        identity.authorize(chat.identity(_bearer()), room, chat.settings["ANONYMOUS"])
+    except identity.Refusal as refused:
+        abort(refused.status, description=refused.reason)

@@ -1,0 +1,153 @@
+"""The Flask extension: ``Chat(app, url_prefix="/chat")`` mounts the page, the WebSocket and the API on an app."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+from werkzeug.routing.exceptions import WebsocketMismatch
+
+from . import api, backends, config, identity, protocol, views, wire, ws
+from .connection import Connection
+from .hub import Hub
+from .metrics import Metrics
+from .mount import Mount, register
+
+log = logging.getLogger(__name__)
+
+#: Called with the sender's identity, the room and the text; returns the text to send, or None to drop it.
+OnMessage = Callable[[identity.Identity, str, str], str | None]
+
+
+class Chat:
+    """Mount the chat on Flask apps, and publish, read and sign out through it from Python.
+
+    ``Chat(app, url_prefix="/chat")``, or ``chat = Chat()`` then
+    ``chat.init_app(app)`` in an application factory.  Settings come from
+    ``app.config["CHAT_*"]``, then ``CHAT_*`` variables, then the defaults.
+    ``page=False`` mounts only the WebSocket, the health check and the API.
+    """
+
+    def __init__(self, app: Flask | None = None, *, url_prefix: str = "", page: bool = True) -> None:
+        self.url_prefix = url_prefix.rstrip("/")
+        self.page = page
+        self._identify: Callable[[], Any] | None = None
+        self._on_message: OnMessage | None = None
+        self._mounts: list[Mount] = []
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the settings, build the chat's hub and backend, and register its routes on app."""
+        if "chat" in app.extensions:
+            raise RuntimeError("this app already has a chat: mount one Chat per app")
+        settings = config.from_app(app.config, os.environ)
+        wire.check()
+        # flask-sock reads its options app-wide: the chat's socket must not get a reader thread of its own.
+        options = app.config.setdefault("SOCK_SERVER_OPTIONS", wire.server_options())
+        if any(options.get(key) is not value for key, value in wire.server_options().items()):
+            raise RuntimeError("SOCK_SERVER_OPTIONS must keep the chat's thread_class and event_class")
+        metrics = Metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        backend = backends.create(settings["BACKEND_URL"], settings)
+        hub = Hub(backend, settings, metrics, moderate=self._moderate)
+        mount = app.extensions["chat"] = Mount(settings, hub, metrics, self._identity)
+        register(mount)
+        self._mounts.append(mount)
+        prefix = self.url_prefix or None
+        if self.page:
+            app.register_blueprint(views.page, url_prefix=prefix)
+        app.register_blueprint(views.bp, url_prefix=prefix)
+        app.register_blueprint(ws.bp, url_prefix=prefix)
+        app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")
+        ws.sock.init_app(app)
+        app.register_error_handler(WebsocketMismatch, _not_a_websocket)
+        _configure_logging()
+
+    # The host app's callbacks.
+
+    def identify(self, callback: Callable[[], Any]) -> Callable[[], Any]:
+        """Register the callback that says who a request is: (user_id, name), (user_id, name, rooms) or None.
+
+        It runs in the request's context (the WebSocket handshake's, the
+        page's, an API read's), so ``flask.session``, Flask-Login's
+        ``current_user``, cookies and headers all work.
+        """
+        self._identify = callback
+        return callback
+
+    def on_message(self, callback: OnMessage) -> OnMessage:
+        """Register the moderation hook: called once per client message before it is stored.
+
+        It gets the sender's ``Identity`` (``id`` is None for a guest), the
+        room and the text, and returns the text to send (changed or not) or
+        None to drop it; the sender then gets a state-4 notice with code
+        ``rejected``.  A hook that raises drops the message and logs the error.
+        """
+        self._on_message = callback
+        return callback
+
+    def _identity(self) -> Any:
+        return None if self._identify is None else self._identify()
+
+    def _moderate(self, conn: Connection, text: str) -> str | None:
+        hook = self._on_message
+        if hook is None:
+            return text
+        try:
+            result = hook(identity.Identity(conn.user, conn.name), conn.room, text)
+        except Exception:
+            log.exception("on_message failed: a message in %s from %s was dropped", conn.room, conn.remote)
+            return None
+        if result is not None and (not isinstance(result, str) or protocol.is_blank(result)):
+            log.error("on_message returned %r, not a non-empty text: the message was dropped", type(result).__name__)
+            return None
+        return result
+
+    # The same operations as the HTTP API, from Python.
+
+    def publish(self, room: str, text: str, name: str | None = None, user: str | None = None) -> dict[str, Any]:
+        """Send text to room as name (default "system"); return {"id", "room", "ts"}."""
+        return self._mount().publish(room, text, name, user)
+
+    def history(self, room: str, since: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Return the messages of room after since (or the last limit), oldest first, as state-2 objects."""
+        return self._mount().history(room, since, limit)["messages"]
+
+    def presence(self, room: str) -> dict[str, Any]:
+        """Return {"online": n, "users": [names]} for room."""
+        return self._mount().presence(room)
+
+    def disconnect(self, user_id: str) -> int:
+        """Close the connections of user_id with 1008 "signed out"; return how many this process closed."""
+        return self._mount().disconnect(user_id)
+
+    def _mount(self) -> Mount:
+        """Return this chat's mount on the current app, or its only one outside an app context."""
+        if has_app_context():
+            mount = current_app.extensions.get("chat")
+            if mount in self._mounts:
+                return mount
+        if len(self._mounts) == 1:
+            return self._mounts[0]
+        raise RuntimeError("this Chat is mounted on several apps (or none): call it inside an app context")
+
+
+def _not_a_websocket(error: WebsocketMismatch) -> tuple[str, int]:
+    return (
+        "400 Bad Request: this is a WebSocket endpoint; connect to it with a WebSocket client.\n",
+        400,
+    )
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("chat")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    identity.redact_request_logs()
