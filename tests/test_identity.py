@@ -1,0 +1,185 @@
+"""Identity: the host's session through @chat.identify, signed tokens, guests, and each refusal."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import jwt
+import pytest
+from conftest import Client, Closed, wait_for
+from flask import Flask, session
+from served import Served
+
+from chat import Chat
+
+SECRET = "a-secret-for-tests-only-0123456789abcdef"
+Serve = Callable[[Flask], str]
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    """Serve apps in this process; return each one's http:// base URL."""
+    served = Served()
+    yield served.serve
+    served.stop()
+
+
+def mint(sub: str = "u1", name: str | None = "Alice", ttl: float = 60, secret: str = SECRET, **claims) -> str:
+    """Return an HS256 token for sub, valid for ttl seconds (negative: expired)."""
+    body = {"sub": sub, "exp": int(time.time() + ttl), **claims}
+    if name is not None:
+        body["name"] = name
+    return jwt.encode(body, secret, algorithm="HS256")
+
+
+def chat_app(**config: object) -> Flask:
+    """Return an app with a chat at /chat whose identify reads the session, and a /login/<user> route."""
+    app = Flask("host")
+    app.secret_key = "session-secret-for-tests"
+    app.config.update({"CHAT_JWT_SECRET": SECRET, **config})
+    chat = Chat(app, url_prefix="/chat")
+
+    @app.post("/login/<user>")
+    def login(user: str) -> str:
+        session["user"] = user
+        return "signed in"
+
+    @chat.identify
+    def who() -> tuple[str, str] | None:
+        user = session.get("user")
+        return (user, user.title()) if user else None
+
+    return app
+
+
+def sign_in(base: str, user: str) -> str:
+    """Sign user in through the host's route and return its session cookie."""
+    request = urllib.request.Request(f"{base}/login/{user}", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.headers["Set-Cookie"].split(";")[0]
+
+
+def ws(base: str, query: str = "") -> str:
+    """Return the chat socket's URL under base."""
+    return base.replace("http:", "ws:", 1) + "/chat/ws" + (f"?{query}" if query else "")
+
+
+def refusal(client: Client) -> tuple[int, str]:
+    """Read until the server closes and return its code and reason."""
+    try:
+        while True:
+            client.next()
+    except Closed as closed:
+        return closed.code, closed.reason
+
+
+def test_session_identity_names_the_connection_and_its_messages(serve, connect):
+    """@chat.identify reads the handshake's session: the welcome names the user, and chat frames carry user."""
+    base = serve(chat_app())
+    client = connect(ws(base, "room=team&name=mallory"), cookie=sign_in(base, "bob"))
+    assert client.welcome()["you"] == "Bob"
+    client.send("hello")
+    message = client.next_where(lambda e: e["state"] == 2)
+    assert (message["name"], message["user"], message["message"]) == ("Bob", "bob", "hello")
+
+
+def test_token_identity_overrides_the_name_parameter(serve, connect):
+    """?token= names the connection by its claims, whatever ?name= says, and its frames carry sub as user."""
+    base = serve(chat_app())
+    client = connect(ws(base, f"token={mint()}&name=mallory"))
+    welcome = client.welcome()
+    assert welcome["you"] == "Alice" and welcome["users"] == ["Alice"]
+    client.send("signed")
+    message = client.next_where(lambda e: e["state"] == 2)
+    assert (message["name"], message["user"]) == ("Alice", "u1")
+
+
+def test_guests_are_as_before_while_anonymous_access_is_on(serve, connect):
+    """Without an identity a client chooses its name and its frames carry no user."""
+    base = serve(chat_app())
+    client = connect(ws(base, "name=carol"))
+    assert client.welcome()["you"] == "carol"
+    client.send("as a guest")
+    assert "user" not in client.next_where(lambda e: e["state"] == 2)
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "said"),
+    [
+        (lambda: f"token={mint(ttl=-10)}", 4401, "expired"),
+        (lambda: f"token={mint(secret='another-secret-of-someone-else-0123456789')}", 4401, "invalid token"),
+        (lambda: "token=not.a.token", 4401, "invalid token"),
+        (lambda: "token=" + jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, None, algorithm="none"), 4401,
+         "invalid token"),
+        (lambda: "token=" + jwt.encode({"sub": "u1"}, SECRET, algorithm="HS256"), 4401, "exp"),
+        (lambda: f"room=secret&token={mint(rooms=['lobby'])}", 4403, "room secret is not allowed"),
+    ],
+    ids=["expired", "foreign-signature", "malformed", "unsigned", "no-exp", "room-not-granted"],
+)
+def test_a_bad_token_is_closed_with_its_code_and_reason(serve, connect, query, code, said):
+    """An expired, foreign, malformed, unsigned or exp-less token closes with 4401, a room not granted with 4403."""
+    base = serve(chat_app())
+    watcher = connect(ws(base, "room=secret"))
+    watcher.welcome()
+    closed = refusal(connect(ws(base, query())))
+    assert closed[0] == code and said in closed[1]
+    watcher.send("after the attempt")
+    watcher.next_where(lambda e: e["state"] == 2)
+    assert not any(e.get("event") == "join" for e in watcher.events)
+
+
+def test_a_granted_room_is_joined(serve, connect):
+    """A token whose rooms claim lists the room joins it."""
+    base = serve(chat_app())
+    assert connect(ws(base, f"room=ops&token={mint(rooms=['ops'])}")).welcome()["you"] == "Alice"
+
+
+def test_tokens_are_refused_when_no_secret_is_set(serve, connect):
+    """Without CHAT_JWT_SECRET a token cannot be checked, so it is refused with 4401 rather than ignored."""
+    base = serve(chat_app(CHAT_JWT_SECRET=""))
+    code, reason = refusal(connect(ws(base, f"token={mint()}")))
+    assert code == 4401 and "CHAT_JWT_SECRET" in reason
+
+
+def test_anonymous_off_refuses_guests_and_admits_identities(serve, connect):
+    """With CHAT_ANONYMOUS off a client without identity is closed with 4401; a session or a token gets in."""
+    base = serve(chat_app(CHAT_ANONYMOUS=False))
+    code, reason = refusal(connect(ws(base, "name=guest")))
+    assert code == 4401 and "sign in" in reason
+    assert connect(ws(base), cookie=sign_in(base, "dora")).welcome()["you"] == "Dora"
+    assert connect(ws(base, f"token={mint()}")).welcome()["you"] == "Alice"
+
+
+def test_an_identified_page_shows_its_name_instead_of_the_name_box(serve):
+    """The page rendered for a signed-in user carries its name and has no name input."""
+    base = serve(chat_app())
+    request = urllib.request.Request(f"{base}/chat/", headers={"Cookie": sign_in(base, "erin")})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        html = response.read().decode()
+    assert 'data-you="Erin"' in html and 'data-user="erin"' in html and 'id="name"' not in html
+
+
+@pytest.mark.parametrize("kind", ["dev", "gthread"])
+def test_the_token_is_never_written_to_a_log(make_server, connect, kind):
+    """The development server's request log and gunicorn's access log show token=[redacted], never the token."""
+    server = make_server(kind, CHAT_JWT_SECRET=SECRET, GUNICORN_CMD_ARGS="--access-logfile -")
+    token = mint()
+    client = connect(f"{server.ws_url}?room=logged&token={token}")
+    assert client.welcome()["you"] == "Alice"
+    client.close()
+    # gunicorn writes no access line for a WebSocket; an HTTP request shows its access log is redacted too.
+    with urllib.request.urlopen(f"{server.url}/healthz?token={token}", timeout=5):
+        pass
+    wait_for(lambda: "token=[redacted]" in server.log(), 10, "the redacted request line")
+    assert token not in server.log() and token.split(".")[2] not in server.log()
+
+
+def test_a_user_in_two_tabs_is_one_entry_online(serve, connect):
+    """Two connections of one user are one name in users and one in online; a guest's each count."""
+    base = serve(chat_app())
+    cookie = sign_in(base, "fred")
+    connect(ws(base, "room=tabs"), cookie=cookie).welcome()
+    second = connect(ws(base, "room=tabs"), cookie=cookie).welcome()
+    assert (second["online"], second["users"]) == (1, ["Fred"])
