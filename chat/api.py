@@ -49,7 +49,9 @@ def post_message(room: str) -> tuple[Response, int]:
     chat = state()
     _require_key(chat)
     room = protocol.room(room)
-    request.max_content_length = chat.settings["MAX_MESSAGE_BYTES"] * JSON_OVERHEAD + JSON_SLACK
+    limit = request.max_content_length = chat.settings["MAX_MESSAGE_BYTES"] * JSON_OVERHEAD + JSON_SLACK
+    if (request.content_length or 0) > limit:
+        abort(413, description=f"the body is too large: over {limit} bytes")
     body = request.get_json(force=True, silent=True)
     if not isinstance(body, dict):
         abort(400, description='the body must be a JSON object such as {"message": "hello", "name": "ci"}')

@@ -41,8 +41,8 @@ class Publisher:
     """
 
     def __init__(self, url: str, settings: Mapping[str, Any] | None = None) -> None:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise config.ConfigError(f"Publisher needs a Redis URL, not {url!r}: memory:// lives in one process")
+        if url.startswith("memory://"):
+            raise config.ConfigError("Publisher needs the servers' Redis URL: memory:// lives in one process")
         self.settings = config.load(os.environ, {**(settings or {}), "BACKEND_URL": url})
         self._backend = backends.create(url, self.settings)
 

@@ -183,3 +183,14 @@ def test_a_user_in_two_tabs_is_one_entry_online(serve, connect):
     connect(ws(base, "room=tabs"), cookie=cookie).welcome()
     second = connect(ws(base, "room=tabs"), cookie=cookie).welcome()
     assert (second["online"], second["users"]) == (1, ["Fred"])
+
+
+def test_a_user_on_two_hosts_is_one_entry_online(make_server, connect, clean_redis_url):
+    """Through a shared Redis, one user connected to two hosts is one name and one count; a guest adds one."""
+    hosts = [make_server(CHAT_BACKEND_URL=clean_redis_url, CHAT_JWT_SECRET=SECRET) for _ in range(2)]
+    token = mint("u7", "Gil")
+    connect(f"{hosts[0].ws_url}?room=wide&token={token}").welcome()
+    second = connect(f"{hosts[1].ws_url}?room=wide&token={token}").welcome()
+    assert (second["online"], second["users"]) == (1, ["Gil"])
+    guest = connect(f"{hosts[1].ws_url}?room=wide&name=hal").welcome()
+    assert (guest["online"], sorted(guest["users"])) == (2, ["Gil", "hal"])

@@ -1,0 +1,252 @@
+"""The HTTP API and its Python twin: post, history, presence, sign-out, idempotency, and Publisher over Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+
+import jwt
+import pytest
+from conftest import ROOT, Closed, wait_for
+from flask import Flask
+from served import Served
+
+from chat import Chat
+
+KEY = "api-key-for-tests-0123456789"
+SECRET = "a-secret-for-tests-only-0123456789abcdef"
+
+
+def mint(sub: str, rooms: list[str] | None = None) -> str:
+    """Return a token for sub, valid for a minute."""
+    claims = {"sub": sub, "name": sub.title(), "exp": int(time.time()) + 60}
+    if rooms is not None:
+        claims["rooms"] = rooms
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+class Api:
+    """Call a chat's HTTP API under /chat/api and return (status, JSON body, headers)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def __call__(
+        self, method: str, path: str, body: object = None, key: str | None = KEY, raw: bytes | None = None,
+        **headers: str,
+    ) -> tuple[int, dict, dict]:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        sent = {name.replace("_", "-"): value for name, value in headers.items()}
+        if key is not None:
+            sent["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(f"{self.base}/chat/api{path}", data=data, method=method, headers=sent)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, json.load(response), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error), dict(error.headers)
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    """Serve apps in this process and stop them after the test."""
+    running = Served()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def chat_server(served) -> Callable[..., tuple[Chat, Api, str]]:
+    """Start an app with a chat at /chat and the API key; return the Chat, an API caller and the socket URL."""
+
+    def start(**config: object) -> tuple[Chat, Api, str]:
+        app = Flask("host")
+        app.config.update({"CHAT_API_KEY": KEY, "CHAT_JWT_SECRET": SECRET, **config})
+        chat = Chat(app, url_prefix="/chat")
+        base = served.serve(app)
+        return chat, Api(base), base.replace("http:", "ws:", 1) + "/chat/ws"
+
+    return start
+
+
+def test_a_post_is_delivered_like_any_message(chat_server, connect):
+    """POST answers 201 with id, room and ts, and the room's clients get that message as a state-2 frame."""
+    _, api, ws = chat_server()
+    listener = connect(ws + "?room=ops")
+    listener.welcome()
+    status, body, _ = api("POST", "/rooms/ops/messages", {"message": "Deploy finished", "name": "ci"})
+    assert status == 201 and body["room"] == "ops"
+    frame = listener.next_where(lambda e: e["state"] == 2)
+    assert (frame["id"], frame["ts"], frame["name"]) == (body["id"], body["ts"], "ci")
+    assert frame["message"] == "Deploy finished"
+    listener.send("after it")
+    assert int(listener.next_where(lambda e: e["state"] == 2)["id"]) > int(body["id"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "said"),
+    [
+        ({"key": None}, 401, "Bearer"),
+        ({"key": "wrong-key-0123456789abcdef"}, 401, "Bearer"),
+        ({"path": "/rooms/Bad Room/messages"}, 400, "room"),
+        ({"raw": b"not json"}, 400, "JSON object"),
+        ({"body": ["a", "list"]}, 400, "JSON object"),
+        ({"body": {"message": "   "}}, 400, "non-empty"),
+        ({"body": {"message": 5}}, 400, "non-empty"),
+        ({"body": {"message": "x" * 70_000}}, 413, "bytes"),
+        ({"raw": b'{"message": "' + b"x" * 500_000 + b'"}'}, 413, "large"),
+        ({"body": {"message": "hi", "name": "bell\x07"}}, 400, "name"),
+    ],
+    ids=["no-key", "wrong-key", "bad-room", "not-json", "not-an-object", "blank", "not-text", "too-big",
+         "body-too-big", "bad-name"],
+)
+def test_a_bad_post_gets_its_status_and_a_json_error(chat_server, kwargs, status, said):
+    """A missing or wrong key is 401; a bad room, body, message or name 400; an oversize message or body 413."""
+    _, api, _ = chat_server()
+    path = kwargs.pop("path", "/rooms/ops/messages")
+    kwargs.setdefault("body", {"message": "hello"})
+    code, body, headers = api("POST", path.replace(" ", "%20"), **kwargs)
+    assert code == status and said in body["error"], body
+    if status == 401:
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_without_a_key_writes_and_sign_outs_are_not_there(chat_server):
+    """With no CHAT_API_KEY the write and sign-out routes answer 404, with a JSON error that names the setting."""
+    _, api, _ = chat_server(CHAT_API_KEY="")
+    for method, path in (("POST", "/rooms/ops/messages"), ("DELETE", "/users/u1/connections")):
+        code, body, _ = api(method, path, {"message": "hi"} if method == "POST" else None)
+        assert code == 404 and "CHAT_API_KEY" in body["error"]
+
+
+def test_a_retry_with_the_same_idempotency_key_is_delivered_once(chat_server, connect):
+    """The same Idempotency-Key gets the same answer and one delivery; reused for another body it is 422."""
+    _, api, ws = chat_server()
+    listener = connect(ws + "?room=ops")
+    listener.welcome()
+    first = api("POST", "/rooms/ops/messages", {"message": "once"}, Idempotency_Key="deploy-42")
+    again = api("POST", "/rooms/ops/messages", {"message": "once"}, Idempotency_Key="deploy-42")
+    assert first[0] == again[0] == 201 and first[1] == again[1]
+    other = api("POST", "/rooms/ops/messages", {"message": "another"}, Idempotency_Key="deploy-42")
+    assert other[0] == 422
+    api("POST", "/rooms/ops/messages", {"message": "marker"})
+    seen = [listener.next_where(lambda e: e["state"] == 2)["message"] for _ in range(2)]
+    assert seen == ["once", "marker"]
+    _, history, _ = api("GET", "/rooms/ops/messages")
+    assert [m["message"] for m in history["messages"]] == ["once", "marker"]
+
+
+def test_history_pages_with_since_and_limit(chat_server):
+    """GET messages returns state-2 objects: the last limit, or the first limit after since; bad values are 400."""
+    _, api, _ = chat_server()
+    ids = [api("POST", "/rooms/log/messages", {"message": f"m{n}"})[1]["id"] for n in range(5)]
+    _, last, _ = api("GET", "/rooms/log/messages?limit=2")
+    assert [m["message"] for m in last["messages"]] == ["m3", "m4"]
+    _, after, _ = api("GET", f"/rooms/log/messages?since={ids[1]}&limit=2")
+    assert [m["id"] for m in after["messages"]] == ids[2:4]
+    assert set(after["messages"][0]) >= {"state", "message", "id", "room", "name", "ts"}
+    assert api("GET", "/rooms/log/messages?since=soon")[0] == 400
+    assert api("GET", "/rooms/log/messages?limit=-1")[0] == 400
+
+
+def test_presence_counts_who_is_online(chat_server, connect):
+    """GET presence returns the online count and the names in the room."""
+    _, api, ws = chat_server()
+    for name in ("zoe", "yan"):
+        connect(f"{ws}?room=here&name={name}").welcome()
+    assert api("GET", "/rooms/here/presence")[1] == {"online": 2, "users": ["yan", "zoe"]}
+
+
+def test_reads_are_open_to_the_key_and_to_whoever_may_join(chat_server):
+    """With guests refused, reads need the key or a token for the room: none is 401, another room's token 403."""
+    _, api, _ = chat_server(CHAT_ANONYMOUS=False)
+    assert api("GET", "/rooms/ops/presence", key=None)[0] == 401
+    assert api("GET", "/rooms/ops/presence")[0] == 200
+    assert api("GET", "/rooms/ops/messages", key=mint("u1", ["ops"]))[0] == 200
+    code, body, _ = api("GET", "/rooms/ops/messages", key=mint("u1", ["dev"]))
+    assert code == 403 and "not allowed" in body["error"]
+
+
+def test_delete_signs_the_user_out_of_every_connection(chat_server, connect):
+    """DELETE /users/<id>/connections closes each of that user's sockets with 1008 "signed out", and only theirs."""
+    _, api, ws = chat_server()
+    tabs = [connect(f"{ws}?room={room}&token={mint('u1')}") for room in ("a", "b")]
+    other = connect(f"{ws}?room=a&token={mint('u2')}")
+    for client in (*tabs, other):
+        client.welcome()
+    started = time.monotonic()
+    assert api("DELETE", "/users/u1/connections")[:2] == (202, {"user": "u1"})
+    for tab in tabs:
+        with pytest.raises(Closed) as closed:
+            tab.next_where(lambda e: False)
+        assert (closed.value.code, closed.value.reason) == (1008, "signed out")
+    assert time.monotonic() - started < 2
+    other.send("still here")
+    assert other.next_where(lambda e: e["state"] == 2)["message"] == "still here"
+
+
+def test_the_python_api_does_what_the_http_api_does(chat_server, connect):
+    """chat.publish, history, presence and disconnect act on the mounted chat, outside any request."""
+    chat, _, ws = chat_server()
+    listener = connect(f"{ws}?room=py&token={mint('u9')}")
+    listener.welcome()
+    sent = chat.publish("py", "from python", name="cron")
+    frame = listener.next_where(lambda e: e["state"] == 2)
+    assert (frame["id"], frame["name"]) == (sent["id"], "cron")
+    assert [m["message"] for m in chat.history("py")] == ["from python"]
+    assert chat.presence("py") == {"online": 1, "users": ["U9"]}
+    assert chat.disconnect("u9") == 1
+    assert listener.close_code() == 1008
+
+
+def test_publisher_in_another_process_posts_through_redis(make_server, connect, clean_redis_url):
+    """Publisher(redis_url).publish from a separate process reaches the clients of every worker, with its id."""
+    server = make_server(workers=2, CHAT_BACKEND_URL=clean_redis_url)
+    listeners = [connect(server.ws_url + "?room=deploys") for _ in range(4)]
+    for listener in listeners:
+        listener.welcome()
+    script = "from chat import Publisher; print(Publisher(%r).publish('deploys', 'Deploy finished', name='ci'))"
+    finished = subprocess.run(
+        [sys.executable, "-c", script % clean_redis_url], cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert finished.returncode == 0, finished.stderr
+    for listener in listeners:
+        frame = listener.next_where(lambda e: e["state"] == 2)
+        assert (frame["id"], frame["name"], frame["message"]) == (finished.stdout.strip(), "ci", "Deploy finished")
+
+
+def test_the_api_posts_through_redis_to_every_worker(make_server, connect, clean_redis_url):
+    """On two workers sharing Redis, a POST to either reaches every client, in one id order with theirs."""
+    server = make_server(workers=2, CHAT_BACKEND_URL=clean_redis_url, CHAT_API_KEY=KEY)
+    listeners = [connect(server.ws_url + "?room=shared") for _ in range(4)]
+    for listener in listeners:
+        listener.welcome()
+    request = urllib.request.Request(
+        f"{server.url}/api/rooms/shared/messages", data=json.dumps({"message": "posted"}).encode(),
+        method="POST", headers={"Authorization": f"Bearer {KEY}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        posted = json.load(response)
+    for listener in listeners:
+        assert listener.next_where(lambda e: e["state"] == 2)["id"] == posted["id"]
+
+
+@pytest.mark.xfail(strict=True, reason="sign-out reaches only the worker that took the request until the backend "
+                   "fans disconnect(user_id) out to every process")
+def test_sign_out_reaches_every_host(make_server, connect, clean_redis_url):
+    """A DELETE on one host closes the user's socket on another host that shares the Redis, within 2 s."""
+    hosts = [make_server(CHAT_BACKEND_URL=clean_redis_url, CHAT_API_KEY=KEY, CHAT_JWT_SECRET=SECRET) for _ in range(2)]
+    elsewhere = connect(f"{hosts[1].ws_url}?token={mint('u1')}")
+    elsewhere.welcome()
+    request = urllib.request.Request(
+        f"{hosts[0].url}/api/users/u1/connections", method="DELETE", headers={"Authorization": f"Bearer {KEY}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 202
+    assert elsewhere.close_code(timeout=2) == 1008
+    wait_for(lambda: hosts[1].health()["connections"] == 0, 2, "the other host to drop the socket")
