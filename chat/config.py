@@ -50,8 +50,8 @@ def _origins(text: str) -> tuple[str, ...]:
 
 
 def _backend_url(text: str) -> str:
-    if not text.startswith(("memory://", "redis://", "rediss://", "unix://")):
-        raise ValueError("must start with memory://, redis://, rediss:// or unix://")
+    if not text.startswith(("memory://", "redis://", "rediss://", "unix://", "redis+cluster://")):
+        raise ValueError("must start with memory://, redis://, rediss://, unix:// or redis+cluster://")
     return text
 
 

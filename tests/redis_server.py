@@ -172,6 +172,25 @@ class RedisCluster:
             finally:
                 client.close()
 
+    def node_for(self, key: str) -> RedisServer:
+        """Return the node that serves key's slot."""
+        client = redis.Redis(host="127.0.0.1", port=self.nodes[0].port, socket_timeout=1)
+        try:
+            slot = client.execute_command("CLUSTER", "KEYSLOT", key)
+            for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
+                    port = int(primary[1])
+                    return next(node for node in self.nodes if node.port == port)
+        finally:
+            client.close()
+        raise RuntimeError(f"no node serves the slot of {key}")
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
     def flushall(self) -> None:
         """Empty every primary."""
         for node in self.nodes:

@@ -20,6 +20,7 @@ from redis_server import RedisServer, flushall
 from chat import backends, config, protocol
 from chat.backends import Backend, Unavailable
 from chat.backends import redis as redis_backend
+from chat.backends.redis import keys as redis_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE, REPLAY = 5, 3
@@ -586,3 +587,17 @@ def test_an_identified_sender_is_carried_on_the_message(backend):
     replayed = [json.loads(item.payload) for item in backend.replay("lobby", None, 2).messages]
     for messages in (live, replayed):
         assert messages[0]["user"] == "u-42" and "user" not in messages[1]
+
+
+def test_a_process_swept_after_an_outage_writes_all_its_members_back(make_redis):
+    """A process whose liveness lapsed is swept; its next join in the room brings back every member it still has."""
+    alive, other = make_redis(PRESENCE_TTL=30), make_redis(PRESENCE_TTL=30)
+    started(alive)
+    started(other)
+    join(alive, "lobby", "a1", "Ann")
+    join(alive, "lobby", "a2", "Abe")
+    # What an outage longer than the TTL leaves: the deadline passed, and someone else's join sweeps.
+    alive._scripts["depart"](keys=[redis_keys.presence("lobby")[1]], args=[alive._pid], client=alive._client)
+    assert join(other, "lobby", "b1", "Bob") == 1
+    join(alive, "lobby", "a3", "Amy")
+    wait_for(lambda: other.users("lobby") == ["Abe", "Amy", "Ann", "Bob"], 5, "the swept members to come back")

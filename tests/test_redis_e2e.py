@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import websocket
 from conftest import Server, wait_for
-from redis_server import RedisServer
+from redis_server import RedisCluster, RedisServer
 
 TTL = 2.0
 
@@ -199,11 +199,14 @@ def send_all(sender: Peer, count: int, progress: list[int], interval: float) -> 
 
 
 @pytest.mark.slow
-def test_redis_restart_and_worker_kill_lose_no_acknowledged_message(make_server, peers):
-    """Across a Redis crash and a killed worker, every client gets every acknowledged message once, in order."""
-    with RedisServer(persistent=True) as store:
+@pytest.mark.parametrize("topology", ["server", "cluster"])
+def test_redis_restart_and_worker_kill_lose_no_acknowledged_message(make_server, peers, topology):
+    """Across a Redis crash (on a cluster: the room's primary) and a killed worker, every client gets every
+    acknowledged message once, in order."""
+    with RedisServer(persistent=True) if topology == "server" else RedisCluster(persistent=True) as redis_store:
+        store = redis_store if topology == "server" else redis_store.node_for("{chaos}")
         env = {
-            "CHAT_BACKEND_URL": store.url, "CHAT_RATE_LIMIT": "off", "CHAT_HISTORY_SIZE": "5000",
+            "CHAT_BACKEND_URL": redis_store.url, "CHAT_RATE_LIMIT": "off", "CHAT_HISTORY_SIZE": "5000",
             "CHAT_PRESENCE_TTL": str(TTL), "CHAT_HEARTBEAT_INTERVAL": "1",
         }
         front, back = make_server(workers=2, **env), make_server(**env)
@@ -235,6 +238,8 @@ def test_redis_restart_and_worker_kill_lose_no_acknowledged_message(make_server,
             store.stop(signal.SIGKILL)
             wait_for(lambda: first.notices + second.notices > 0, 10, "a sender to be told Redis is down")
             store.start()
+            if topology == "cluster":
+                redis_store.wait_ok()
             wait_for(lambda: progress[0] >= 1200, 20, "1200 messages sent")
             os.kill(doomed, signal.SIGKILL)
             killed = time.monotonic()

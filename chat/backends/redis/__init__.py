@@ -19,11 +19,11 @@ cluster slot):
 ``chat:{R}:live``
     Sharded pub/sub channel: each entry as the script appends it, with the id
     of the entry before it (``reader.py`` fills gaps from the stream).
-``chat:{R}:online``, ``:names``, ``:pids``, ``:on:<pid>``, ``:alive:<pid>``
+``chat:{R}:online``, ``:names``, ``:on``, ``:alive``
     Presence (``presence.py``): online counts connections per key (a user id,
     or a guest's member id), so a user in two tabs is one entry; names maps a
-    key to its name; each process has a hash of its members and a liveness key
-    with a TTL.
+    key to its name; on maps ``<pid>/<member>`` to the member's key and name;
+    alive holds each process's liveness deadline, which it renews.
 
 Every script declares all its keys and runs in one slot, so the backend works
 against one server and against a Redis Cluster (``redis+cluster://``) alike.
@@ -190,11 +190,11 @@ class RedisBackend:
         self._record.add(room, member, key, name)
         try:
             with self._reach():
-                tail, (online, names), reply = self._scripts["enter"](
-                    keys=[keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room, self._pid)],
+                tail, (online, names), reply, known = self._scripts["enter"](
+                    keys=[keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room)],
                     args=[
                         self._pid, member, key, name, self._ttl_ms, self._expiry_ms, PRESENCE_BACKLOG,
-                        keys.prefix(room), "" if since is None else since, limit, self._size, self._list_limit,
+                        "" if since is None else since, limit, self._size, self._list_limit,
                     ],
                     client=client,
                 )
@@ -202,6 +202,10 @@ class RedisBackend:
             self._record.remove(room, member)
             self._record.lost(room)
             raise
+        if not known and len(self._record.members(room)) > 1 and self._keeper is not None:
+            # This process had been swept from the room (after an outage longer than the TTL).
+            self._record.lost(room)
+            self._keeper.nudge.set()
         if self._subscriber is not None:
             self._subscriber.watch(room, sid(tail))
         users = sorted(value.decode() for value in names)
@@ -212,12 +216,11 @@ class RedisBackend:
         if self._record.remove(room, member) and self._subscriber is not None:
             self._subscriber.unwatch(room)
         client = self._redis()
-        pids, online, names, mine, _ = keys.presence(room, self._pid)
         try:
             with self._reach():
                 return int(self._scripts["leave"](
-                    keys=[keys.meta(room), keys.log(room), keys.channel(room), pids, online, names, mine],
-                    args=[member, PRESENCE_BACKLOG, keys.prefix(room), self._expiry_ms],
+                    keys=[keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room)],
+                    args=[self._pid, member, PRESENCE_BACKLOG, self._expiry_ms],
                     client=client,
                 ))
         except Unavailable:
@@ -241,11 +244,10 @@ class RedisBackend:
     def presence(self, room: str) -> tuple[int, list[str]]:
         """Return how many are online in room and (at most the list limit of) their names."""
         client = self._redis()
-        pids, online, names, _, _ = keys.presence(room, self._pid)
         with self._reach():
             count, values = self._scripts["users"](
-                keys=[keys.meta(room), keys.log(room), keys.channel(room), pids, online, names],
-                args=[PRESENCE_BACKLOG, keys.prefix(room), self._list_limit],
+                keys=[keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room)],
+                args=[PRESENCE_BACKLOG, self._list_limit],
                 client=client,
             )
         return int(count), sorted(value.decode() for value in values)
@@ -285,10 +287,9 @@ class RedisBackend:
             return
         rooms = self._record.clear()
         try:
-            with client.pipeline(transaction=False) as pipe:
-                for room in rooms:
-                    pipe.delete(keys.presence(room, self._pid)[4])
-                pipe.execute()
+            # Members still here leave with the next sweep of each room.
+            for room in rooms:
+                self._scripts["depart"](keys=[keys.presence(room)[1]], args=[self._pid], client=client)
         except UNREACHABLE as exc:
             log.warning("could not remove this process's presence from redis: %s", exc)
         client.close()

@@ -23,7 +23,7 @@ def channel(room: str) -> str:
     return prefix(room) + "live"
 
 
-def presence(room: str, pid: str) -> list[str]:
-    """Return the presence keys of room as seen by process pid: pids, online, names, on:<pid>, alive:<pid>."""
+def presence(room: str) -> list[str]:
+    """Return room's presence keys: on (pid/member -> key and name), alive (pid -> deadline), online, names."""
     start = prefix(room)
-    return [start + "pids", start + "online", start + "names", start + "on:" + pid, start + "alive:" + pid]
+    return [start + "on", start + "alive", start + "online", start + "names"]

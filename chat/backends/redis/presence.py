@@ -1,10 +1,10 @@
 """This process's presence in Redis: its own record of its members, and the thread that keeps them alive.
 
-Each room's presence lives in Redis as one hash per process (member -> key
-and name) and a liveness key per process with a TTL of ``PRESENCE_TTL``; the
-``Keeper`` thread renews every room's liveness a third of the TTL, so the
-members of a process that dies leave within the TTL (the next join or leave
-in the room sweeps them).  When a renewal finds this process's record gone
+Each room's presence lives in Redis as a hash of every process's members
+(``<pid>/<member>`` -> key and name) and a sorted set of each process's
+liveness deadline, ``PRESENCE_TTL`` ahead; the ``Keeper`` thread renews every
+room's deadline each third of the TTL, so the members of a process that dies
+leave within the TTL (the next join or leave in the room sweeps them).  When a renewal finds this process's record gone
 (Redis lost its data, or swept the process after an outage longer than the
 TTL), the keeper writes it again from ``Record``.
 """
@@ -90,9 +90,15 @@ class Keeper(threading.Thread):
         self.expiry_ms = max(1, int(settings["ROOM_EXPIRY"] * 1000))
         self.every = settings["PRESENCE_TTL"] / 3
         self.stopping = threading.Event()
+        #: Set to renew (and restore) now rather than at the next beat.
+        self.nudge = threading.Event()
 
     def run(self) -> None:
-        while not self.stopping.wait(self.every):
+        while True:
+            self.nudge.wait(self.every)
+            self.nudge.clear()
+            if self.stopping.is_set():
+                return
             try:
                 self.renew()
             except FAILURES as exc:
@@ -104,7 +110,7 @@ class Keeper(threading.Thread):
         lost = self.record.take_lost()
         try:
             renewed = self.each(rooms, lambda room, client: self.scripts["renew"](
-                keys=[keys.meta(room), keys.log(room), *keys.presence(room, self.pid)],
+                keys=[keys.meta(room), keys.log(room), *keys.presence(room)],
                 args=[self.pid, self.ttl_ms, self.expiry_ms],
                 client=client,
             ))
@@ -123,7 +129,7 @@ class Keeper(threading.Thread):
             args: list[Any] = [self.pid, self.ttl_ms, self.expiry_ms]
             for member, (key, name) in self.record.members(room).items():
                 args += [member, key, name]
-            return self.scripts["restore"](keys=keys.presence(room, self.pid), args=args, client=client)
+            return self.scripts["restore"](keys=keys.presence(room), args=args, client=client)
 
         self.each(list(rooms), write)
         log.info("restored this process's presence in %d rooms", len(rooms))
@@ -143,5 +149,6 @@ class Keeper(threading.Thread):
     def stop(self) -> None:
         """Stop renewing and join the thread."""
         self.stopping.set()
+        self.nudge.set()
         if self.is_alive():
             self.join(timeout=5)

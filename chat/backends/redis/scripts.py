@@ -14,7 +14,7 @@ from typing import Any
 
 FOLDER = Path(__file__).with_name("lua")
 LIBRARIES = ("common", "replay")
-NAMES = ("publish", "history", "enter", "leave", "users", "renew", "restore")
+NAMES = ("publish", "history", "enter", "leave", "users", "renew", "restore", "depart")
 
 
 @cache

@@ -57,22 +57,32 @@ local function depart(online, names, key)
   return true
 end
 
--- Processes whose liveness key expired (killed, or cut off longer than the
--- presence TTL) leave with all their members, announced like any leave.
-local function sweep(meta, log, channel, cap, pids, online, names, prefix)
-  for _, pid in ipairs(redis.call('SMEMBERS', pids)) do
-    if redis.call('EXISTS', prefix .. 'alive:' .. pid) == 0 then
-      local members = redis.call('HGETALL', prefix .. 'on:' .. pid)
-      for i = 1, #members, 2 do
-        local key, name = string.match(members[i + 1], '^([^\t]*)\t(.*)$')
-        if depart(online, names, key) then
-          announce(meta, log, channel, cap, 'leave', members[i], name, redis.call('HLEN', online))
-        end
+-- Redis's clock in milliseconds.
+local function now_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+
+-- Processes whose liveness deadline passed (killed, or cut off longer than
+-- the presence TTL) leave with all their members, announced like any leave.
+-- The scan of the room's members happens only when some process died.
+local function sweep(meta, log, channel, cap, on, alive, online, names)
+  local dead = redis.call('ZRANGEBYSCORE', alive, '-inf', now_ms())
+  if #dead == 0 then return end
+  local gone = {}
+  for _, pid in ipairs(dead) do gone[pid] = true end
+  local entries = redis.call('HGETALL', on)
+  for i = 1, #entries, 2 do
+    local pid, member = string.match(entries[i], '^([^/]*)/(.*)$')
+    if gone[pid] then
+      redis.call('HDEL', on, entries[i])
+      local key, name = string.match(entries[i + 1], '^([^\t]*)\t(.*)$')
+      if depart(online, names, key) then
+        announce(meta, log, channel, cap, 'leave', member, name, redis.call('HLEN', online))
       end
-      redis.call('DEL', prefix .. 'on:' .. pid)
-      redis.call('SREM', pids, pid)
     end
   end
+  redis.call('ZREM', alive, unpack(dead))
 end
 
 -- At most limit names of those online, and how many are online.

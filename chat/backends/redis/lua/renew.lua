@@ -1,7 +1,8 @@
 -- Keep this process's presence in a room alive, and the room from expiring while occupied.
--- KEYS: meta, log, pids, online, names, on:<pid>, alive:<pid>. ARGV: pid, ttl ms, expiry ms.
--- Returns 0 when this process's record is gone (Redis lost it, or swept it) and must be restored.
+-- KEYS: meta, log, on, alive, online, names. ARGV: pid, ttl ms, expiry ms.
+-- Returns 0 when this process's liveness is gone (Redis lost it, or swept the process) and its members
+-- must be written again.
 touch(ARGV[3], KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
-if redis.call('EXISTS', KEYS[6]) == 0 or redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0 then return 0 end
-redis.call('SET', KEYS[7], '1', 'PX', ARGV[2])
+if not redis.call('ZSCORE', KEYS[4], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[4], 'XX', now_ms() + tonumber(ARGV[2]), ARGV[1])
 return 1

@@ -1,0 +1,172 @@
+"""Scale-out at the shapes deployments have: join storms, thousands of rooms, and Redis's cost per message."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+from conftest import wait_for
+from crowd import handshake, masked
+from test_backends import started
+
+from chat import backends, config
+
+
+def welcome_or_close(port: int, path: str) -> tuple[object, str]:
+    """Open a raw client; return it with "welcome" or the close code it got instead."""
+    member = handshake(port, path)
+    member.sock.setblocking(True)
+    member.sock.settimeout(30)
+    data = member.buffer
+    while True:
+        while len(data) < 2 or len(data) < 2 + (data[1] & 0x7F if data[1] & 0x7F < 126 else 2):
+            data += member.sock.recv(65536)
+        size = data[1] & 0x7F
+        start = 2
+        if size == 126:
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        while len(data) < start + size:
+            data += member.sock.recv(65536)
+        opcode, payload, data = data[0] & 0x0F, data[start:start + size], data[start + size:]
+        if opcode == 0x8:
+            return member, f"close {int.from_bytes(payload[:2], 'big')}"
+        event = json.loads(payload)
+        if event.get("event") == "welcome":
+            member.buffer = data
+            return member, "welcome"
+
+
+def storm(port: int, count: int, in_flight: int, room: str) -> list[str]:
+    """Connect count clients with in_flight handshakes at a time; return what each got first."""
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="storm") as pool:
+        results = list(pool.map(lambda n: welcome_or_close(port, f"/ws?room={room.format(n=n)}"), range(count)))
+    for member, _ in results:
+        member.sock.close()
+    return [outcome for _, outcome in results]
+
+
+class Poller(threading.Thread):
+    """Poll /healthz until stopped, and keep every status seen."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(name="healthz-poller", daemon=True)
+        self.url, self.statuses, self.done = url, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.05):
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=10) as response:
+                    self.statuses.append(response.status)
+            except OSError as exc:
+                self.statuses.append(getattr(exc, "code", str(exc)))
+
+    def stop(self) -> list:
+        self.done.set()
+        self.join(15)
+        return self.statuses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "count", "in_flight"), [("gevent", 2000, 200), ("gthread", 900, 300)])
+def test_a_join_storm_on_redis_refuses_nobody(make_server, clean_redis_url, kind, count, in_flight):
+    """Clients joining at once, each in its own room, are all welcomed, and /healthz answers 200 throughout."""
+    server = make_server(kind, threads=1200, CHAT_BACKEND_URL=clean_redis_url, CHAT_MAX_CONNECTIONS="5000")
+    poller = Poller(server.url)
+    poller.start()
+    outcomes = storm(server.port, count, in_flight, "storm-{n}")
+    statuses = poller.stop()
+    assert outcomes.count("welcome") == count, {o: outcomes.count(o) for o in set(outcomes)}
+    assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+
+
+@pytest.mark.slow
+def test_two_thousand_rooms_each_get_their_own_messages_once_in_order(make_server, clean_redis_url):
+    """With a client in each of 2,000 rooms, messages to random rooms reach that room's client only, once, in order."""
+    server = make_server("gevent", CHAT_BACKEND_URL=clean_redis_url, CHAT_RATE_LIMIT="off")
+    rooms = 2000
+    members = []
+    for number in range(rooms):
+        member, outcome = welcome_or_close(server.port, f"/ws?room=r{number}")
+        assert outcome == "welcome"
+        members.append(member)
+    chooser = random.Random(7)
+    sent: dict[int, list[str]] = {}
+    for index in range(3000):
+        room = chooser.randrange(rooms)
+        text = f"r{room}:{index}"
+        sent.setdefault(room, []).append(text)
+        members[room].sock.sendall(masked(0x1, text.encode()))
+    received: dict[int, list[str]] = {room: [] for room in range(rooms)}
+    buffers = {room: members[room].buffer for room in range(rooms)}
+
+    def drained() -> bool:
+        for room, member in enumerate(members):
+            if len(received[room]) >= len(sent.get(room, [])):
+                continue
+            member.sock.setblocking(False)
+            try:
+                buffers[room] += member.sock.recv(1 << 20)
+            except BlockingIOError:
+                pass
+            buffers[room] = take_chats(buffers[room], received[room])
+        return all(len(received[room]) >= len(sent.get(room, [])) for room in range(rooms))
+
+    wait_for(drained, 60, "every room's messages")
+    for room in range(rooms):
+        assert received[room] == sent.get(room, []), f"room r{room}"
+    for member in members:
+        member.sock.close()
+
+
+def take_chats(data: bytes, into: list[str]) -> bytes:
+    """Parse complete server frames from data, append chat texts to into, and return what is left."""
+    while len(data) >= 2:
+        size, start = data[1] & 0x7F, 2
+        if size == 126:
+            if len(data) < 4:
+                break
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        if len(data) < start + size:
+            break
+        event = json.loads(data[start:start + size])
+        if event.get("state") == 2:
+            into.append(event["message"])
+        data = data[start + size:]
+    return data
+
+
+#: The commands a process reads rooms with (the stream reads of catch-up, the old XREAD loop, liveness pings).
+READS = ("cmdstat_xrange", "cmdstat_xread", "cmdstat_ping")
+
+
+def reader_commands(url: str) -> int:
+    """Return how many reading commands Redis ran since its statistics were reset."""
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return sum(stats.get(name, {}).get("calls", 0) for name in READS)
+
+
+@pytest.mark.parametrize("rooms", [10, 500])
+def test_redis_work_per_message_does_not_grow_with_the_rooms_watched(clean_redis_url, rooms):
+    """Once rooms are watched, delivering messages costs Redis no reading command per message, however many rooms."""
+    settings = {**config.DEFAULTS, "HISTORY_SIZE": 100, "PRESENCE_TTL": 30}
+    reader = backends.create(clean_redis_url, settings)
+    writer = backends.create(clean_redis_url, settings)
+    try:
+        names = [f"w{number}" for number in range(rooms)]
+        inbox = started(reader, *names)
+        for name in names:
+            writer.publish(name, "warm", "up")
+        inbox.wait(lambda box: all(box.ids(name) for name in names), 20)
+        redis.Redis.from_url(clean_redis_url).config_resetstat()
+        for index in range(200):
+            writer.publish(names[index % rooms], "ann", f"m{index}")
+        inbox.wait(lambda box: sum(len(box.ids(name)) for name in names) == rooms + 200, 20)
+        assert reader_commands(clean_redis_url) < 20
+    finally:
+        reader.close()
+        writer.close()
