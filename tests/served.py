@@ -1,10 +1,15 @@
-"""Flask apps served in the test's own process by werkzeug's threaded server, on free ports."""
+"""Apps served for tests: in the test's own process by werkzeug's threaded server, or under gunicorn."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from conftest import ROOT, Server, wait_for
 from flask import Flask
+from test_deploy import answers
 from werkzeug.serving import BaseWSGIServer, make_server
 
 
@@ -28,3 +33,16 @@ class Served:
             server.shutdown()
             thread.join(5)
             app.extensions["chat"].hub.stop()
+
+
+@contextmanager
+def under_gunicorn(target: str, health: str, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run target under gunicorn with the project's configuration; yield its URL and process once health answers."""
+    server = Server("gthread", target=target, **env)
+    process = subprocess.Popen(server.command(), cwd=ROOT, env=server.env, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: answers(server.url + health, process), 20, f"{target} to answer {health}")
+        yield server.url, process
+    finally:
+        process.terminate()
+        process.wait(20)

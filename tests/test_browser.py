@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Dialog, Locator, Page, WebSocketRoute, expect, sync_playwright
+from served import under_gunicorn
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -333,3 +334,65 @@ def test_retry_follows_the_close_code(server, open_page: Opener, code: int, retr
         page.clock.run_for(31_000)
         assert status.text_content() == "disconnected"
         assert len(routes) == 1
+
+
+@pytest.fixture
+def host_app_url() -> Iterator[str]:
+    """Serve examples/host_app.py under gunicorn (its chat at /chat) and return its base URL."""
+    with under_gunicorn("examples.host_app:app", "/chat/healthz", SECRET_KEY="browser-test-secret") as (url, _):
+        yield url
+
+
+def test_host_app_users_chat_by_name_and_are_signed_out(browser: Browser, host_app_url: str) -> None:
+    """Two users signed in to the host app see each other by name; a banned word is refused; sign-out ends the chat."""
+    errors: list[str] = []
+    contexts = []
+
+    def sign_in(user: str) -> Page:
+        context = browser.new_context(viewport=DESKTOP)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(f"{user}: {error}"))
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        page.goto(host_app_url + "/")
+        page.get_by_test_id("login-name").fill(user)
+        page.get_by_test_id("login").click()
+        expect(page.get_by_test_id("status")).to_have_text("connected")
+        expect(page.get_by_test_id("you")).to_contain_text(user)
+        expect(page.get_by_test_id("name")).to_have_count(0)
+        assert sockets and all(re.search(r"^ws://[^/]+/chat/ws\?", url) for url in sockets), sockets
+        return page
+
+    try:
+        alice, bob = sign_in("alice"), sign_in("bob")
+        for page in (alice, bob):
+            expect(page.get_by_test_id("users")).to_contain_text("alice")
+            expect(page.get_by_test_id("users")).to_contain_text("bob")
+            expect(page.get_by_test_id("online")).to_have_text("2")
+
+        say(alice, "hello bob")
+        expect(texts(bob)).to_have_text(["hello bob"])
+        expect(bob.get_by_test_id("message").locator(".who")).to_have_text("alice")
+        expect(alice.locator(".message.own")).to_have_count(1)
+
+        say(alice, "well darn it")
+        expect(alice.get_by_test_id("notice")).to_contain_text("not accepted")
+        say(alice, "sorry")
+        expect(texts(bob)).to_have_text(["hello bob", "sorry"])
+
+        home = alice.context.new_page()
+        home.goto(host_app_url + "/")
+        home.get_by_test_id("announce").click()
+        for page in (alice, bob):
+            expect(texts(page).last).to_have_text("Deploy finished (started by alice)")
+
+        home.get_by_test_id("logout").click()
+        expect(alice.get_by_test_id("problem")).to_have_text("signed out")
+        expect(alice.get_by_test_id("status")).to_have_text("disconnected")
+        expect(bob.get_by_test_id("online")).to_have_text("1")
+        expect(bob.get_by_test_id("users")).not_to_contain_text("alice")
+    finally:
+        for context in contexts:
+            context.close()
+    assert errors == []
