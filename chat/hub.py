@@ -152,6 +152,12 @@ class Hub:
         except Unavailable as exc:
             conn.send(protocol.notice("unavailable", exc.notice))
 
+    def sign_out(self, user_id: str) -> int:
+        """Close user_id's connections here and in every process sharing the backend; return how many were here."""
+        closed = self.disconnect_local(user_id)
+        self.backend.sign_out(user_id)
+        return closed
+
     def disconnect_local(self, user_id: str) -> int:
         """Close this process's connections of user_id with 1008 "signed out"; return how many."""
         mine = [conn for conn in self.connections() if conn.user == user_id]
@@ -185,7 +191,7 @@ class Hub:
             self._started = True
             self.fanout.start()
             # Under the lock, so no connection joins before the backend delivers.
-            self.backend.start(self.fanout.deliver)
+            self.backend.start(self.fanout.deliver, self.disconnect_local)
 
     def shutdown(self, timeout: float) -> None:
         """Close every connection with 1001 after its outbox, wait for them, and stop the threads."""

@@ -236,8 +236,6 @@ def test_the_api_posts_through_redis_to_every_worker(make_server, connect, clean
         assert listener.next_where(lambda e: e["state"] == 2)["id"] == posted["id"]
 
 
-@pytest.mark.xfail(strict=True, reason="sign-out reaches only the worker that took the request until the backend "
-                   "fans disconnect(user_id) out to every process")
 def test_sign_out_reaches_every_host(make_server, connect, clean_redis_url):
     """A DELETE on one host closes the user's socket on another host that shares the Redis, within 2 s."""
     hosts = [make_server(CHAT_BACKEND_URL=clean_redis_url, CHAT_API_KEY=KEY, CHAT_JWT_SECRET=SECRET) for _ in range(2)]

@@ -31,6 +31,7 @@ class Item(NamedTuple):
 
 
 Deliver = Callable[[str, list[Item]], None]
+SignOut = Callable[[str], None]
 
 
 class Unavailable(RuntimeError):
@@ -92,8 +93,12 @@ def resume(window: list[Item], since: int, last: int, epoch: int, oldest: int) -
 class Backend(Protocol):
     """The operations every backend implements."""
 
-    def start(self, deliver: Deliver) -> None:
-        """Subscribe this process: call deliver(room, items) for every event, in order."""
+    def start(self, deliver: Deliver, on_signout: SignOut | None = None) -> None:
+        """Subscribe this process: call deliver(room, items) for every event, in order, and on_signout(user)
+        when another process signs a user out."""
+
+    def sign_out(self, user: str) -> None:
+        """Tell every other process sharing this backend to close the connections of user."""
 
     def publish(self, room: str, name: str, text: str, user: str | None = None) -> int:
         """Store a chat message (from an identified user, if given), fan it out, and return its id."""

@@ -9,7 +9,7 @@ from itertools import islice
 from typing import Any
 
 from .. import protocol
-from . import Deliver, Entry, Item, Position, Replay, resume
+from . import Deliver, Entry, Item, Position, Replay, SignOut, resume
 
 
 class MemoryBackend:
@@ -66,10 +66,13 @@ class MemoryBackend:
             for table in (self._history, self._last, self._epochs, self._positions):
                 table.pop(oldest, None)
 
-    def start(self, deliver: Deliver) -> None:
+    def start(self, deliver: Deliver, on_signout: SignOut | None = None) -> None:
         """Subscribe this process to every room."""
         with self._lock:
             self._deliver = deliver
+
+    def sign_out(self, user: str) -> None:
+        """Do nothing: there is no other process."""
 
     def publish(self, room: str, name: str, text: str, user: str | None = None) -> int:
         """Store a chat message, fan it out, and return its id."""

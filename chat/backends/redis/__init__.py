@@ -37,6 +37,7 @@ being refused.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -54,10 +55,10 @@ from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, 
 from redis.retry import Retry
 
 from ... import protocol
-from .. import Deliver, Entry, Item, Replay, Unavailable, resume
+from .. import Deliver, Entry, Item, Replay, SignOut, Unavailable, resume
 from . import keys, scripts
 from .presence import Keeper, Record
-from .reader import StreamId, Subscriber, sid
+from .reader import ControlReader, StreamId, Subscriber, sid
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class RedisBackend:
         self._record = Record()
         self._subscriber: Subscriber | None = None
         self._keeper: Keeper | None = None
+        self._control: ControlReader | None = None
         self._closed = False
         self._up = True
         self._next_check = 0.0
@@ -148,8 +150,8 @@ class RedisBackend:
 
     # The interface.
 
-    def start(self, deliver: Deliver) -> None:
-        """Start delivering every watched room's events, and renewing this process's presence."""
+    def start(self, deliver: Deliver, on_signout: SignOut | None = None) -> None:
+        """Start delivering every watched room's events and sign-outs, and renewing this process's presence."""
         client = self._redis()
         with self._lock:
             if self._subscriber is not None or self._closed:
@@ -157,6 +159,18 @@ class RedisBackend:
             self._subscriber = Subscriber(client, deliver, self._item, self._node_of)
             self._keeper = Keeper(client, self._scripts, self._record, self._pid, self._settings)
             self._keeper.start()
+            if on_signout is not None:
+                node = client
+                if isinstance(client, RedisCluster):
+                    node = client.get_redis_connection(client.get_default_node())
+                self._control = ControlReader(node, on_signout, self._subscriber.stopping)
+                self._control.start()
+
+    def sign_out(self, user: str) -> None:
+        """Tell every process sharing this Redis to close the connections of user."""
+        client = self._redis()
+        with self._reach():
+            client.publish(keys.CONTROL, json.dumps({"signout": user}))
 
     def publish(self, room: str, name: str, text: str, user: str | None = None) -> int:
         """Store a chat message under the room's next id and return the id."""
@@ -283,6 +297,8 @@ class RedisBackend:
             subscriber.stop()
         if keeper is not None:
             keeper.stop()
+        if self._control is not None:
+            self._control.join(timeout=5)
         if client is None:
             return
         rooms = self._record.clear()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: Plain pub/sub channel for what one process tells every other (sign-outs).
+CONTROL = "chat:control"
+
 
 def prefix(room: str) -> str:
     """Return what every key of room starts with."""

@@ -298,3 +298,49 @@ class NodeReader(threading.Thread):
             return
         fields = {key.encode(): str(value).encode() for key, value in body.items()}
         self.subscriber.arrived(room, watch, prev, entry, fields)
+
+
+class ControlReader(threading.Thread):
+    """Receive what one process tells every other (a user signed out), on a plain pub/sub channel.
+
+    Plain pub/sub reaches every subscriber in a cluster whichever node they
+    listen on; these messages are rare and need no history.
+    """
+
+    def __init__(self, node: Any, on_signout: Callable[[str], None], stopping: threading.Event) -> None:
+        super().__init__(name="chat-redis-control", daemon=True)
+        self.node, self.on_signout, self.stopping = node, on_signout, stopping
+
+    def run(self) -> None:
+        delay = BACKOFF_MIN
+        while not self.stopping.is_set():
+            pubsub = None
+            try:
+                pubsub = self.node.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(keys.CONTROL)
+                delay = BACKOFF_MIN
+                while not self.stopping.is_set():
+                    message = pubsub.get_message(timeout=POLL * 10)
+                    if message is not None and message.get("type") == "message":
+                        self._arrived(message["data"])
+            except (redis.RedisError, RedisClusterException) as exc:
+                log.debug("control channel: %s", exc)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except redis.RedisError:
+                        pass
+
+    def _arrived(self, data: bytes) -> None:
+        try:
+            user = json.loads(data)["signout"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("skipping a malformed control message")
+            return
+        try:
+            self.on_signout(str(user))
+        except Exception:
+            log.exception("signing out %s failed", user)
