@@ -41,7 +41,7 @@ class Connection:
     """Deliver frames to one client in order, without ever blocking the caller."""
 
     __slots__ = (
-        "sock", "native", "fd", "ws", "room", "name", "user", "remote", "member", "started", "compress",
+        "sock", "native", "fd", "ws", "room", "name", "user", "remote", "member", "started", "compress", "version",
         "lock", "life", "outbox", "gate", "_on_backlog", "_on_closing", "_count", "_slow_wait",
     )
 
@@ -58,6 +58,7 @@ class Connection:
         on_closing: Notify,
         count: Callable[[str], None],
         user: str | None = None,
+        version: int = 1,
     ) -> None:
         self.sock = sock
         self.native = wire.native(sock)
@@ -67,6 +68,8 @@ class Connection:
         self.name = name
         #: The identified user's id, or None for a guest.
         self.user = user
+        #: The protocol version the client asked for (2: batched presence, acknowledged sends).
+        self.version = version
         self.remote = remote
         self.member = secrets.token_hex(8)
         self.started = time.monotonic()

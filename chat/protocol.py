@@ -49,6 +49,18 @@ def since(text: str | None) -> int | None:
     return int(text)
 
 
+VERSIONS = (1, 2)
+
+
+def version(text: str | None) -> int:
+    """Return the protocol version a client asked for with v= (1 when it gave none)."""
+    if text is None or text == "":
+        return 1
+    if text not in ("1", "2"):
+        raise ProtocolError("v must be 1 or 2")
+    return int(text)
+
+
 def is_blank(text: str) -> bool:
     """Tell whether a chat message has nothing to show."""
     return not text or text.isspace()

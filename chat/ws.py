@@ -78,6 +78,7 @@ def chat_socket(ws: object) -> None:
     try:
         room = protocol.room(request.args.get("room"))
         since = protocol.since(request.args.get("since"))
+        version = protocol.version(request.args.get("v"))
         who = chat.identity(request.args.get("token"))
         identity.authorize(who, room, settings["ANONYMOUS"])
         # An identified connection is named by its identity, whatever the query says.
@@ -102,7 +103,7 @@ def chat_socket(ws: object) -> None:
         return
     conn: Connection | None = None
     try:
-        conn = hub.connection(raw, ws_protocol, room=room, name=name, user=user, remote=address)
+        conn = hub.connection(raw, ws_protocol, room=room, name=name, user=user, remote=address, version=version)
         log.info("connect %s room=%s user=%s", address, room, user)
         if hub.join(conn, since):
             Reader(conn, settings, hub.publish, chat.metrics.count).serve()
