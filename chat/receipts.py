@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 #: Most keys remembered; past it the oldest are forgotten first.
@@ -22,15 +23,16 @@ class Conflict(Exception):
 class Receipts:
     """Remember, per key, what a request asked for and what it was answered, for ttl seconds."""
 
-    def __init__(self, ttl: float, size: int = SIZE) -> None:
+    def __init__(self, ttl: float, size: int = SIZE, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl, self.size = ttl, size
+        self._clock = clock
         self._lock = threading.Lock()
         #: key -> (what was asked, the answer or None while pending, when it expires), oldest first.
         self._entries: OrderedDict[Any, tuple[Any, dict | None, float]] = OrderedDict()
 
     def begin(self, key: Any, asked: Any) -> dict | None:
         """Return the answer already given for key, or None after reserving key; raise Conflict."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             entries = self._entries
             while entries and next(iter(entries.values()))[2] <= now:

@@ -140,7 +140,14 @@ def test_settings_come_from_app_config_then_environment_then_defaults(monkeypatc
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("CHAT_HISTORY_SIZE", -5), ("CHAT_ANONYMOUS", "maybe"), ("CHAT_API_KEY", "short")]
+    ("key", "value"),
+    [
+        ("CHAT_HISTORY_SIZE", -5),
+        ("CHAT_ANONYMOUS", "maybe"),
+        ("CHAT_API_KEY", "short"),
+        ("CHAT_JWT_SECRET", "too-short-for-hs256"),
+        ("CHAT_IDEMPOTENCY_TTL", "forever"),
+    ],
 )
 def test_a_bad_app_config_value_names_its_key(key, value):
     """A bad CHAT_* value in app.config stops init_app with a message that names it."""
