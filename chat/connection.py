@@ -107,7 +107,7 @@ class Connection:
         with self.lock:
             life = self.life
             if life.state is State.OPEN:
-                data = self.gate.render(batch, self._encoder())
+                data = self.gate.render(batch, self.version, self._encoder())
                 started = bool(data) and self._write_locked(data)
             elif life.state is State.JOINING:
                 self.gate.hold(batch)
@@ -247,7 +247,7 @@ class Connection:
             started = self._write_locked(b"".join([self._frame_locked(p) for p in payloads]), grace=True)
             encode = self._encoder()
             for batch in gate.release():
-                data = gate.render(batch, encode)
+                data = gate.render(batch, self.version, encode)
                 if data and self.life.live:
                     started = self._write_locked(data) or started
             opened = self.life.state is State.JOINING

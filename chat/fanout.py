@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import wire
 from .backends import Item, Position
+from .coalescer import Coalescer
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -38,28 +39,56 @@ RELEASE_WAIT = 10.0
 
 @dataclass(slots=True)
 class Batch:
-    """Events for one room, with their frames encoded once for every recipient."""
+    """Events for one room, with their frames encoded once for every recipient.
 
-    items: list[Item]
-    frames: list[bytes]
-    frame: bytes
+    A v1 client gets the chat messages and each join and leave while the room
+    has at most the list limit of members; a v2 client gets the chat messages,
+    and presence as digests (``coalescer``).  ``views`` holds, per version, the
+    items it gets with their frames; ``frames`` the same run joined.
+    """
+
+    views: dict[int, list[tuple[Item, bytes]]]
+    frames: dict[int, bytes]
     #: Positions of the first and last events in their room's order.
     first_at: Position
     last_at: Position
 
     @classmethod
-    def of(cls, items: list[Item]) -> Batch:
-        """Encode items (which carry their positions, in order) as one run of frames."""
-        frames = [wire.text_frame(item.payload) for item in items]
-        return cls(items, frames, b"".join(frames), items[0].at, items[-1].at)
+    def of(cls, items: list[Item], limit: int) -> Batch:
+        """Encode live items (which carry their positions, in order) for each protocol version."""
+        encoded = [(item, wire.text_frame(item.payload)) for item in items]
+        v1 = [pair for pair in encoded if pair[0].presence is None or pair[0].presence.online <= limit]
+        v2 = [pair for pair in encoded if pair[0].presence is None]
+        return cls.viewed(v1, v2, items[0].at, items[-1].at)
+
+    @classmethod
+    def digest(cls, item: Item) -> Batch:
+        """Encode a v2 presence digest, which v1 clients do not get."""
+        return cls.viewed([], [(item, wire.text_frame(item.payload))], item.at, item.at)
+
+    @classmethod
+    def viewed(cls, v1: list, v2: list, first: Position, last: Position) -> Batch:
+        """Build a batch from each version's items and frames."""
+        views = {1: v1, 2: v2}
+        frames = {version: b"".join([frame for _, frame in view]) for version, view in views.items()}
+        return cls(views, frames, first, last)
+
+    def empty(self) -> bool:
+        """Tell whether no client of any version gets anything from this batch."""
+        return not any(self.frames.values())
 
 
 class Fanout:
     """Write every room's events to its local connections from one thread, never waiting on a socket."""
 
-    def __init__(self, members: Callable[[str], list[Connection]], stats: Metrics) -> None:
+    def __init__(
+        self, members: Callable[[str], list[Connection]], stats: Metrics, interval: float = 0.25, limit: int = 200
+    ) -> None:
         self._members = members
         self._stats = stats
+        self._limit = limit
+        #: Owned by the fan-out thread.
+        self._coalescer = Coalescer(interval, limit)
         self._lock = threading.Lock()
         self._work: list[tuple[str, list[Item]]] = []
         self._watch: list[Connection] = []
@@ -156,7 +185,11 @@ class Fanout:
                     self._sleeping = idle
                 timeout: float | None = 0
                 if idle:
-                    timeout = max(0.0, deadlines[0][0] - time.monotonic()) if deadlines else None
+                    wake = [deadlines[0][0]] if deadlines else []
+                    digest = self._coalescer.due()
+                    if digest is not None:
+                        wake.append(digest)
+                    timeout = max(0.0, min(wake) - time.monotonic()) if wake else None
                 for key, _ in selector.select(timeout):
                     if key.data is None:
                         self._drain_wake()
@@ -181,6 +214,8 @@ class Fanout:
                     finally:
                         done.set()
                 now = time.monotonic()
+                for room, item in self._coalescer.take(now):
+                    self._fan_out_digest(selector, room, item)
                 while deadlines and deadlines[0][0] <= now:
                     heapq.heappop(deadlines)[2].expire()
         finally:
@@ -203,11 +238,25 @@ class Fanout:
             recipients = self._members(room)
             if not recipients:
                 continue
-            batch = Batch.of(items)
+            for item in items:
+                if item.presence is not None:
+                    self._coalescer.add(room, item.presence, item.at)
+            batch = Batch.of(items, self._limit)
+            if batch.empty():
+                continue
             for conn in recipients:
                 self._guarded(selector, conn, self._deliver_to, batch)
-            self._stats.delivered(len(recipients) * len(items), len(recipients) * len(batch.frame))
+            self._stats.delivered(len(recipients) * len(items), len(recipients) * len(batch.frames[1]))
         self._stats.fanned_out(time.perf_counter() - started)
+
+    def _fan_out_digest(self, selector: selectors.BaseSelector, room: str, item: Item) -> None:
+        recipients = [conn for conn in self._members(room) if conn.version == 2]
+        if not recipients:
+            return
+        batch = Batch.digest(item)
+        for conn in recipients:
+            self._guarded(selector, conn, self._deliver_to, batch)
+        self._stats.delivered(len(recipients), len(recipients) * len(batch.frames[2]))
 
     def _guarded(self, selector: selectors.BaseSelector, conn: Connection, step: Callable, *args: Any) -> None:
         """Run one step for one connection; a failing one is closed, and the fan-out goes on."""

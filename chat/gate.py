@@ -36,31 +36,26 @@ class Gate:
     def hold(self, batch: Batch) -> None:
         """Keep a batch until the replay is written."""
         self.pending.append(batch)
-        self.held += len(batch.frame)
+        self.held += len(batch.frames[1])
 
     def release(self) -> list[Batch]:
         """Return the waiting batches, oldest first, and keep none."""
         batches, self.pending, self.held = self.pending, [], 0
         return batches
 
-    def render(self, batch: Batch, frame: Frame | None) -> bytes:
-        """Return the bytes of batch this connection is owed, and move the floor past it.
+    def render(self, batch: Batch, version: int, frame: Frame | None) -> bytes:
+        """Return the bytes of batch this connection (of protocol version) is owed, and move the floor past it.
 
         frame encodes one payload for this connection; None means the batch's
         shared frames fit it as they are (no compression).
         """
         floor = self.floor
-        if batch.first_at <= floor:
-            parts = [
-                frame(item.payload) if frame is not None else encoded
-                for item, encoded in zip(batch.items, batch.frames, strict=True)
-                if item.at > floor
-            ]
-            data = b"".join(parts)
-        elif frame is not None:
-            data = b"".join([frame(item.payload) for item in batch.items])
+        view = [pair for pair in batch.views[version] if pair[0].at > floor] if batch.first_at <= floor else None
+        if view is not None or frame is not None:
+            pairs = batch.views[version] if view is None else view
+            data = b"".join([frame(item.payload) if frame is not None else encoded for item, encoded in pairs])
         else:
-            data = batch.frame
+            data = batch.frames[version]
         if batch.last_at > floor:
             self.floor = batch.last_at
         return data

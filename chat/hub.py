@@ -40,7 +40,7 @@ class Hub:
         self.stats = stats
         self._moderate = moderate
         self.limit: int = settings["MAX_CONNECTIONS"] or 1000
-        self.fanout = Fanout(self.members, stats)
+        self.fanout = Fanout(self.members, stats, settings["PRESENCE_INTERVAL"], settings["PRESENCE_LIST_LIMIT"])
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._rooms: dict[str, set[Connection]] = {}

@@ -101,6 +101,22 @@ def presence(
     return _encode(body)
 
 
+def digest(room_name: str, joins: list[str], leaves: list[str], joined: int, left: int, online: int) -> bytes:
+    """Build the state-3 presence event of protocol v2: who joined and left since the last one, and the count."""
+    parts = [f"{count} {verb}" for count, verb in ((joined, "joined"), (left, "left")) if count]
+    return _encode({
+        "state": 3,
+        "message": f"{', '.join(parts) or 'no change'}: {online} online",
+        "event": "presence",
+        "room": room_name,
+        "joins": joins,
+        "leaves": leaves,
+        "joined": joined,
+        "left": left,
+        "online": online,
+    })
+
+
 def _presence_text(event: str, who: str, online: int) -> str:
     if event == "join":
         return f"{who} joined"

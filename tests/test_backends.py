@@ -192,16 +192,16 @@ def test_deliveries_keep_publish_order_with_presence_between(backend):
     assert [item.id for item in history] == [first, second]
 
 
-def test_join_events_name_the_member_who_joined(backend):
-    """A join event carries the joining member's id, so that member's own connection can tell it apart."""
+def test_presence_events_name_the_member(backend):
+    """Join and leave events carry what they say: the event and the member id, even when names are the same."""
     joined = []
-    backend.start(lambda room, items: joined.extend(item.joiner for item in items if item.id is None))
+    backend.start(lambda room, items: joined.extend(item.presence[:2] for item in items if item.id is None))
     backend.watch("lobby")
     join(backend, "lobby", "m-first", "Same")
     join(backend, "lobby", "m-second", "Same")
     leave(backend, "lobby", "m-first")
     wait_for(lambda: len(joined) == 3, 10, "three presence events")
-    assert joined == ["m-first", "m-second", None]
+    assert joined == [("join", "m-first"), ("join", "m-second"), ("leave", "m-first")]
 
 
 def test_presence_counts_arrive_in_the_order_they_changed(backend):

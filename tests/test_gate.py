@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from chat import protocol, wire
-from chat.backends import Item
+from chat.backends import Item, Presence
 from chat.fanout import Batch
 from chat.gate import Gate
+
+LIMIT = 200
 
 
 def chat(message_id: int) -> Item:
@@ -15,48 +17,56 @@ def chat(message_id: int) -> Item:
 
 def join(after: int, k: int, member: str, online: int) -> Item:
     """Return the k-th presence event after chat message after: member joining, online after it."""
-    return Item(None, protocol.presence("join", "lobby", member, online), member, (after, k))
+    said = Presence("join", member, member, online)
+    return Item(None, protocol.presence("join", "lobby", member, online), said, (after, k))
 
 
 def test_events_at_or_before_the_floor_are_dropped_and_the_floor_moves():
     """Messages and presence events the replay and welcome covered are dropped; later ones pass, in order."""
     gate = Gate()
     gate.floor = (6, 1)
-    batch = Batch.of([chat(5), join(5, 1, "old", 3), chat(6), join(6, 1, "mine", 4), join(6, 2, "new", 5), chat(7)])
-    data = gate.render(batch, None)
-    assert data == wire.text_frame(batch.items[4].payload) + wire.text_frame(chat(7).payload)
+    items = [chat(5), join(5, 1, "old", 3), chat(6), join(6, 1, "mine", 4), join(6, 2, "new", 5), chat(7)]
+    data = gate.render(Batch.of(items, LIMIT), 1, None)
+    assert data == wire.text_frame(items[4].payload) + wire.text_frame(chat(7).payload)
     assert gate.floor == (7, 0)
-    assert gate.render(Batch.of([chat(6)]), None) == b""
+    assert gate.render(Batch.of([chat(6)], LIMIT), 1, None) == b""
 
 
 def test_an_older_count_never_follows_the_welcome():
     """A join counted before this connection's welcome (online 3 < 4) is not delivered after it."""
     gate = Gate()
     gate.floor = (9, 2)
-    assert gate.render(Batch.of([join(9, 1, "earlier", 3)]), None) == b""
+    assert gate.render(Batch.of([join(9, 1, "earlier", 3)], LIMIT), 1, None) == b""
 
 
 def test_a_batch_past_the_floor_is_shared_not_copied():
-    """A batch wholly after the floor is written as the very bytes every connection shares."""
+    """A batch wholly after the floor is written as the very bytes every connection of its version shares."""
     gate = Gate()
     gate.floor = (3, 0)
-    batch = Batch.of([join(3, 1, "other", 2), chat(4)])
-    assert gate.render(batch, None) is batch.frame
+    batch = Batch.of([join(3, 1, "other", 2), chat(4)], LIMIT)
+    assert gate.render(batch, 1, None) is batch.frames[1]
+
+
+def test_v2_gets_chats_without_single_presence_events_and_v1_loses_them_in_big_rooms():
+    """Protocol v2 never gets per-event joins; v1 gets them only while the room has at most the list limit."""
+    small, big = join(1, 1, "a", 3), join(1, 2, "b", LIMIT + 1)
+    batch = Batch.of([small, big, chat(2)], LIMIT)
+    assert Gate().render(batch, 2, None) == wire.text_frame(chat(2).payload)
+    assert Gate().render(batch, 1, None) == wire.text_frame(small.payload) + wire.text_frame(chat(2).payload)
 
 
 def test_hold_counts_bytes_and_release_hands_them_back_in_order():
     """Held batches are counted in bytes and released oldest first, leaving nothing."""
     gate = Gate()
-    first, second = Batch.of([chat(1)]), Batch.of([chat(2)])
+    first, second = Batch.of([chat(1)], LIMIT), Batch.of([chat(2)], LIMIT)
     gate.hold(first)
     gate.hold(second)
-    assert gate.held == len(first.frame) + len(second.frame)
+    assert gate.held == len(first.frames[1]) + len(second.frames[1])
     assert gate.release() == [first, second]
     assert (gate.pending, gate.held) == ([], 0)
 
 
 def test_an_encoder_renders_for_one_connection():
     """With an encoder (compression), each payload is encoded for this connection."""
-    gate = Gate()
-    data = gate.render(Batch.of([chat(1), chat(2)]), lambda payload: b"<" + payload + b">")
+    data = Gate().render(Batch.of([chat(1), chat(2)], LIMIT), 1, lambda payload: b"<" + payload + b">")
     assert data == b"<" + chat(1).payload + b"><" + chat(2).payload + b">"

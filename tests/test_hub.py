@@ -18,7 +18,7 @@ from wsproto.connection import Connection as Protocol
 from wsproto.events import CloseConnection, TextMessage
 
 from chat import config
-from chat.backends import Item
+from chat.backends import Item, Presence
 from chat.backends.memory import MemoryBackend
 from chat.connection import CLOSE_WAIT, Connection
 from chat.fanout import Batch
@@ -46,10 +46,11 @@ def test_admit_counts_the_limit_and_each_address():
 
 def test_batch_encodes_once_and_knows_its_ids():
     """A batch joins the frames of its events and records the positions of its first and last."""
-    items = [Item(None, b'{"state":3}', "m1", (6, 1)), Item(7, b"{}", None, (7, 0)), Item(8, b"{}", None, (8, 0))]
-    batch = Batch.of(items)
+    joined = Presence("join", "m1", "Ann", 2)
+    items = [Item(None, b'{"state":3}', joined, (6, 1)), Item(7, b"{}", None, (7, 0)), Item(8, b"{}", None, (8, 0))]
+    batch = Batch.of(items, 200)
     assert (batch.first_at, batch.last_at) == ((6, 1), (8, 0))
-    assert batch.frame.count(b"\x81") == 3
+    assert batch.frames[1].count(b"\x81") == 3 and batch.frames[2].count(b"\x81") == 2
 
 
 class Peer:
@@ -222,7 +223,10 @@ def test_no_data_frame_follows_the_close_reply(hub):
     stop = threading.Event()
 
     def publish() -> None:
-        while not stop.is_set():
+        # Bounded, so the outbox never reaches its limit (a 1013 would end the race another way).
+        for _ in range(3000):
+            if stop.is_set():
+                return
             hub.backend.publish("lobby", "racer", "data")
 
     reading = in_thread(peer.read_to_close, "peer")

@@ -18,13 +18,22 @@ from typing import Any, NamedTuple, Protocol
 Position = tuple[int, int]
 
 
+class Presence(NamedTuple):
+    """What a presence event says: who (member id and name) joined or left, and how many are online after."""
+
+    event: str
+    member: str
+    name: str
+    online: int
+
+
 class Item(NamedTuple):
     """One delivery: a chat message (with its id) or a presence event (id None), and its JSON payload."""
 
     id: int | None
     payload: bytes
-    #: For a join event, the member id of who joined.
-    joiner: str | None = None
+    #: For a presence event, what it says.
+    presence: Presence | None = None
     #: Where the event is in its room's order: (id, 0) for chat message id, (n, k) for the
     #: k-th presence event after chat message n.
     at: Position | None = None

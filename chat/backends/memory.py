@@ -9,7 +9,7 @@ from itertools import islice
 from typing import Any
 
 from .. import protocol
-from . import Deliver, Entry, Item, Position, Replay, SignOut, resume
+from . import Deliver, Entry, Item, Position, Presence, Replay, SignOut, resume
 
 
 class MemoryBackend:
@@ -124,7 +124,7 @@ class MemoryBackend:
                 counted = online.get(key)
                 if counted is None:
                     online[key] = [1, name]
-                    self._announce_locked(room, "join", name, len(online), member)
+                    self._announce_locked(room, Presence("join", member, name, len(online)))
                 else:
                     counted[0] += 1
             self._counter_locked(room)
@@ -136,6 +136,7 @@ class MemoryBackend:
         with self._lock:
             members = self._members.get(room, {})
             entry = members.pop(member, None)
+            leaver = member
             if not members:
                 self._members.pop(room, None)
             self._use_locked(room)
@@ -148,14 +149,15 @@ class MemoryBackend:
                 del online[entry[0]]
                 if not online:
                     self._online.pop(room, None)
-                self._announce_locked(room, "leave", entry[1], len(online))
+                self._announce_locked(room, Presence("leave", leaver, entry[1], len(online)))
             return len(online)
 
-    def _announce_locked(self, room: str, event: str, name: str, online: int, joiner: str | None = None) -> None:
+    def _announce_locked(self, room: str, said: Presence) -> None:
         last, count = self._positions.get(room) or (self._counter_locked(room), 0)
         at = self._positions[room] = (last, count + 1)
         if self._deliver is not None:
-            self._deliver(room, [Item(None, protocol.presence(event, room, name, online), joiner, at)])
+            payload = protocol.presence(said.event, room, said.name, said.online)
+            self._deliver(room, [Item(None, payload, said, at)])
 
     def watch(self, room: str) -> None:
         """Do nothing: this process sees every room."""

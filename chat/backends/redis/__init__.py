@@ -55,7 +55,7 @@ from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, 
 from redis.retry import Retry
 
 from ... import protocol
-from .. import Deliver, Entry, Item, Replay, SignOut, Unavailable, resume
+from .. import Deliver, Entry, Item, Presence, Replay, SignOut, Unavailable, resume
 from . import keys, scripts
 from .presence import Keeper, Record
 from .reader import ControlReader, StreamId, Subscriber, sid
@@ -201,7 +201,6 @@ class RedisBackend:
         """Join room's presence and start delivering it here; return the replay and who is online, in one call."""
         client = self._redis()
         key = presence_key(member, user)
-        self._record.add(room, member, key, name)
         try:
             with self._reach():
                 tail, (online, names), reply, known = self._scripts["enter"](
@@ -213,10 +212,12 @@ class RedisBackend:
                     client=client,
                 )
         except Unavailable:
-            self._record.remove(room, member)
             self._record.lost(room)
             raise
-        if not known and len(self._record.members(room)) > 1 and self._keeper is not None:
+        # Recorded once Redis has it, so that a restore never writes a member before its own join does.
+        others = self._record.members(room)
+        self._record.add(room, member, key, name)
+        if not known and others and self._keeper is not None:
             # This process had been swept from the room (after an outage longer than the TTL).
             self._record.lost(room)
             self._keeper.nudge.set()
@@ -340,9 +341,8 @@ class RedisBackend:
         ms, seq = entry
         if seq:
             event, name, online = fields[b"e"].decode(), fields[b"n"].decode(), int(fields[b"o"])
-            member = fields.get(b"m")
-            joiner = member.decode() if member is not None and event == "join" else None
-            return Item(None, protocol.presence(event, room, name, online), joiner, entry)
+            said = Presence(event, fields.get(b"m", b"").decode(), name, online)
+            return Item(None, protocol.presence(event, room, name, online), said, entry)
         user = fields.get(b"u") or None
         payload = protocol.chat(
             ms, room, fields[b"n"].decode(), fields[b"x"].decode(), int(fields[b"ts"]), user and user.decode(),

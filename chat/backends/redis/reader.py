@@ -202,6 +202,8 @@ class NodeReader(threading.Thread):
         self._synced: dict[str, Watch] = {}
         self._next_ping = 0.0
         self._pinged: float | None = None
+        #: Rooms subscribed whose catch-up from the stream is still to be done.
+        self._fresh: dict[str, Watch] = {}
 
     def run(self) -> None:
         delay = BACKOFF_MIN
@@ -215,7 +217,9 @@ class NodeReader(threading.Thread):
                     self.changed.set()
                 if self.changed.is_set():
                     self.changed.clear()
-                    self._sync()
+                    self._subscribe()
+                    self._back()
+                    self._catch_up()
                 self._read()
             except (redis.RedisError, RedisClusterException) as exc:
                 if stop.is_set():
@@ -227,11 +231,14 @@ class NodeReader(threading.Thread):
                 stop.wait(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
             else:
-                if not self.up:
-                    log.info("redis reader of %s is back", self.node_name)
-                self.up = True
+                self._back()
                 delay = BACKOFF_MIN
         self._drop()
+
+    def _back(self) -> None:
+        if not self.up:
+            log.info("redis reader of %s is back", self.node_name)
+        self.up = True
 
     def _drop(self) -> None:
         if self._pubsub is not None:
@@ -241,23 +248,25 @@ class NodeReader(threading.Thread):
                 pass
             self._pubsub = None
 
-    def _sync(self) -> None:
-        """Subscribe to the rooms newly watched on this node, catch them up, and drop the others."""
+    def _subscribe(self) -> None:
+        """Subscribe to the rooms newly watched on this node, and drop the others."""
         wanted = self.subscriber.rooms_of(self.node_name)
         gone = [room for room in self._synced if room not in wanted]
         if gone:
             self._pubsub.sunsubscribe(*[keys.channel(room) for room in gone])
             for room in gone:
                 del self._synced[room]
-        fresh = {room: watch for room, watch in wanted.items() if self._synced.get(room) is not watch}
-        if not fresh:
-            return
-        new_channels = [keys.channel(room) for room in fresh if room not in self._synced]
+        self._fresh = {room: watch for room, watch in wanted.items() if self._synced.get(room) is not watch}
+        new_channels = [keys.channel(room) for room in self._fresh if room not in self._synced]
         if new_channels:
             self._pubsub.ssubscribe(*new_channels)
-        # What was published before the subscription took hold is in the stream.
-        self.subscriber.catch_up(fresh)
-        self._synced.update(fresh)
+
+    def _catch_up(self) -> None:
+        """Deliver what was published in the newly watched rooms before their subscription took hold."""
+        if self._fresh:
+            self.subscriber.catch_up(self._fresh)
+            self._synced.update(self._fresh)
+            self._fresh = {}
 
     def _read(self) -> None:
         self._check_alive()
