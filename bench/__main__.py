@@ -1,4 +1,4 @@
-"""Benchmark the chat server against a Node.js ws server and a tutorial flask-sock server."""
+"""Benchmark the chat server against Node.js ws, websockets, picows, Flask-SocketIO and a tutorial server."""
 
 import argparse
 import dataclasses
@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 from bench import deps, proc, report, runner
-from bench.scenarios import FULL, scenarios
+from bench.scenarios import FULL, QUICK, scenarios
+from bench.servers import SERVERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SERVERS = ("chat", "chat-gevent", "node", "tutorial")
 OPEN_FILES = 16384
 
 
@@ -41,12 +41,20 @@ def name_list(text: str) -> list[str]:
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per scenario and server (default 3)")
-    parser.add_argument("--scenarios", type=id_list, default=None, help="e.g. 1,2 (default: all)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per scenario and server (default 3, quick 1)")
+    parser.add_argument(
+        "--scenarios", type=id_list, default=None,
+        help=f"e.g. 1,2 (default: all; quick: {','.join(map(str, QUICK))})",
+    )
     parser.add_argument("--servers", type=name_list, default=list(SERVERS), help="e.g. chat,node (default: all)")
-    parser.add_argument("--quick", action="store_true", help="small client counts and short runs")
+    parser.add_argument("--quick", action="store_true", help="small client counts and short runs, every server once")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default bench/results)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.scenarios is None:
+        args.scenarios = list(QUICK) if args.quick else list(FULL)
+    return args
 
 
 def node_version() -> str:
@@ -59,12 +67,12 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        deps.ensure()
+        deps.ensure(peers=any(SERVERS[name].peers_venv for name in args.servers))
     except (deps.MissingTool, subprocess.CalledProcessError) as exc:
         print(f"bench: cannot install what the benchmark needs: {exc}", file=sys.stderr)
         return 2
     table = scenarios(args.quick)
-    chosen = {sid: table[sid] for sid in (args.scenarios or table)}
+    chosen = {sid: table[sid] for sid in args.scenarios}
     files = proc.raise_open_files(OPEN_FILES)
     machine = {**proc.machine(), "node": node_version(), "open_files": files}
     print(f"machine: {machine['nproc']} × {machine['cpu']}, kernel {machine['kernel']}, "

@@ -3,7 +3,7 @@
 //
 // Usage: node loadgen.js '<json config>'
 //
-// Opens `clients` WebSockets to `url`, then drives one of three loads:
+// Opens `clients` connections to `url`, then drives one of three loads:
 //   flat  - `senders` clients each keep `window` messages in flight (sent but not
 //           yet echoed back to the sender) for `duration` seconds;
 //   rate  - client 0 sends `rate` messages per second for `duration` seconds;
@@ -12,6 +12,11 @@
 // bytes; every client checks loss, duplicates and per-sender order and records
 // latency. Frames of other runs (history replay), heartbeats and presence events
 // are counted and otherwise ignored.
+//
+// `protocol` is `ws` (plain WebSocket through wsclient.js; every text frame is
+// a message) or `socketio` (Node's socket.io-client through sioclient.js; every
+// "message" event is a message, and `url` is the server's http:// address). Both
+// feed the same checks, so the two modes measure the same things.
 //
 // Progress is reported as JSON lines on stdout: `ready` (after a warm-up
 // connection), `connected` (all clients open, presence traffic settled), `done`
@@ -25,6 +30,7 @@ const { WsClient, OPEN } = require('./wsclient');
 
 const config = {
   url: 'ws://127.0.0.1:8080/ws',
+  protocol: 'ws',
   run: Math.random().toString(36).slice(2, 10),
   clients: 10,
   senders: 1,
@@ -48,7 +54,8 @@ const config = {
 
 const PIPE = 124;
 const ZERO = 48;
-const prefix = Buffer.from(`r${config.run}|`);
+const prefixText = `r${config.run}|`;
+const prefix = Buffer.from(prefixText);
 const now = () => performance.now();
 
 const stats = {
@@ -91,8 +98,29 @@ function field(data) {
   return -1;
 }
 
+// Read a decimal number from a string field; -1 if it is not one.
+function number(text) {
+  return /^\d+$/.test(text) ? Number(text) : -1;
+}
+
+// Return the `state` of a server frame that is not a message of this run.
+function stateOf(data) {
+  const head = data.toString('utf8', 0, Math.min(data.length, 40));
+  const match = /"state"\s*:\s*(\d+)/.exec(head) || /"state"\s*:\s*(\d+)/.exec(data.toString());
+  return match ? Number(match[1]) : 0;
+}
+
 function countKey(table, key) {
   table[key] = (table[key] || 0) + 1;
+}
+
+// Socket.IO is only loaded in its mode, so the WebSocket mode needs no npm package.
+function connection(handlers) {
+  if (config.protocol === 'socketio') {
+    const { SioClient } = require('./sioclient');
+    return new SioClient(config.url, handlers, { timeout: config.connectTimeout });
+  }
+  return new WsClient(config.url, handlers, { timeout: config.connectTimeout });
 }
 
 class Sender {
@@ -152,33 +180,29 @@ class Client {
 
   open() {
     return new Promise((resolve) => {
-      this.conn = new WsClient(
-        config.url,
-        {
-          open: () => {
-            if (this.stalled) this.conn.pause();
-            resolve(true);
-          },
-          message: (data) => {
-            this.onMessage(data);
-            for (const listener of this.listeners) listener();
-          },
-          refused: (status) => {
-            this.httpStatus = status;
-            this.refused = true;
-            this.closedAt = now();
-            countKey(stats.errors, status === null ? 'connect failed' : `http ${status}`);
-            resolve(false);
-          },
-          error: (reason) => countKey(stats.errors, reason),
-          close: (code) => {
-            this.closeCode = code;
-            this.closedAt = now();
-            if (!closing && !this.stalled) countKey(stats.closeCodes, code);
-          },
+      this.conn = connection({
+        open: () => {
+          if (this.stalled) this.conn.pause();
+          resolve(true);
         },
-        { timeout: config.connectTimeout },
-      );
+        message: (data) => {
+          this.onMessage(data);
+          for (const listener of this.listeners) listener();
+        },
+        refused: (status) => {
+          this.httpStatus = status;
+          this.refused = true;
+          this.closedAt = now();
+          countKey(stats.errors, status === null ? 'connect failed' : `http ${status}`);
+          resolve(false);
+        },
+        error: (reason) => countKey(stats.errors, reason),
+        close: (code) => {
+          this.closeCode = code;
+          this.closedAt = now();
+          if (!closing && !this.stalled) countKey(stats.closeCodes, code);
+        },
+      });
       this.conn.connect();
     });
   }
@@ -188,17 +212,41 @@ class Client {
   }
 
   onMessage(data) {
+    if (config.protocol === 'socketio') this.onEvent(data);
+    else this.onFrame(data);
+  }
+
+  // A WebSocket text frame, as bytes: found and read without parsing the JSON.
+  onFrame(data) {
     if (this.stalled) return;
     const at = data.indexOf(prefix);
     if (at < 0) {
-      this.onOther(data);
+      this.onOther(stateOf(data));
       return;
     }
     if (!measuring) return;
     cursor = at + prefix.length;
     const sender = field(data);
     const seq = field(data);
-    const sentAt = field(data);
+    this.onChat(sender, seq, field(data));
+  }
+
+  // A Socket.IO "message" event, already parsed by socket.io-client.
+  onEvent(payload) {
+    if (this.stalled) return;
+    const text = payload !== null && typeof payload === 'object' ? payload.message : undefined;
+    const at = typeof text === 'string' ? text.indexOf(prefixText) : -1;
+    if (at < 0) {
+      this.onOther(payload !== null && typeof payload === 'object' ? Number(payload.state) || 0 : 0);
+      return;
+    }
+    if (!measuring) return;
+    const parts = text.slice(at + prefixText.length).split('|', 3);
+    this.onChat(number(parts[0]), number(parts[1]), number(parts[2]));
+  }
+
+  // One message of this run: check it against its sender's sequence, record its latency.
+  onChat(sender, seq, sentAt) {
     if (sender < 0 || seq < 0 || sentAt < 0) {
       countKey(stats.errors, 'malformed message');
       return;
@@ -230,10 +278,7 @@ class Client {
     if (this.sender !== null && sender === this.sender.id) this.sender.ack(seq);
   }
 
-  onOther(data) {
-    const head = data.toString('utf8', 0, Math.min(data.length, 40));
-    const match = /"state"\s*:\s*(\d+)/.exec(head) || /"state"\s*:\s*(\d+)/.exec(data.toString());
-    const state = match ? Number(match[1]) : 0;
+  onOther(state) {
     if (state === 1) {
       if (!measuring) return;
       const t = now();
@@ -348,13 +393,13 @@ function percentile(sorted, q) {
 }
 
 async function probeStalled(client) {
-  const before = client.conn.socket.bytesRead;
+  const before = client.conn.bytesRead;
   const start = now();
   client.conn.resume();
   while (client.closeCode === null && now() - start < config.probeTimeout * 1000) await sleep(20);
   return {
     close_code: client.closeCode,
-    bytes_buffered: client.conn.socket.bytesRead - before,
+    bytes_buffered: client.conn.bytesRead - before,
   };
 }
 
@@ -453,6 +498,7 @@ async function main() {
     event: 'done',
     run: config.run,
     mode: config.mode,
+    protocol: config.protocol,
     clients: config.clients,
     open,
     senders: senders.length,

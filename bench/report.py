@@ -9,12 +9,14 @@ from pathlib import Path
 from bench.scenarios import Scenario
 
 BACKGROUND_WARNING = 0.15
+BEHIND = 0.95
 STALL_BASELINE = {5: 3, 7: 1}
 LEGEND = """\
 Deliveries/s: messages received, summed over all clients, from the first send to the last delivery.
 Received/expected: expected is messages sent × clients open; lost is what had not arrived by the end
 of the run (10 s after the last send at most, or 2 s without any delivery); dup and ooo are
-duplicates and messages that arrived after a later one from the same sender.
+duplicates and messages that arrived after a later one from the same sender. A server "falls behind"
+at a fixed rate when it delivers less than 95% of the offered deliveries/s (sent × clients per second).
 Latency: from send to receipt on every client, one clock (sender and receivers share a process).
 Server CPU: user + system time of all the server's processes during the measured phase, per delivery.
 Connect s: time to open all clients, 100 handshakes at a time."""
@@ -93,6 +95,8 @@ def row(scenario: Scenario, server: str, runs: list[dict]) -> dict:
         "duplicates": sum(x["duplicates"] for x in loads),
         "out_of_order": sum(x["out_of_order"] for x in loads),
         "deliveries_per_s": each(lambda r: r["load"]["deliveries_per_s"]) if scenario.delivers else None,
+        "offered_per_s": each(offered) if scenario.mode == "rate" else None,
+        "lag_s": each(lambda r: r["load"]["window_s"] - r["load"]["send_s"]) if scenario.delivers else None,
         "p50_ms": each(lambda r: r["load"]["latency_ms"]["p50"]),
         "p99_ms": each(lambda r: r["load"]["latency_ms"]["p99"]),
         "max_ms": each(lambda r: r["load"]["latency_ms"]["max"]),
@@ -105,6 +109,7 @@ def row(scenario: Scenario, server: str, runs: list[dict]) -> dict:
         "heartbeats": each(lambda r: r["load"]["heartbeats"]),
         "close_codes": dict(closes),
         "failed_connects": sum(r["connect"]["failed"] for r in ok),
+        "short_open": [r["connect"]["open"] for r in ok if r["connect"]["open"] < r["connect"]["clients"]],
         "generator_saturated": sum(1 for x in loads if x["gen_saturated"]),
         "background_cpu": each(lambda r: r["other_cpu_s"] / max(r["load"]["gen_wall_s"], 1e-9)),
         "server_died": sum(1 for r in ok if not r["server_alive"]),
@@ -114,9 +119,49 @@ def row(scenario: Scenario, server: str, runs: list[dict]) -> dict:
     return out
 
 
+def offered(run: dict) -> float:
+    """Return the deliveries per second a fixed-rate run asked for: messages sent times clients, per second."""
+    load = run["load"]
+    return load["expected"] / load["send_s"] if load["send_s"] else 0.0
+
+
+def behind(r: dict) -> bool:
+    """Return whether a fixed-rate row delivered less than BEHIND of what was offered."""
+    rate, asked = r.get("deliveries_per_s"), r.get("offered_per_s")
+    return bool(rate and asked and rate["median"] < BEHIND * asked["median"])
+
+
+def flags(r: dict) -> list[str]:
+    """Return short words for what is wrong with a row, for the chart."""
+    found = []
+    if behind(r):
+        found.append("behind")
+    if r["lost"]:
+        found.append("lost")
+    if r["out_of_order"]:
+        found.append("ooo")
+    if r["duplicates"]:
+        found.append("dup")
+    if r["generator_saturated"]:
+        found.append("gen sat")
+    return found
+
+
 def notes(r: dict) -> str:
     """Return the scenario-specific findings of a row as a short phrase."""
     parts = []
+    if behind(r):
+        parts.append(
+            f"falls behind: {r['deliveries_per_s']['median'] / r['offered_per_s']['median']:.0%} of the offered "
+            f"{number(r['offered_per_s']['median'])} deliveries/s, the last delivery {cell(r['lag_s'])} s "
+            "after the last send"
+        )
+    if r["lost"]:
+        parts.append(f"{r['lost']:,} messages not delivered by the end of the drain")
+    if r["out_of_order"]:
+        parts.append(f"reorders: {r['out_of_order']:,} arrived after a later message of the same sender")
+    if r["duplicates"]:
+        parts.append(f"{r['duplicates']:,} delivered twice")
     if r["scenario"] in (4, 6) and r["rss_per_conn_kb"]:
         parts.append(f"{cell(r['rss_per_conn_kb'])} KB, {cell(r['threads_per_conn'])} threads per connection")
     if r["scenario"] == 6 and r["heartbeat_coverage"]:
@@ -147,6 +192,11 @@ def notes(r: dict) -> str:
         parts.append("closes " + ", ".join(f"{k} ×{v}" for k, v in sorted(r["close_codes"].items())))
     if r["failed_connects"]:
         parts.append(f"{r['failed_connects']} connects failed")
+    if r["short_open"]:
+        parts.append(
+            f"clients closed before the measured phase in {len(r['short_open'])}/{r['runs']} runs "
+            f"({min(r['short_open']):,} open at the least)"
+        )
     if r["generator_saturated"]:
         parts.append(f"generator saturated in {r['generator_saturated']}/{r['runs']} runs")
     if r["background_cpu"] and r["background_cpu"]["max"] > BACKGROUND_WARNING:
@@ -189,45 +239,60 @@ def table(rows: list[dict]) -> str:
 CHART_PANELS = (
     ("deliveries_per_s", "Deliveries per second (higher is better)", "log"),
     ("p99_ms", "p99 latency, ms (lower is better)", "log"),
-    ("cpu_per_delivery_us", "Server CPU µs per delivery (lower is better)", "linear"),
+    ("cpu_per_delivery_us", "Server CPU µs per delivery (lower is better)", "log"),
+    ("rss_per_conn_kb", "KB per idle connection (lower is better)", "linear"),
 )
 
 
 def chart(rows: list[dict], path: Path, caption: str = "") -> None:
-    """Draw deliveries/s, p99 latency and CPU per delivery per scenario and server into a PNG."""
+    """Draw deliveries/s, p99 latency, CPU per delivery and memory per connection into a PNG.
+
+    The first three panels show the scenarios that deliver messages, the last one
+    the idle scenarios; a bar whose row needs a note is labelled with its flags.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if r["deliveries_per_s"] and r["p99_ms"]]
-    if not rows:
+    busy = [r for r in rows if r["deliveries_per_s"] and r["p99_ms"]]
+    idle = [r for r in rows if not r["deliveries_per_s"] and r["rss_per_conn_kb"]]
+    if not busy and not idle:
         return
-    scenarios = sorted({r["scenario"] for r in rows})
     servers = list(dict.fromkeys(r["server"] for r in rows))
-    fig, axes = plt.subplots(1, len(CHART_PANELS), figsize=(15, 4.4))
+    colours = {server: plt.cm.tab10(i % 10) for i, server in enumerate(servers)}
+    fig, axes = plt.subplots(1, len(CHART_PANELS), figsize=(20, 5.2), width_ratios=[3, 3, 3, 1.6])
     width = 0.8 / len(servers)
-    for i, server in enumerate(servers):
-        for ax, (key, _, _) in zip(axes, CHART_PANELS, strict=True):
-            xs, ys, lo, hi = [], [], [], []
+    for ax, (key, title, scale) in zip(axes, CHART_PANELS, strict=True):
+        shown = idle if key == "rss_per_conn_kb" else busy
+        scenarios = sorted({r["scenario"] for r in shown})
+        for i, server in enumerate(servers):
             for j, sid in enumerate(scenarios):
-                r = next((r for r in rows if r["scenario"] == sid and r["server"] == server), None)
-                if r and r[key]:
-                    xs.append(j + (i - (len(servers) - 1) / 2) * width)
-                    ys.append(r[key]["median"])
-                    lo.append(r[key]["median"] - r[key]["min"])
-                    hi.append(r[key]["max"] - r[key]["median"])
-            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=server)
-    labels = [f"scenario {sid}" for sid in scenarios]
-    for ax, (_, title, scale) in zip(axes, CHART_PANELS, strict=True):
-        ax.set_xticks(range(len(scenarios)), labels)
+                r = next((r for r in shown if r["scenario"] == sid and r["server"] == server), None)
+                if not r or not r[key]:
+                    continue
+                x = j + (i - (len(servers) - 1) / 2) * width
+                value = r[key]["median"]
+                ax.bar(
+                    x, value, width, color=colours[server],
+                    yerr=[[value - r[key]["min"]], [r[key]["max"] - value]], capsize=2,
+                )
+                marks = flags(r) if key == "deliveries_per_s" else []
+                if marks:
+                    ax.annotate(
+                        ", ".join(marks), (x, r[key]["max"]), xytext=(0, 3), textcoords="offset points",
+                        rotation=90, ha="center", va="bottom", fontsize=6,
+                    )
+        ax.set_xticks(range(len(scenarios)), [f"scenario {sid}" for sid in scenarios])
         ax.set_title(title, fontsize=10)
         ax.set_yscale(scale)
+        ax.margins(y=0.25)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend()
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in servers]
+    fig.legend(handles, servers, loc="lower center", ncol=len(servers), fontsize=9, frameon=False)
     if caption:
         fig.suptitle(caption, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -18,7 +18,7 @@ def measure(server: str, scenario: Scenario, logs: Path, tag: str) -> dict:
     run = secrets.token_hex(4)
     result: dict = {"server": server, "scenario": scenario.id, "run": run}
     with servers.start(server, scenario.connections, scenario.limit, log=logs / f"{tag}.server.log") as running:
-        config = scenario.loadgen(running.url, run)
+        config = scenario.loadgen(running.url, run, running.protocol)
         with Generator(config, log=logs / f"{tag}.loadgen.log") as gen:
             gen.expect("ready", 30)
             empty = proc.sample(running.pid)

@@ -28,10 +28,11 @@ class Scenario:
         """Return whether messages are sent, so throughput and latency mean something."""
         return self.mode != "idle"
 
-    def loadgen(self, url: str, run: str) -> dict:
+    def loadgen(self, url: str, run: str, protocol: str = "ws") -> dict:
         """Return the configuration for bench/loadgen.js."""
         return {
             "url": url,
+            "protocol": protocol,
             "run": run,
             "clients": self.clients,
             "senders": self.senders,
@@ -55,13 +56,17 @@ FULL = {
 }
 
 
+# What --quick runs unless told otherwise: flat out, fan-out at a fixed rate, idle memory.
+QUICK = (1, 2, 4)
+
+
 def scenarios(quick: bool = False) -> dict[int, Scenario]:
     """Return the scenarios by id, shrunk to a few seconds each when quick."""
     if not quick:
         return dict(FULL)
     return {
-        1: replace(FULL[1], title="20 clients, 2 senders flat out", clients=20, senders=2, duration=2.0),
-        2: replace(FULL[2], title="100 clients, 1 sender at 200 msg/s", clients=100, duration=2.0),
+        1: replace(FULL[1], title="20 clients, 2 senders flat out", clients=20, senders=2, duration=1.5),
+        2: replace(FULL[2], title="100 clients, 1 sender at 200 msg/s", clients=100, duration=1.5),
         3: replace(FULL[3], title="100 clients, 1 sender at 100 msg/s", clients=100, duration=2.0),
         4: replace(FULL[4], title="100 idle connections", clients=100),
         5: replace(FULL[5], title="scenario 3 plus 1 client that stops reading", clients=100, duration=2.0),

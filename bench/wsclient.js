@@ -65,6 +65,10 @@ class WsClient {
     return this.socket.writableLength;
   }
 
+  get bytesRead() {
+    return this.socket.bytesRead;
+  }
+
   send(text) {
     this.socket.write(this.frame(0x1, Buffer.from(text)));
   }
