@@ -52,6 +52,8 @@ class Batch:
     #: Positions of the first and last events in their room's order.
     first_at: Position
     last_at: Position
+    #: Per version, the positions of the first and last events that version gets.
+    spans: dict[int, tuple[Position, Position]]
 
     @classmethod
     def of(cls, items: list[Item], limit: int) -> Batch:
@@ -71,7 +73,8 @@ class Batch:
         """Build a batch from each version's items and frames."""
         views = {1: v1, 2: v2}
         frames = {version: b"".join([frame for _, frame in view]) for version, view in views.items()}
-        return cls(views, frames, first, last)
+        spans = {version: (view[0][0].at, view[-1][0].at) for version, view in views.items() if view}
+        return cls(views, frames, first, last, spans)
 
     def empty(self) -> bool:
         """Tell whether no client of any version gets anything from this batch."""

@@ -49,15 +49,20 @@ class Gate:
         frame encodes one payload for this connection; None means the batch's
         shared frames fit it as they are (no compression).
         """
+        span = batch.spans.get(version)
+        if span is None:
+            # Nothing here for this version; the floor stays, so a digest of these events still comes.
+            return b""
+        first, last = span
         floor = self.floor
-        view = [pair for pair in batch.views[version] if pair[0].at > floor] if batch.first_at <= floor else None
+        view = [pair for pair in batch.views[version] if pair[0].at > floor] if first <= floor else None
         if view is not None or frame is not None:
             pairs = batch.views[version] if view is None else view
             data = b"".join([frame(item.payload) if frame is not None else encoded for item, encoded in pairs])
         else:
             data = batch.frames[version]
-        if batch.last_at > floor:
-            self.floor = batch.last_at
+        if last > floor:
+            self.floor = last
         return data
 
     def clear(self) -> None:

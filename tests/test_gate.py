@@ -70,3 +70,13 @@ def test_an_encoder_renders_for_one_connection():
     """With an encoder (compression), each payload is encoded for this connection."""
     data = Gate().render(Batch.of([chat(1), chat(2)], LIMIT), 1, lambda payload: b"<" + payload + b">")
     assert data == b"<" + chat(1).payload + b"><" + chat(2).payload + b">"
+
+
+def test_events_a_version_does_not_get_leave_its_floor_where_it_was():
+    """A join a v2 client gets only as a digest does not move its floor, so the digest that follows arrives."""
+    gate = Gate()
+    gate.floor = (1, 1)
+    assert gate.render(Batch.of([join(1, 2, "bob", 2)], LIMIT), 2, None) == b""
+    assert gate.floor == (1, 1)
+    digest = Item(None, protocol.digest("lobby", ["bob"], [], 1, 0, 2), None, (1, 2))
+    assert gate.render(Batch.digest(digest), 2, None) == wire.text_frame(digest.payload)

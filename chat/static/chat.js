@@ -32,6 +32,10 @@
     disconnected: "disconnected",
   };
   const HUES = 8;
+  // The server lists at most this many names (CHAT_PRESENCE_LIST_LIMIT's default).
+  const MAX_LISTED = 200;
+  // Digests with more joins and leaves than this update the list without a line each.
+  const FEW_EVENTS = 5;
 
   const $ = (id) => document.getElementById(id);
   // The server renders where the page's socket is (under the chat's prefix)
@@ -114,7 +118,8 @@
   }
 
   function socketUrl() {
-    const params = [["room", state.room]];
+    // Protocol v2: presence arrives as one digest per room per interval.
+    const params = [["v", "2"], ["room", state.room]];
     if (state.name && !IDENTIFIED) params.push(["name", state.name]);
     if (state.lastId !== null) params.push(["since", state.lastId.toString()]);
     const query = params.map(([key, value]) => key + "=" + encodeURIComponent(value)).join("&");
@@ -298,6 +303,8 @@
       if (index >= 0 && extra) state.users.splice(index, 1);
       setUsers(state.users, frame.online);
       system(text(frame.message) || name + " left", "leave");
+    } else if (event === "presence") {
+      digest(frame);
     } else if (event === "gap") {
       const missed = frame.missed;
       const label = Number.isInteger(missed)
@@ -308,6 +315,28 @@
       append(marker);
     } else if (text(frame.message)) {
       system(frame.message, "info");
+    }
+  }
+
+  // A digest of joins and leaves: one update of the list per digest, and a
+  // line per name only while there are few of them (a big room just counts).
+  function digest(frame) {
+    const names = (list) => (Array.isArray(list) ? list.filter((name) => typeof name === "string") : []);
+    const joins = names(frame.joins);
+    const leaves = names(frame.leaves);
+    const users = state.users.slice();
+    for (const name of leaves) {
+      const index = users.indexOf(name);
+      if (index >= 0) users.splice(index, 1);
+    }
+    const room = Number.isInteger(frame.online) ? frame.online : users.length + joins.length;
+    for (const name of joins) {
+      if (!users.includes(name) && users.length < Math.min(room, MAX_LISTED)) users.push(name);
+    }
+    setUsers(users, frame.online);
+    if (joins.length + leaves.length <= FEW_EVENTS) {
+      for (const name of joins) system(name + " joined", "join");
+      for (const name of leaves) system(name + " left", "leave");
     }
   }
 
@@ -327,7 +356,9 @@
         return item;
       }),
     );
-    ui.online.textContent = String(Number.isInteger(online) ? online : users.length);
+    const count = Number.isInteger(online) ? online : users.length;
+    ui.online.textContent = String(count);
+    if (count > sorted.length) ui.users.append(make("li", "user user-more", "and " + (count - sorted.length) + " more"));
   }
 
   function nearBottom() {
