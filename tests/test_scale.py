@@ -170,3 +170,80 @@ def test_redis_work_per_message_does_not_grow_with_the_rooms_watched(clean_redis
     finally:
         reader.close()
         writer.close()
+
+
+class Watcher(threading.Thread):
+    """A v2 client that counts the presence frames it gets and keeps the last online count."""
+
+    def __init__(self, port: int, room: str) -> None:
+        super().__init__(name="presence-watcher", daemon=True)
+        self.member, outcome = welcome_or_close(port, f"/ws?v=2&room={room}")
+        assert outcome == "welcome"
+        self.frames, self.online, self.done = 0, 0, threading.Event()
+        self.member.sock.settimeout(0.2)
+
+    def run(self) -> None:
+        data = self.member.buffer
+        while not self.done.is_set():
+            try:
+                chunk = self.member.sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            data += chunk
+            events: list[dict] = []
+            data = take_events(data, events)
+            for event in events:
+                if event.get("state") == 3:
+                    self.frames += 1
+                    self.online = event.get("online", self.online)
+
+
+def take_events(data: bytes, into: list[dict]) -> bytes:
+    """Parse complete server frames from data, append every event to into, and return what is left."""
+    while len(data) >= 2:
+        size, start = data[1] & 0x7F, 2
+        if size == 126:
+            if len(data) < 4:
+                break
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        if len(data) < start + size:
+            break
+        if data[0] & 0x0F == 0x1:
+            into.append(json.loads(data[start:start + size]))
+        data = data[start + size:]
+    return data
+
+
+def fill(port: int, room: str, count: int, in_flight: int) -> list:
+    """Connect count v2 clients into room, in_flight handshakes at a time; return them, all welcomed."""
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="storm") as pool:
+        results = list(pool.map(lambda n: welcome_or_close(port, f"/ws?v=2&room={room}"), range(count)))
+    assert [outcome for _, outcome in results].count("welcome") == count
+    return [member for member, _ in results]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_storm_into_one_room_costs_a_watcher_few_presence_frames(make_server, request, backend):
+    """2,000 clients into one room: a v2 watcher gets at most 20 presence frames and then the exact count."""
+    env = {"CHAT_MAX_CONNECTIONS": "5000"}
+    if backend == "redis":
+        env.update(CHAT_BACKEND_URL=request.getfixturevalue("clean_redis_url"))
+    servers = [make_server("gevent", **env)]
+    if backend == "redis":
+        servers.append(make_server("gevent", **env))
+    watcher = Watcher(servers[0].port, "big")
+    watcher.start()
+    members = []
+    try:
+        for server in servers:
+            members += fill(server.port, "big", 2000 // len(servers), 200)
+        wait_for(lambda: watcher.online == 2001, 20, "the watcher to see everyone")
+        assert watcher.frames <= 20, watcher.frames
+    finally:
+        watcher.done.set()
+        watcher.join(5)
+        for member in members:
+            member.sock.close()
