@@ -86,6 +86,36 @@ def _secret(text: str) -> str | None:
     return secret
 
 
+STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+
+
+def _store_url(text: str) -> str:
+    """Accept none, sqlite:///relative/or////absolute/path or postgresql://; empty means the default file."""
+    text = text.strip()
+    if text.lower() == "none" or text == "":
+        return text.lower()
+    if not text.startswith(STORE_SCHEMES) or text == "sqlite:///":
+        raise ValueError("must be none, sqlite:///file.db (sqlite:////abs/path.db) or postgresql://user@host/db")
+    return text
+
+
+def _retention(text: str) -> tuple[float | None, int | None]:
+    """Parse "forever", an age (90d, 24h), a count of messages per room (100000), or both ("90d,100000")."""
+    text = text.strip().lower()
+    if text == "forever":
+        return None, None
+    age: float | None = None
+    count: int | None = None
+    for part in (item.strip() for item in text.split(",")):
+        if part.isdigit():
+            count = _number(int, 1)(part)
+        elif part[-1:] in UNITS:
+            age = _duration(part)
+        else:
+            raise ValueError("must be forever, an age such as 90d or 24h, a count of messages such as 100000, or both")
+    return age, count
+
+
 def _optional_count(text: str) -> int | None:
     if text.strip().lower() in {"", "auto"}:
         return None
@@ -118,6 +148,9 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "ANONYMOUS": _switch,
     "API_KEY": _token,
     "IDEMPOTENCY_TTL": _duration,
+    "STORE_URL": _store_url,
+    "RETENTION": _retention,
+    "RETENTION_INTERVAL": _duration,
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -146,6 +179,10 @@ DEFAULTS: dict[str, Any] = {
     "ANONYMOUS": True,
     "API_KEY": None,
     "IDEMPOTENCY_TTL": 86400.0,
+    #: Empty: a SQLite file, chat.db, in the app's instance folder.
+    "STORE_URL": "",
+    "RETENTION": (None, None),
+    "RETENTION_INTERVAL": 60.0,
 }
 
 
@@ -156,6 +193,9 @@ def load(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None)
     settings["TRUST_PROXY"] = "DYNO" in environ
     if "CHAT_BACKEND_URL" not in environ and environ.get("REDIS_URL"):
         settings["BACKEND_URL"] = _parse("REDIS_URL", "BACKEND_URL", environ["REDIS_URL"])
+    # Heroku's Postgres add-on sets DATABASE_URL; other databases there belong to the host app.
+    if "CHAT_STORE_URL" not in environ and environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        settings["STORE_URL"] = _parse("DATABASE_URL", "STORE_URL", environ["DATABASE_URL"])
     for key in PARSERS:
         name = "CHAT_" + key
         if name in environ:

@@ -1,0 +1,220 @@
+"""The store's tables and statements, shared by SQLite and PostgreSQL; only the writer thread writes.
+
+``chat_messages`` holds every message by (room, id); ``chat_claims`` the
+client ids of v2 sends, (room, cid) -> id, where a NULL id means "being
+sent since ``at``"; ``chat_rooms`` each room's ``floor`` (the store holds
+every message of the room after it), ``top`` (its largest id) and an
+approximate ``count``.
+Statements use ``?`` placeholders; a dialect with another style rewrites them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ..backends import Unavailable
+from .records import STALE, Claim, Stored
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS chat_messages (room TEXT NOT NULL, id BIGINT NOT NULL, ts BIGINT NOT NULL,"
+    " name TEXT NOT NULL, body TEXT NOT NULL, user_id TEXT, cid TEXT, PRIMARY KEY (room, id))",
+    "CREATE INDEX IF NOT EXISTS chat_messages_ts ON chat_messages (ts)",
+    "CREATE TABLE IF NOT EXISTS chat_claims (room TEXT NOT NULL, cid TEXT NOT NULL, id BIGINT,"
+    " at DOUBLE PRECISION NOT NULL, PRIMARY KEY (room, cid))",
+    "CREATE TABLE IF NOT EXISTS chat_rooms (room TEXT PRIMARY KEY, floor BIGINT NOT NULL, top BIGINT NOT NULL,"
+    " count BIGINT NOT NULL)",
+)
+COLUMNS = "room, id, ts, name, body, user_id, cid"
+INSERT = f"INSERT INTO chat_messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+COUNT_ROOM = (
+    "INSERT INTO chat_rooms (room, floor, top, count) VALUES (?, ?, ?, ?) ON CONFLICT (room) DO UPDATE SET"
+    " floor = CASE WHEN excluded.floor < chat_rooms.floor THEN excluded.floor ELSE chat_rooms.floor END,"
+    " top = CASE WHEN excluded.top > chat_rooms.top THEN excluded.top ELSE chat_rooms.top END,"
+    " count = chat_rooms.count + excluded.count"
+)
+STORED_CLAIM = (
+    "INSERT INTO chat_claims (room, cid, id, at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (room, cid) DO UPDATE SET id = excluded.id"
+)
+RELEASE = "DELETE FROM chat_claims WHERE room = ? AND cid = ? AND id IS NULL"
+NEWEST = f"SELECT {COLUMNS} FROM chat_messages WHERE room = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?"
+OLDEST = f"SELECT {COLUMNS} FROM chat_messages WHERE room = ? AND id > ? AND id < ? ORDER BY id LIMIT ?"
+#: Bounds of an open range of ids.
+LOWEST, HIGHEST = -1, 2**63 - 1
+#: Most read connections kept per process.
+READERS = 4
+
+
+class Database:
+    """Run the store's statements over DB-API connections that a dialect opens."""
+
+    #: The exceptions of the driver that mean the database cannot answer now.
+    errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[Any] = []
+        self._writer: Any = None
+
+    # What a dialect provides.
+
+    def connect(self, write: bool) -> Any:
+        """Open a connection in autocommit mode."""
+        raise NotImplementedError
+
+    def begin(self, conn: Any) -> None:
+        """Start a write transaction that holds the write lock until it ends."""
+        conn.execute("BEGIN")
+
+    def sql(self, statement: str) -> str:
+        """Return statement in the driver's placeholder style."""
+        return statement
+
+    def create(self, conn: Any) -> None:
+        """Create the tables if they are missing."""
+        for statement in SCHEMA:
+            conn.execute(statement)
+
+    def sync(self) -> None:
+        """Make what is committed survive a machine crash, where a commit alone does not."""
+
+    # Writing, from the writer thread only.
+
+    def open(self) -> None:
+        """Create the tables; raise Unavailable if the database cannot be reached."""
+        with self.reach():
+            self.transaction(self.create)
+
+    def transaction(self, work: Any) -> Any:
+        """Run work(connection) in one write transaction and return what it returns.
+
+        A failure closes the writing connection, so that the next transaction
+        starts on a fresh one (a server restart breaks every connection).
+        """
+        conn = self._writer
+        if conn is None:
+            conn = self._writer = self.connect(write=True)
+        try:
+            self.begin(conn)
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._writer = None
+            try:
+                conn.close()
+            except self.errors:
+                pass
+            raise
+        return result
+
+    def write(
+        self, rows: Sequence[Stored], claims: Sequence[tuple[str, str]], releases: Sequence[tuple[str, str]], now: float
+    ) -> list[Claim | int]:
+        """Store rows, drop released claims and make claims, in one transaction; return each claim's outcome."""
+
+        def work(conn: Any) -> list[Claim | int]:
+            cursor = conn.cursor()
+            if rows:
+                ordered = sorted(rows, key=lambda row: (row.room, row.id))
+                cursor.executemany(self.sql(INSERT), ordered)
+                rooms: dict[str, list[int]] = {}
+                for row in ordered:
+                    counted = rooms.setdefault(row.room, [row.id, row.id, 0])
+                    counted[1] = row.id
+                    counted[2] += 1
+                cursor.executemany(self.sql(COUNT_ROOM), [(room, *counted) for room, counted in rooms.items()])
+                sent = [(row.room, row.cid, row.id, now) for row in ordered if row.cid is not None]
+                if sent:
+                    cursor.executemany(self.sql(STORED_CLAIM), sent)
+            if releases:
+                cursor.executemany(self.sql(RELEASE), releases)
+            return [self._claim(cursor, room, cid, now) for room, cid in claims]
+
+        with self.reach():
+            return self.transaction(work)
+
+    def _claim(self, cursor: Any, room: str, cid: str, now: float) -> Claim | int:
+        cursor.execute(self.sql("INSERT INTO chat_claims (room, cid, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"),
+                       (room, cid, now))
+        if cursor.rowcount == 1:
+            return Claim.MINE
+        cursor.execute(self.sql("SELECT id, at FROM chat_claims WHERE room = ? AND cid = ?"), (room, cid))
+        message_id, at = cursor.fetchone()
+        if message_id is not None:
+            return int(message_id)
+        if at >= now - STALE:
+            return Claim.BUSY
+        # "at < stale" again: of two processes taking over at once, one wins.
+        cursor.execute(self.sql("UPDATE chat_claims SET at = ? WHERE room = ? AND cid = ? AND id IS NULL AND at < ?"),
+                       (now, room, cid, now - STALE))
+        return Claim.MINE if cursor.rowcount == 1 else Claim.BUSY
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in [*idle, self._writer]:
+            if conn is not None:
+                conn.close()
+        self._writer = None
+
+    # Reading, from any thread.
+
+    def newest(self, room: str, limit: int, after: int | None = None, before: int | None = None) -> list[Stored]:
+        """Return the last limit messages of room between after and before (both excluded), oldest first."""
+        rows = self._query(NEWEST, (room, LOWEST if after is None else after, HIGHEST if before is None else before,
+                                    limit))
+        return [Stored(*row) for row in reversed(rows)]
+
+    def oldest(self, room: str, limit: int, after: int, before: int | None = None) -> list[Stored]:
+        """Return the first limit messages of room after after (and before before), oldest first."""
+        rows = self._query(OLDEST, (room, after, HIGHEST if before is None else before, limit))
+        return [Stored(*row) for row in rows]
+
+    def count(self, room: str, after: int, before: int) -> int:
+        """Return how many messages of room lie between after and before, both excluded."""
+        return int(self._query("SELECT count(*) FROM chat_messages WHERE room = ? AND id > ? AND id < ?",
+                               (room, after, before))[0][0])
+
+    def floor(self, room: str) -> int | None:
+        """Return the id after which the store holds every message of room, or None if it holds none."""
+        rows = self._query("SELECT floor FROM chat_rooms WHERE room = ?", (room,))
+        return int(rows[0][0]) if rows else None
+
+    def newest_id(self) -> int:
+        """Return the largest id stored in any room (0 when empty)."""
+        return int(self._query("SELECT coalesce(max(top), 0) FROM chat_rooms", ())[0][0])
+
+    def _query(self, statement: str, args: tuple) -> list[tuple]:
+        with self.reach(), self._reader() as conn:
+            cursor = conn.cursor()
+            cursor.execute(self.sql(statement), args)
+            return cursor.fetchall()
+
+    @contextmanager
+    def _reader(self) -> Iterator[Any]:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self.connect(write=False)
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            if len(self._idle) < READERS:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    @contextmanager
+    def reach(self) -> Iterator[None]:
+        """Turn the driver's errors into Unavailable."""
+        try:
+            yield
+        except self.errors as exc:
+            raise Unavailable(f"the message store is unavailable: {exc}") from exc

@@ -1,0 +1,152 @@
+"""The store as its callers see it: writes through the batching writer, reads that include what is not committed.
+
+The hub writes (``ready``, ``append``, ``claim``, ``release``) and reads on
+joins; the mount reads for the HTTP API.  Nothing is opened before first use,
+so a process forked by gunicorn opens its own connections and thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from ..backends import Unavailable
+from .records import STALE, Claim, Retention, Stored
+from .sql import Database
+from .writer import Writer
+
+log = logging.getLogger(__name__)
+
+#: Seconds between looks at a claim another connection holds.
+CLAIM_POLL = 0.02
+
+_open: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+class Store:
+    """Keep every chat message in a database, written in batches by one thread per process."""
+
+    def __init__(self, database: Database, settings: dict[str, Any]) -> None:
+        self.database = database
+        self._retention = Retention(*settings["RETENTION"])
+        self._prune_every: float = settings["RETENTION_INTERVAL"]
+        self._lock = threading.Lock()
+        self._writer: Writer | None = None
+        self._closed = False
+
+    def _started(self) -> Writer:
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the message store is closed")
+            if self._writer is None:
+                self.database.open()
+                newest = self.database.newest_id()
+                if newest >= time.time_ns() // 1_000_000 * 1000:
+                    log.warning("the clock is behind the store's newest id %d: new ids may not be above it", newest)
+                writer = Writer(self.database, self._retention, self._prune_every)
+                writer.start()
+                self._writer = writer
+                _open.add(self)
+            return self._writer
+
+    def start(self) -> None:
+        """Open the database (creating its tables) and start the writer; raise Unavailable if it cannot be reached."""
+        self._started()
+
+    # Writing.
+
+    def ready(self) -> None:
+        """Raise Unavailable when a message published now could not be stored."""
+        self._started().ready()
+
+    def append(self, row: Stored, on_stored: Callable[[Stored], None] | None = None) -> None:
+        """Queue a published message; on_stored(row) runs once it is committed."""
+        self._started().append(row, on_stored)
+
+    def claim(self, room: str, cid: str) -> int | None:
+        """Return None when cid is new in room (the caller sends it), or the id it was sent under.
+
+        A claim another connection holds is waited for until its message is
+        stored, or until it is stale and this caller takes it over.
+        """
+        writer = self._started()
+        deadline = time.monotonic() + STALE + CLAIM_POLL * 10
+        while True:
+            outcome = writer.claim(room, cid)
+            if outcome is Claim.MINE:
+                return None
+            if outcome is not Claim.BUSY:
+                return outcome
+            if time.monotonic() > deadline:
+                raise Unavailable("the chat did not answer in time: your message may not have been sent", True)
+            time.sleep(CLAIM_POLL)
+
+    def release(self, room: str, cid: str) -> None:
+        """Give back a claim whose message was not sent, so that a resend is sent."""
+        self._started().release(room, cid)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything appended so far is committed."""
+        return self._started().flush(timeout)
+
+    # Reading: what is committed, and what this process has queued.
+
+    def newest(self, room: str, limit: int, after: int | None = None, before: int | None = None) -> list[Stored]:
+        """Return the last limit messages of room between after and before (both excluded), oldest first."""
+        pending = self._started().pending(room)
+        rows = _merge(self.database.newest(room, limit, after, before), pending, after, before)
+        return rows[-limit:] if limit else []
+
+    def oldest(self, room: str, limit: int, after: int, before: int | None = None) -> list[Stored]:
+        """Return the first limit messages of room after after (and before before), oldest first."""
+        pending = self._started().pending(room)
+        return _merge(self.database.oldest(room, limit, after, before), pending, after, before)[:limit]
+
+    def count(self, room: str, after: int, before: int) -> int:
+        """Return how many messages of room lie between after and before, both excluded."""
+        pending = self._started().pending(room)
+        return self.database.count(room, after, before) + sum(after < row.id < before for row in pending)
+
+    def floor(self, room: str) -> int | None:
+        """Return the id from which the store holds every message of room, or None if it holds none."""
+        pending = self._started().pending(room)
+        floor = self.database.floor(room)
+        if floor is None and pending:
+            return min(row.id for row in pending)
+        return floor
+
+    def healthy(self) -> bool:
+        """Tell whether the last write succeeded (True before the first)."""
+        writer = self._writer
+        return writer is None or writer.healthy()
+
+    def close(self) -> None:
+        """Store what is queued, stop the writer and close the database."""
+        with self._lock:
+            self._closed = True
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+            self.database.close()
+
+
+def _merge(stored: list[Stored], pending: list[Stored], after: int | None, before: int | None) -> list[Stored]:
+    if not pending:
+        return stored
+    rows = {row.id: row for row in stored}
+    for row in pending:
+        if (after is None or row.id > after) and (before is None or row.id < before):
+            rows.setdefault(row.id, row)
+    return [rows[key] for key in sorted(rows)]
+
+
+@atexit.register
+def _close_all() -> None:
+    """Store what is queued when the interpreter exits (the writer's thread is a daemon)."""
+    for store in list(_open):
+        store.close()

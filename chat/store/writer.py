@@ -1,0 +1,235 @@
+"""The store's writer thread: it owns the queue of writes and commits them in batches.
+
+Callers (the hub's publishing threads, the API) only queue: ``append`` adds
+a message, ``claim`` a v2 client id and waits for its outcome, ``release``
+gives a claim back.  The thread takes everything queued, writes it in one
+transaction, then calls each message's ``on_stored`` (the v2 ack) and wakes
+each claimant.  While it commits, more queues up, so a busy room gets bigger
+batches instead of more commits.  Between batches it syncs (once a second
+while there were writes) and prunes (one chunk at a time, when due).  If the
+database fails, the messages stay queued (and readable through ``pending``)
+and are retried with backoff; claims fail at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ..backends import Unavailable
+from .records import Claim, Retention, Stored
+from .retention import prune
+from .sql import Database
+
+log = logging.getLogger(__name__)
+
+#: Seconds between syncs while there are writes: what a machine crash may take (SQLite).
+SYNC_EVERY = 1.0
+#: Messages queued but not yet stored beyond which new messages are refused.
+BACKLOG_LIMIT = 100_000
+#: Messages removed per retention transaction.
+PRUNE_CHUNK = 1000
+#: Seconds a claimant waits for its claim to be committed.
+CLAIM_WAIT = 10.0
+#: Retry delays after a failed write: first, and at most.
+RETRY_FIRST, RETRY_MAX = 0.1, 5.0
+#: Attempts a stopping writer still makes to store what is queued.
+FINAL_ATTEMPTS = 3
+
+Stored_ = Callable[[Stored], None]
+
+
+class Ticket:
+    """One claim on its way through the writer: set when committed, with its outcome or error."""
+
+    __slots__ = ("room", "cid", "done", "outcome", "error")
+
+    def __init__(self, room: str, cid: str) -> None:
+        self.room, self.cid = room, cid
+        self.done = threading.Event()
+        self.outcome: Claim | int = Claim.BUSY
+        self.error: Unavailable | None = None
+
+
+class Writer:
+    """Commit queued messages and claims in batches on one named thread."""
+
+    def __init__(self, database: Database, retention: Retention, prune_every: float) -> None:
+        self._db = database
+        self._retention = retention
+        self._prune_every = prune_every
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._rows: list[tuple[Stored, Stored_ | None]] = []
+        self._tickets: list[Ticket] = []
+        self._releases: list[tuple[str, str]] = []
+        #: Per room, the messages queued or being written: readable before they are committed.
+        self._pending: dict[str, dict[int, Stored]] = {}
+        self._backlog = 0
+        self._appended = self._committed = 0
+        self._failing = False
+        self._dirty = False
+        self._synced = self._next_prune = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="chat-store", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    # Queueing, from any thread.
+
+    def ready(self) -> None:
+        """Raise Unavailable when the writer would not take a message now."""
+        if self._stop.is_set():
+            raise Unavailable("the message store is closed")
+        if self._backlog >= BACKLOG_LIMIT:
+            raise Unavailable("the message store is not keeping up")
+
+    def append(self, row: Stored, on_stored: Stored_ | None = None) -> None:
+        """Queue a message; on_stored(row) is called on the writer thread once it is committed."""
+        with self._lock:
+            self._rows.append((row, on_stored))
+            self._pending.setdefault(row.room, {})[row.id] = row
+            self._backlog += 1
+            self._appended += 1
+            self._wake.notify()
+
+    def claim(self, room: str, cid: str) -> Claim | int:
+        """Claim cid in room and wait until it is committed: MINE, BUSY, or the id it was stored under."""
+        ticket = Ticket(room, cid)
+        with self._lock:
+            if self._stop.is_set():
+                raise Unavailable("the message store is closed")
+            self._tickets.append(ticket)
+            self._wake.notify()
+        if not ticket.done.wait(CLAIM_WAIT):
+            raise Unavailable("the message store did not answer in time")
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.outcome
+
+    def release(self, room: str, cid: str) -> None:
+        """Give back a claim whose message was not sent."""
+        with self._lock:
+            self._releases.append((room, cid))
+            self._wake.notify()
+
+    def pending(self, room: str) -> list[Stored]:
+        """Return the messages of room queued or being written."""
+        with self._lock:
+            rows = self._pending.get(room)
+            return list(rows.values()) if rows else []
+
+    def healthy(self) -> bool:
+        """Tell whether the last write succeeded."""
+        return not self._failing
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every message appended so far is committed; False if timeout passed first."""
+        with self._wake:
+            target = self._appended
+            return self._wake.wait_for(lambda: self._committed >= target, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Store what is queued, stop the thread and wait for it."""
+        with self._lock:
+            self._stop.set()
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # The thread.
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            with self._wake:
+                while not (self._rows or self._tickets or self._releases or self._stop.is_set()):
+                    if not self._wake.wait(self._idle_for()):
+                        break
+                rows, self._rows = self._rows, []
+                tickets, self._tickets = self._tickets, []
+                releases, self._releases = self._releases, []
+                stopping = self._stop.is_set()
+            if (rows or tickets or releases) and not self._commit(rows, tickets, releases):
+                failures += 1
+                if stopping and failures >= FINAL_ATTEMPTS:
+                    log.error("the message store is unavailable: %d messages were not stored", self._backlog)
+                    return
+                delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (failures - 1))
+                if stopping:
+                    time.sleep(delay)
+                else:
+                    self._stop.wait(delay)
+                continue
+            failures = 0
+            self._housekeep(stopping)
+            if stopping:
+                with self._lock:
+                    if not (self._rows or self._tickets or self._releases):
+                        return
+
+    def _idle_for(self) -> float | None:
+        waits = []
+        if self._dirty:
+            waits.append(self._synced + SYNC_EVERY - time.monotonic())
+        if not self._retention.forever:
+            waits.append(self._next_prune - time.monotonic())
+        return max(0.0, min(waits)) if waits else None
+
+    def _commit(self, rows: list[tuple[Stored, Stored_ | None]], tickets: list[Ticket],
+                releases: list[tuple[str, str]]) -> bool:
+        try:
+            outcomes = self._db.write(
+                [row for row, _ in rows], [(ticket.room, ticket.cid) for ticket in tickets], releases, time.time(),
+            )
+        except Unavailable as exc:
+            if not self._failing:
+                log.warning("%s; retrying", exc)
+            with self._lock:
+                self._failing = True
+                self._rows[:0] = rows
+                self._releases[:0] = releases
+            for ticket in tickets:
+                ticket.error = exc
+                ticket.done.set()
+            return False
+        with self._wake:
+            self._failing = False
+            self._dirty = self._dirty or bool(rows)
+            for row, _ in rows:
+                waiting = self._pending.get(row.room)
+                if waiting is not None:
+                    waiting.pop(row.id, None)
+                    if not waiting:
+                        del self._pending[row.room]
+            self._backlog -= len(rows)
+            self._committed += len(rows)
+            self._wake.notify_all()
+        for ticket, outcome in zip(tickets, outcomes, strict=True):
+            ticket.outcome = outcome
+            ticket.done.set()
+        for row, on_stored in rows:
+            if on_stored is not None:
+                try:
+                    on_stored(row)
+                except Exception:
+                    log.exception("a stored-message callback failed")
+        return True
+
+    def _housekeep(self, stopping: bool) -> None:
+        now = time.monotonic()
+        try:
+            if self._dirty and (stopping or now >= self._synced + SYNC_EVERY):
+                self._db.sync()
+                self._dirty, self._synced = False, now
+            if not self._retention.forever and now >= self._next_prune and not stopping:
+                removed = prune(self._db, self._retention, time.time_ns() // 1_000_000, PRUNE_CHUNK)
+                # A full chunk means there is more: go on after the writes queued meanwhile.
+                self._next_prune = now if removed >= PRUNE_CHUNK else now + self._prune_every
+        except Unavailable as exc:
+            log.warning("store housekeeping failed: %s", exc)
+            self._next_prune = now + self._prune_every
