@@ -260,6 +260,27 @@ class NodeReader(threading.Thread):
         new_channels = [keys.channel(room) for room in self._fresh if room not in self._synced]
         if new_channels:
             self._pubsub.ssubscribe(*new_channels)
+            self._confirmed()
+
+    def _confirmed(self) -> None:
+        """Wait until the node has taken the subscriptions sent, so the catch-up read comes after them.
+
+        A node answers one connection's commands in order: the pong to a ping
+        sent after SSUBSCRIBE means the subscription holds.  Entries published
+        before it are in the stream for the catch-up; those after, on the channel.
+        """
+        self._pubsub.ping()
+        deadline = time.monotonic() + PING_WAIT
+        while (left := deadline - time.monotonic()) > 0:
+            message = self._pubsub.get_message(timeout=left)
+            if message is None:
+                continue
+            if message.get("type") == "pong":
+                self._pinged = None
+                return
+            if message.get("type") == "smessage":
+                self._arrived(message["channel"], message["data"])
+        raise redis.TimeoutError(f"{self.node_name} did not confirm a subscription in {PING_WAIT} s")
 
     def _catch_up(self) -> None:
         """Deliver what was published in the newly watched rooms before their subscription took hold."""
