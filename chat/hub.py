@@ -41,6 +41,8 @@ class Hub:
         self._moderate = moderate
         self.limit: int = settings["MAX_CONNECTIONS"] or 1000
         self.fanout = Fanout(self.members, stats, settings["PRESENCE_INTERVAL"], settings["PRESENCE_LIST_LIMIT"])
+        # Made once and shared: a bound method per connection would cost 64 bytes each.
+        self._callbacks = (self.fanout.watch, self.fanout.closing, stats.count)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._rooms: dict[str, set[Connection]] = {}
@@ -78,9 +80,9 @@ class Hub:
 
     def connection(self, sock: Any, ws: Any, **details: Any) -> Connection:
         """Build a connection that reports its backlog and its close to this hub's fan-out."""
+        watch, closing, count = self._callbacks
         return Connection(
-            sock, ws, settings=self.settings, on_backlog=self.fanout.watch,
-            on_closing=self.fanout.closing, count=self.stats.count, **details,
+            sock, ws, settings=self.settings, on_backlog=watch, on_closing=closing, count=count, **details
         )
 
     # Membership.

@@ -38,7 +38,8 @@ class Outbox:
     def __init__(self, sock: Any, limit: int) -> None:
         self.sock = sock
         self.limit = limit
-        self.chunks: deque[memoryview] = deque()
+        #: Made on the first backlog: most sockets never have one, and an empty deque costs 760 bytes.
+        self.chunks: deque[memoryview] | None = None
         self.queued = 0
         self.grace = 0
         self.partial = False
@@ -54,8 +55,9 @@ class Outbox:
             return Write.QUEUED if self.chunks else Write.SENT
         if grace:
             self.grace += len(data)
-        if self.chunks:
-            self.chunks.append(memoryview(data))
+        chunks = self.chunks
+        if chunks:
+            chunks.append(memoryview(data))
             self.queued += len(data)
             return Write.OVER if limited and self.over else Write.QUEUED
         try:
@@ -67,7 +69,9 @@ class Outbox:
         self._sent(sent)
         if sent == len(data):
             return Write.SENT
-        self.chunks.append(memoryview(data)[sent:])
+        if chunks is None:
+            chunks = self.chunks = deque()
+        chunks.append(memoryview(data)[sent:])
         self.queued = len(data) - sent
         self.partial = sent > 0
         return Write.OVER if limited and self.over else Write.STARTED
@@ -105,15 +109,17 @@ class Outbox:
 
     def trim(self) -> None:
         """Drop everything that waits except the rest of a frame already partly sent."""
-        head = self.chunks.popleft() if self.partial and self.chunks else None
-        self.chunks.clear()
+        chunks = self.chunks
+        head = chunks.popleft() if self.partial and chunks else None
+        if chunks is not None:
+            chunks.clear()
+            if head is not None:
+                chunks.append(head)
         self.grace = 0
-        if head is not None:
-            self.chunks.append(head)
         self.queued = len(head) if head is not None else 0
 
     def clear(self) -> None:
         """Drop everything that waits."""
-        self.chunks.clear()
+        self.chunks = None
         self.queued = self.grace = 0
         self.partial = False

@@ -72,6 +72,8 @@ class Bucket:
 class Reader:
     """Read one connection's frames and keep its timers until it ends."""
 
+    __slots__ = ("conn", "settings", "on_text", "count", "max_bytes", "size", "fragments", "fragment_bytes", "bucket")
+
     def __init__(self, conn: Connection, settings: dict[str, Any], on_text: Text, count: Callable[[str], None]):
         self.conn = conn
         self.settings = settings
