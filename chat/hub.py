@@ -1,7 +1,7 @@
-"""The rooms of this process: admission, membership and presence, with an undo for every step.
+"""The rooms of this process: admission, membership and presence, each step undone on failure.
 
-The hub's lock guards the rooms, the connection counts and the undo steps of
-each joined connection; no I/O happens under it.  Live events reach the
+The hub's lock guards the rooms, the connection counts and the set of
+connections the backend has entered; no I/O happens under it.  Live events reach the
 connections through the ``Fanout`` it owns, which reads the rooms through
 ``members``.
 """
@@ -46,7 +46,8 @@ class Hub:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._rooms: dict[str, set[Connection]] = {}
-        self._undo: dict[Connection, list[Callable[[], object]]] = {}
+        #: The connections the backend has entered into their room's presence: leaving must exit them.
+        self._entered: set[Connection] = set()
         self._open = 0
         self._per_address: dict[str, int] = {}
         self._closing = False
@@ -97,16 +98,16 @@ class Hub:
                 members = self._rooms.setdefault(room, set())
                 members.add(conn)
                 self.stats.room_resized(len(members) - 1, len(members))
-                undo = self._undo[conn] = [lambda: self._remove(conn)]
         if refused:
             conn.close(GOING_AWAY, "server is shutting down")
             return False
         try:
             entry = self.backend.enter(room, conn.member, conn.name, since, self.settings["HISTORY_REPLAY"], conn.user)
         except BaseException:
-            self._undo_steps(conn)
+            self._remove(conn)
             raise
-        undo.append(lambda: self.backend.exit(room, conn.member))
+        with self._lock:
+            self._entered.add(conn)
         replay = entry.replay
         payloads = [protocol.presence("welcome", room, conn.name, entry.online, entry.users)]
         if replay.gap:
@@ -119,7 +120,14 @@ class Hub:
         self._remove(conn)
         conn.finish()
         self.fanout.release(conn)
-        self._undo_steps(conn)
+        with self._lock:
+            entered = conn in self._entered
+            self._entered.discard(conn)
+        if entered:
+            try:
+                self.backend.exit(conn.room, conn.member)
+            except Unavailable:
+                log.warning("backend unavailable: %s of %s leaves no trace in %s", conn.name, conn.remote, conn.room)
 
     def _remove(self, conn: Connection) -> None:
         with self._lock:
@@ -130,15 +138,6 @@ class Hub:
             if not members:
                 del self._rooms[conn.room]
             self.stats.room_resized(len(members) + 1, len(members))
-
-    def _undo_steps(self, conn: Connection) -> None:
-        with self._lock:
-            steps = self._undo.pop(conn, [])
-        for step in reversed(steps):
-            try:
-                step()
-            except Unavailable:
-                log.warning("backend unavailable: %s of %s leaves no trace in %s", conn.name, conn.remote, conn.room)
 
     def publish(self, conn: Connection, text: str) -> None:
         """Send a chat message from conn to its room, once moderation lets it through."""
