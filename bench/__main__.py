@@ -1,4 +1,5 @@
-"""Benchmark the chat server against Node.js ws, websockets, picows, Flask-SocketIO and a tutorial server."""
+"""Benchmark the chat server (memory and Redis, and earlier commits) against Node.js ws, websockets, picows,
+Flask-SocketIO and a tutorial server."""
 
 import argparse
 import dataclasses
@@ -9,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from bench import deps, proc, report, runner
+from bench import baseline, deps, proc, report, runner, servers
 from bench.scenarios import FULL, QUICK, scenarios
 from bench.servers import SERVERS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OPEN_FILES = 16384
+OPEN_FILES = 20000
 
 
 def id_list(text: str) -> list[int]:
@@ -30,12 +31,8 @@ def id_list(text: str) -> list[int]:
 
 
 def name_list(text: str) -> list[str]:
-    """Parse a comma-separated list of server names."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = set(names) - set(SERVERS)
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown servers: {', '.join(sorted(unknown))}")
-    return names
+    """Parse a comma-separated list of server names (checked once the baselines are known)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -46,10 +43,29 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--scenarios", type=id_list, default=None,
         help=f"e.g. 1,2 (default: all; quick: {','.join(map(str, QUICK))})",
     )
-    parser.add_argument("--servers", type=name_list, default=list(SERVERS), help="e.g. chat,node (default: all)")
+    parser.add_argument(
+        "--servers", type=name_list, default=None,
+        help="e.g. chat,node (default: all but chat-redis-w2, each scenario taking those that fit it)",
+    )
+    parser.add_argument(
+        "--baseline", action="append", default=[], metavar="REF",
+        help="also measure this project at commit REF, as chat-<commit>, chat-gevent-<commit>, ... (repeatable)",
+    )
     parser.add_argument("--quick", action="store_true", help="small client counts and short runs, every server once")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default bench/results)")
     args = parser.parse_args(argv)
+    added = []
+    for ref in args.baseline:
+        try:
+            added += servers.add_baseline(ref)
+        except baseline.UnknownCommit as exc:
+            parser.error(str(exc))
+    if args.servers is None:
+        old = [name for name in added if SERVERS[name].backend == "memory" and SERVERS[name].workers == 1]
+        args.servers = [*servers.DEFAULT, *old]
+    unknown = sorted(set(args.servers) - set(SERVERS))
+    if unknown:
+        parser.error(f"unknown servers: {', '.join(unknown)} (known: {', '.join(SERVERS)})")
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
     if args.scenarios is None:
@@ -60,6 +76,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def node_version() -> str:
     """Return the version of node on PATH."""
     return subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def tree_state() -> dict:
+    """Return the commit the working tree is at and whether the server's files differ from it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=servers.ROOT, capture_output=True, text=True)
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--", "chat", "app.py", "gunicorn.conf.py", "requirements.txt"],
+        cwd=servers.ROOT, capture_output=True, text=True,
+    )
+    return {"commit": head.stdout.strip(), "changed": changed.stdout.splitlines()}
 
 
 def main(argv: list[str]) -> int:
@@ -75,8 +101,14 @@ def main(argv: list[str]) -> int:
     chosen = {sid: table[sid] for sid in args.scenarios}
     files = proc.raise_open_files(OPEN_FILES)
     machine = {**proc.machine(), "node": node_version(), "open_files": files}
+    tree = tree_state()
     print(f"machine: {machine['nproc']} × {machine['cpu']}, kernel {machine['kernel']}, "
           f"Python {machine['python']}, Node {machine['node']}", flush=True)
+    print(f"chat server: working tree at {tree['commit'][:7]}"
+          + (f", with {len(tree['changed'])} changed files" if tree["changed"] else ""), flush=True)
+    for name in args.servers:
+        if SERVERS[name].ref:
+            print(f"{name}: commit {SERVERS[name].ref}, from {SERVERS[name].root}", flush=True)
     started = datetime.datetime.now(datetime.UTC)
     clock = time.monotonic()
     runs = runner.run_all(
@@ -91,6 +123,10 @@ def main(argv: list[str]) -> int:
           f"Median [min–max] of {args.repeat} runs{' (quick)' if args.quick else ''}.")
     print()
     print(text)
+    for extra in (report.before_after(rows), report.workers(rows)):
+        if extra:
+            print()
+            print(extra)
     print()
     print(report.LEGEND)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +135,8 @@ def main(argv: list[str]) -> int:
         machine=machine,
         started=started.isoformat(timespec="seconds"),
         seconds=round(time.monotonic() - clock),
-        options={"repeat": args.repeat, "quick": args.quick, "servers": args.servers},
+        options={"repeat": args.repeat, "quick": args.quick, "servers": args.servers, "baseline": args.baseline},
+        tree=tree,
         scenarios={sid: dataclasses.asdict(s) for sid, s in chosen.items()},
         summary=rows,
         table=text,

@@ -9,9 +9,13 @@
 //   drop      - is sent to nobody;
 //   duplicate - is sent twice;
 //   swap      - is held back and sent right after the next message;
+//   misroute  - is also sent to the clients of another room;
 // and every message waits `delay_ms` before any of that (in order: timers of one
 // length fire in the order they were set). So the generator must report exactly
-// the injected loss, duplicates and reordering, and latencies of at least the delay.
+// the injected loss, duplicates, reordering and misrouting, and latencies of at
+// least the delay. Clients are in rooms by their `room` query parameter (none:
+// one room), and a message goes to its sender's room. With `presence` > 0 every
+// joiner gets that many state-3 join frames and then a welcome, as a storm would.
 //
 // `protocol` is `ws` (a WebSocket at /ws) or `socketio`: the Engine.IO 4 /
 // Socket.IO 5 framing over a WebSocket at /socket.io/, written here by hand (the
@@ -29,6 +33,8 @@ const config = {
   drop: [],
   duplicate: [],
   swap: [],
+  misroute: [],
+  presence: 0,
   delay_ms: 0,
   ...JSON.parse(process.argv[2] || '{}'),
 };
@@ -42,34 +48,48 @@ function encode(payload) {
   return socketio ? `42${JSON.stringify(['message', payload])}` : JSON.stringify(payload);
 }
 
-function broadcast(text) {
+function broadcast(text, room) {
   const frame = encode({ state: 2, message: text });
-  for (const ws of clients) ws.send(frame);
+  for (const ws of clients) if (ws.room === room) ws.send(frame);
 }
 
-function relay(text) {
+function misroute(text, room) {
+  const other = [...clients].find((ws) => ws.room !== room);
+  if (other) broadcast(text, other.room);
+}
+
+function relay(text, room) {
   const seq = Number(text.split('|')[2]);
   const key = Number.isInteger(seq) ? seq % config.period : -1;
   if (config.drop.includes(key)) return;
+  if (config.misroute.includes(key)) misroute(text, room);
   if (config.swap.includes(key)) {
-    held = text;
+    held = [text, room];
     return;
   }
-  broadcast(text);
-  if (config.duplicate.includes(key)) broadcast(text);
+  broadcast(text, room);
+  if (config.duplicate.includes(key)) broadcast(text, room);
   if (held !== null) {
     const late = held;
     held = null;
-    broadcast(late);
+    broadcast(...late);
   }
 }
 
-function receive(text) {
-  if (config.delay_ms > 0) setTimeout(() => relay(text), config.delay_ms);
-  else relay(text);
+function receive(text, room) {
+  if (config.delay_ms > 0) setTimeout(() => relay(text, room), config.delay_ms);
+  else relay(text, room);
 }
 
-function join(ws) {
+function greet(ws) {
+  for (let i = 0; i < config.presence; i++) {
+    ws.send(encode({ state: 3, message: 'someone joined', event: 'join', room: ws.room, name: `p${i}`, online: i + 1 }));
+  }
+  ws.send(encode({ state: 3, message: 'welcome', event: 'welcome', room: ws.room, name: 'you', online: 1, users: [] }));
+}
+
+function join(ws, req) {
+  ws.room = new URL(req.url, 'http://localhost').searchParams.get('room') || 'lobby';
   const heartbeat = setInterval(() => ws.send(encode({ state: 1, message: '心跳' })), 5000);
   ws.on('close', () => {
     clearInterval(heartbeat);
@@ -78,7 +98,8 @@ function join(ws) {
   ws.on('error', () => ws.terminate());
   if (!socketio) {
     clients.add(ws);
-    ws.on('message', (data) => receive(data.toString()));
+    ws.on('message', (data) => receive(data.toString(), ws.room));
+    if (config.presence > 0) greet(ws);
     return;
   }
   const sid = () => crypto.randomBytes(8).toString('hex');
@@ -90,7 +111,7 @@ function join(ws) {
       clients.add(ws);
     } else if (packet.startsWith('42')) {
       const [event, text] = JSON.parse(packet.slice(2));
-      if (event === 'message' && typeof text === 'string') receive(text);
+      if (event === 'message' && typeof text === 'string') receive(text, ws.room);
     } else if (packet.startsWith('41') || packet === '1') {
       ws.close();
     }
@@ -107,7 +128,7 @@ server.on('upgrade', (req, socket, head) => {
     socket.destroy();
     return;
   }
-  wss.handleUpgrade(req, socket, head, join);
+  wss.handleUpgrade(req, socket, head, (ws) => join(ws, req));
 });
 server.listen(config.port, '127.0.0.1');
 process.on('SIGTERM', () => process.exit(0));

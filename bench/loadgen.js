@@ -6,8 +6,12 @@
 // Opens `clients` connections to `url`, then drives one of three loads:
 //   flat  - `senders` clients each keep `window` messages in flight (sent but not
 //           yet echoed back to the sender) for `duration` seconds;
-//   rate  - client 0 sends `rate` messages per second for `duration` seconds;
+//   rate  - `senders` clients send `rate` messages per second between them, in
+//           turn (one sender: client 0), for `duration` seconds;
 //   idle  - nobody sends; heartbeats are counted for `duration` seconds.
+// With `rooms` > 0, client i joins room `b<run>-<i mod rooms>` (so sender i sends
+// into its own room), expects only its room's messages and counts any other
+// sender's as misrouted; `query` (e.g. `v=2`) is added to every connection's URL.
 // Every message text is `r<run>|<sender>|<seq>|<send time, µs>|` padded to `size`
 // bytes; every client checks loss, duplicates and per-sender order and records
 // latency. Frames of other runs (history replay), heartbeats and presence events
@@ -17,6 +21,12 @@
 // a message) or `socketio` (Node's socket.io-client through sioclient.js; every
 // "message" event is a message, and `url` is the server's http:// address). Both
 // feed the same checks, so the two modes measure the same things.
+//
+// While the clients connect (`connectConcurrency` handshakes in flight), each
+// one counts the presence frames it receives (state 3 other than its welcome);
+// with `welcome: true` (a server that greets every joiner with a state-3
+// `welcome`) the generator waits for every welcome, and `connected` reports
+// when the last one came and the presence frames per client: the join storm.
 //
 // Progress is reported as JSON lines on stdout: `ready` (after a warm-up
 // connection), `connected` (all clients open, presence traffic settled), `done`
@@ -48,6 +58,10 @@ const config = {
   drainIdle: 2,
   drainMax: 10,
   probeTimeout: 5,
+  rooms: 0,
+  query: '',
+  welcome: false,
+  welcomeWait: 60,
   auto: false,
   ...JSON.parse(process.argv[2] || '{}'),
 };
@@ -67,6 +81,7 @@ const stats = {
   presence: 0,
   foreign: 0,
   windowTimeouts: 0,
+  misrouted: 0,
   lastDelivery: 0,
   closeCodes: {},
   errors: {},
@@ -110,17 +125,36 @@ function stateOf(data) {
   return match ? Number(match[1]) : 0;
 }
 
+// Tell whether a state-3 frame is a welcome.
+function isWelcome(data) {
+  return data.indexOf('"event":"welcome"') >= 0 || /"event"\s*:\s*"welcome"/.test(data.toString());
+}
+
+// Return the room of client (or sender) index, or 0 when there are no rooms.
+function roomOf(index) {
+  return config.rooms > 0 && index >= 0 ? index % config.rooms : 0;
+}
+
+// Return the URL client index connects to: the query, and its room when there are rooms.
+function urlOf(index) {
+  const params = [];
+  if (config.query) params.push(config.query);
+  if (config.rooms > 0 && index >= 0) params.push(`room=b${config.run}-${roomOf(index)}`);
+  if (params.length === 0 || config.protocol === 'socketio') return config.url;
+  return `${config.url}${config.url.includes('?') ? '&' : '?'}${params.join('&')}`;
+}
+
 function countKey(table, key) {
   table[key] = (table[key] || 0) + 1;
 }
 
 // Socket.IO is only loaded in its mode, so the WebSocket mode needs no npm package.
-function connection(handlers) {
+function connection(url, handlers) {
   if (config.protocol === 'socketio') {
     const { SioClient } = require('./sioclient');
-    return new SioClient(config.url, handlers, { timeout: config.connectTimeout });
+    return new SioClient(url, handlers, { timeout: config.connectTimeout });
   }
-  return new WsClient(config.url, handlers, { timeout: config.connectTimeout });
+  return new WsClient(url, handlers, { timeout: config.connectTimeout });
 }
 
 class Sender {
@@ -165,6 +199,7 @@ class Sender {
 class Client {
   constructor(index, { stalled = false } = {}) {
     this.index = index;
+    this.room = roomOf(index);
     this.stalled = stalled;
     this.sender = null;
     this.next = [];
@@ -176,12 +211,18 @@ class Client {
     this.refused = false;
     this.conn = null;
     this.listeners = [];
+    this.openedAt = 0;
+    this.welcomeAt = 0;
+    this.welcomeBytes = 0;
+    this.presence = 0;
+    this.presenceBytes = 0;
   }
 
   open() {
     return new Promise((resolve) => {
-      this.conn = connection({
+      this.conn = connection(urlOf(this.index), {
         open: () => {
+          this.openedAt = now();
           if (this.stalled) this.conn.pause();
           resolve(true);
         },
@@ -221,7 +262,8 @@ class Client {
     if (this.stalled) return;
     const at = data.indexOf(prefix);
     if (at < 0) {
-      this.onOther(stateOf(data));
+      const state = stateOf(data);
+      this.onOther(state, data.length, state === 3 && isWelcome(data));
       return;
     }
     if (!measuring) return;
@@ -237,7 +279,8 @@ class Client {
     const text = payload !== null && typeof payload === 'object' ? payload.message : undefined;
     const at = typeof text === 'string' ? text.indexOf(prefixText) : -1;
     if (at < 0) {
-      this.onOther(payload !== null && typeof payload === 'object' ? Number(payload.state) || 0 : 0);
+      const body = payload !== null && typeof payload === 'object' ? payload : {};
+      this.onOther(Number(body.state) || 0, JSON.stringify(body).length, body.event === 'welcome');
       return;
     }
     if (!measuring) return;
@@ -249,6 +292,10 @@ class Client {
   onChat(sender, seq, sentAt) {
     if (sender < 0 || seq < 0 || sentAt < 0) {
       countKey(stats.errors, 'malformed message');
+      return;
+    }
+    if (roomOf(sender) !== this.room) {
+      stats.misrouted += 1;
       return;
     }
     const t = now();
@@ -278,7 +325,13 @@ class Client {
     if (this.sender !== null && sender === this.sender.id) this.sender.ack(seq);
   }
 
-  onOther(state) {
+  onOther(state, size, welcome) {
+    if (welcome) {
+      if (this.welcomeAt === 0) this.welcomeAt = now();
+      this.welcomeBytes = Math.max(this.welcomeBytes, size);
+      stats.presence += 1;
+      return;
+    }
     if (state === 1) {
       if (!measuring) return;
       const t = now();
@@ -289,8 +342,18 @@ class Client {
       stats.foreign += 1;
     } else {
       stats.presence += 1;
+      if (state === 3) {
+        this.presence += 1;
+        this.presenceBytes += size;
+      }
     }
   }
+}
+
+// Return the CPU time (user + system) this process has used so far.
+function cpuSeconds() {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1e6;
 }
 
 function emit(event) {
@@ -329,6 +392,39 @@ async function openAll(clients) {
   return failed;
 }
 
+// Wait until every open client has its welcome, or welcomeWait seconds pass.
+async function welcomed(clients) {
+  const start = now();
+  while (now() - start < config.welcomeWait * 1000) {
+    if (clients.every((c) => !c.isOpen || c.welcomeAt > 0)) return;
+    await sleep(10);
+  }
+}
+
+function most(values) {
+  return values.reduce((a, b) => (b > a ? b : a), 0);
+}
+
+// Describe the join storm: when the last client joined, and the presence frames each received.
+function storm(clients, start) {
+  const opened = clients.filter((c) => c.openedAt > 0);
+  const joinedAt = opened.map((c) => (config.welcome ? c.welcomeAt : c.openedAt)).filter((t) => t > 0);
+  const frames = Float64Array.from(opened.map((c) => c.presence)).sort();
+  const total = frames.reduce((a, b) => a + b, 0);
+  return {
+    joined_s: joinedAt.length ? (most(joinedAt) - start) / 1000 : null,
+    joined: joinedAt.length,
+    welcomed: clients.filter((c) => c.welcomeAt > 0).length,
+    welcome_bytes_max: most(opened.map((c) => c.welcomeBytes)),
+    presence_per_client: {
+      mean: opened.length ? total / opened.length : 0,
+      p50: percentile(frames, 0.5),
+      max: percentile(frames, 1),
+    },
+    presence_bytes_max: most(opened.map((c) => c.presenceBytes)),
+  };
+}
+
 async function settle() {
   const start = now();
   let seen = stats.presence + stats.foreign;
@@ -362,12 +458,18 @@ async function runFlat(senders, until) {
   clearInterval(timer);
 }
 
-async function runRate(sender, start, until) {
+// Send rate messages per second in all, the senders in turn; a closed sender's turn is skipped.
+async function runRate(senders, start, until) {
   const total = Math.round(config.rate * config.duration);
-  while (sender.sent < total && now() < until + 1000) {
+  let turn = 0;
+  while (turn < total && now() < until + 1000) {
     const due = Math.min(total, Math.floor(((now() - start) * config.rate) / 1000) + 1);
-    while (sender.sent < due && sender.client.isOpen) sender.send();
-    await sleep(Math.max(1, Math.min(10, (sender.sent * 1000) / config.rate - (now() - start))));
+    while (turn < due) {
+      const sender = senders[turn % senders.length];
+      turn += 1;
+      if (sender.client.isOpen) sender.send();
+    }
+    await sleep(Math.max(1, Math.min(10, (turn * 1000) / config.rate - (now() - start))));
   }
 }
 
@@ -442,11 +544,11 @@ async function main() {
   stats.presence = 0;
   stats.foreign = 0;
   stats.errors = {};
-  await step({ event: 'ready', warm: warmOk });
+  await step({ event: 'ready', warm: warmOk, gen_cpu_s: cpuSeconds() });
 
   const clients = [];
   for (let i = 0; i < config.clients; i++) clients.push(new Client(i));
-  const senderCount = config.mode === 'flat' ? config.senders : config.mode === 'rate' ? 1 : 0;
+  const senderCount = config.mode === 'flat' ? config.senders : config.mode === 'rate' ? Math.max(1, config.senders) : 0;
   const senders = [];
   for (let i = 0; i < Math.min(senderCount, clients.length); i++) {
     clients[i].sender = new Sender(clients[i], i);
@@ -457,9 +559,12 @@ async function main() {
   const connectStart = now();
   const failed = await openAll(clients);
   const connectSeconds = (now() - connectStart) / 1000;
+  if (config.welcome) await welcomed(clients);
   if (stalled) await stalled.open();
   const settleSeconds = await settle();
   const open = clients.filter((c) => c.isOpen).length;
+  const openIn = new Map();
+  for (const c of clients) if (c.isOpen) openIn.set(c.room, (openIn.get(c.room) || 0) + 1);
   await step({
     event: 'connected',
     clients: config.clients,
@@ -467,6 +572,8 @@ async function main() {
     failed,
     connect_s: connectSeconds,
     settle_s: settleSeconds,
+    storm: storm(clients, connectStart),
+    gen_cpu_s: cpuSeconds(),
     presence_frames: stats.presence,
     foreign_frames: stats.foreign,
     errors: stats.errors,
@@ -478,12 +585,13 @@ async function main() {
   const until = start + config.duration * 1000;
   measuring = true;
   if (config.mode === 'flat') await runFlat(senders, until);
-  else if (config.mode === 'rate') await runRate(senders[0], start, until);
+  else if (config.mode === 'rate') await runRate(senders, start, until);
   else await sleep(config.duration * 1000);
   const sendEnd = now();
   const sendCpu = process.cpuUsage(cpu0);
   const sent = senders.reduce((n, s) => n + s.sent, 0);
-  const expected = sent * open;
+  // Each message is owed to every client open in its sender's room.
+  const expected = senders.reduce((n, s) => n + s.sent * (openIn.get(s.client.room) || 0), 0);
   await drain(expected);
   measuring = false;
   const end = config.mode === 'idle' ? now() : Math.max(sendEnd, stats.lastDelivery);
@@ -508,6 +616,7 @@ async function main() {
     lost: expected - stats.delivered,
     duplicates: stats.duplicates,
     out_of_order: stats.outOfOrder,
+    misrouted: stats.misrouted,
     window_timeouts: stats.windowTimeouts,
     send_s: (sendEnd - start) / 1000,
     window_s: window,

@@ -8,6 +8,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from contextlib import suppress
 from dataclasses import dataclass
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -24,8 +25,8 @@ class Sample:
     pids: int
 
 
-def tree(pid: int) -> list[int]:
-    """Return pid and all its descendants."""
+def parents() -> dict[int, list[int]]:
+    """Return the children of every process, by parent pid."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -36,6 +37,12 @@ def tree(pid: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def tree(pid: int) -> list[int]:
+    """Return pid and all its descendants."""
+    children = parents()
     found, todo = [], [pid]
     while todo:
         p = todo.pop()
@@ -60,6 +67,22 @@ def sample(pid: int) -> Sample:
         threads += int(status.get("Threads", "0"))
         count += 1
     return Sample(time.monotonic(), cpu / TICK, rss, threads, count)
+
+
+def sockets_per_child(pid: int) -> list[int]:
+    """Return how many sockets each child of pid (each gunicorn worker) has open, in pid order."""
+    counts = []
+    for child in sorted(parents().get(pid, [])):
+        try:
+            fds = os.listdir(f"/proc/{child}/fd")
+        except OSError:
+            continue
+        count = 0
+        for fd in fds:
+            with suppress(OSError):
+                count += os.readlink(f"/proc/{child}/fd/{fd}").startswith("socket:")
+        counts.append(count)
+    return counts
 
 
 def busy_s() -> float:

@@ -7,19 +7,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.scenarios import Scenario
+from bench.servers import SERVERS, counterpart
 
 BACKGROUND_WARNING = 0.15
 BEHIND = 0.95
-STALL_BASELINE = {5: 3, 7: 1}
 LEGEND = """\
 Deliveries/s: messages received, summed over all clients, from the first send to the last delivery.
-Received/expected: expected is messages sent × clients open; lost is what had not arrived by the end
-of the run (10 s after the last send at most, or 2 s without any delivery); dup and ooo are
-duplicates and messages that arrived after a later one from the same sender. A server "falls behind"
-at a fixed rate when it delivers less than 95% of the offered deliveries/s (sent × clients per second).
+Received/expected: expected is messages sent × clients open in the sender's room; lost is what had not
+arrived by the end of the run (10 s after the last send at most, or 2 s without any delivery); dup and
+ooo are duplicates and messages that arrived after a later one from the same sender; wrong room counts
+messages that reached a client of another room. A server "falls behind" at a fixed rate when it
+delivers less than 95% of the offered deliveries/s (expected deliveries per second of sending).
 Latency: from send to receipt on every client, one clock (sender and receivers share a process).
-Server CPU: user + system time of all the server's processes during the measured phase, per delivery.
-Connect s: time to open all clients, 100 handshakes at a time."""
+Server CPU: user + system time of all the server's processes during the measured phase, per delivery;
+Redis CPU: the same for the run's own redis-server (on the server's CPU), not included in Server CPU.
+Connect s: time to open all clients, 100 handshakes at a time (200 in the storms).
+Storms: "joined" is when the last client had its welcome (Node and the other peers send none: when the
+last handshake completed); presence frames are the state-3 frames (other than its welcome) each client
+received from its handshake until presence traffic settled."""
 
 
 def spread(values: list[float]) -> dict | None:
@@ -50,25 +55,59 @@ def cell(stats: dict | None, fmt: Callable[[float], str] = number) -> str:
     return f"{fmt(stats['median'])} [{fmt(stats['min'])}–{fmt(stats['max'])}]"
 
 
+def ratio(a: dict | None, b: dict | None) -> float | None:
+    """Return the ratio of two medians, or None when either is missing or b is zero."""
+    if not a or not b or not b["median"]:
+        return None
+    return a["median"] / b["median"]
+
+
 def summarise(runs: list[dict], scenarios: dict[int, Scenario], server_names: list[str]) -> list[dict]:
-    """Aggregate the runs of each scenario and server into one row."""
+    """Aggregate the runs of each scenario and server into one row, and relate rows to each other.
+
+    A row is compared with node's (CPU), with its scenario's ``compare``
+    scenario (p99, deliveries/s, CPU), a Redis row with the memory row of the
+    same worker class (CPU with Redis's), and a row of several workers with
+    the row of one (deliveries/s, CPU).
+    """
     rows = []
     for sid, scenario in scenarios.items():
         for server in server_names:
             mine = [r for r in runs if r["scenario"] == sid and r["server"] == server]
             if mine:
                 rows.append(row(scenario, server, mine))
+
+    def find(sid: int | None, server: str | None) -> dict | None:
+        return next((o for o in rows if o["scenario"] == sid and o["server"] == server), None)
+
     for r in rows:
-        node = next((o for o in rows if o["scenario"] == r["scenario"] and o["server"] == "node"), None)
-        if node and node["cpu_per_delivery_us"] and r["cpu_per_delivery_us"]:
-            r["cpu_vs_node"] = r["cpu_per_delivery_us"]["median"] / node["cpu_per_delivery_us"]["median"]
-        sid = STALL_BASELINE.get(r["scenario"])
-        base = next((o for o in rows if o["scenario"] == sid and o["server"] == r["server"]), None)
-        if base and base["p99_ms"] and r["p99_ms"]:
-            r["stall_baseline"] = sid
-            r["p99_vs_baseline"] = r["p99_ms"]["median"] / base["p99_ms"]["median"]
-        if base and base["deliveries_per_s"] and r["deliveries_per_s"]:
-            r["rate_vs_baseline"] = r["deliveries_per_s"]["median"] / base["deliveries_per_s"]["median"]
+        node = find(r["scenario"], "node")
+        if node and ratio(r["cpu_per_delivery_us"], node["cpu_per_delivery_us"]):
+            r["cpu_vs_node"] = ratio(r["cpu_per_delivery_us"], node["cpu_per_delivery_us"])
+        sid = scenarios[r["scenario"]].compare
+        base = find(sid, r["server"])
+        if base and (ratio(r["p99_ms"], base["p99_ms"]) or ratio(r["total_cpu_us"], base["total_cpu_us"])):
+            r["compared_with"] = sid
+            r["p99_vs_baseline"] = ratio(r["p99_ms"], base["p99_ms"])
+            r["rate_vs_baseline"] = ratio(r["deliveries_per_s"], base["deliveries_per_s"])
+            r["cpu_vs_baseline"] = ratio(r["total_cpu_us"], base["total_cpu_us"])
+            r["net_cpu_vs_baseline"] = ratio(r["net_cpu_us"], base["net_cpu_us"])
+        spec = SERVERS.get(r["server"])
+        if spec is None:
+            continue
+        if spec.backend == "redis":
+            memory = find(r["scenario"], counterpart(r["server"], backend="memory", workers=1))
+            if memory and ratio(r["total_cpu_us"], memory["total_cpu_us"]):
+                r["memory_server"] = memory["server"]
+                r["cpu_vs_memory"] = ratio(r["total_cpu_us"], memory["total_cpu_us"])
+                r["net_cpu_vs_memory"] = ratio(r["net_cpu_us"], memory["net_cpu_us"])
+                r["p99_vs_memory"] = ratio(r["p99_ms"], memory["p99_ms"])
+        if spec.workers > 1:
+            single = find(r["scenario"], counterpart(r["server"], workers=1))
+            if single and ratio(r["deliveries_per_s"], single["deliveries_per_s"]):
+                r["single_server"] = single["server"]
+                r["rate_vs_single"] = ratio(r["deliveries_per_s"], single["deliveries_per_s"])
+                r["cpu_vs_single"] = ratio(r["total_cpu_us"], single["total_cpu_us"])
     return rows
 
 
@@ -83,9 +122,13 @@ def row(scenario: Scenario, server: str, runs: list[dict]) -> dict:
     closes: Counter = Counter()
     for load in loads:
         closes.update(load["close_codes"])
+    storms = [r["connect"]["storm"] for r in ok if r["connect"].get("storm")]
+    redis = [r for r in ok if "redis_cpu_s" in r]
     out = {
         "scenario": scenario.id,
         "title": scenario.title,
+        "mode": scenario.mode,
+        "rooms": scenario.rooms,
         "server": server,
         "runs": len(runs),
         "errors": [r["error"] for r in runs if "error" in r],
@@ -94,6 +137,7 @@ def row(scenario: Scenario, server: str, runs: list[dict]) -> dict:
         "lost": sum(x["lost"] for x in loads),
         "duplicates": sum(x["duplicates"] for x in loads),
         "out_of_order": sum(x["out_of_order"] for x in loads),
+        "misrouted": sum(x.get("misrouted", 0) for x in loads),
         "deliveries_per_s": each(lambda r: r["load"]["deliveries_per_s"]) if scenario.delivers else None,
         "offered_per_s": each(offered) if scenario.mode == "rate" else None,
         "lag_s": each(lambda r: r["load"]["window_s"] - r["load"]["send_s"]) if scenario.delivers else None,
@@ -101,6 +145,15 @@ def row(scenario: Scenario, server: str, runs: list[dict]) -> dict:
         "p99_ms": each(lambda r: r["load"]["latency_ms"]["p99"]),
         "max_ms": each(lambda r: r["load"]["latency_ms"]["max"]),
         "cpu_per_delivery_us": each(lambda r: r["cpu_per_delivery_us"]),
+        "redis_cpu_per_delivery_us": each(lambda r: r.get("redis_cpu_per_delivery_us")) if redis else None,
+        "total_cpu_us": each(total_cpu),
+        "idle_cpu_us": each(lambda r: r.get("idle_cpu_per_delivery_us")),
+        "net_cpu_us": each(lambda r: total_cpu(r) - r["idle_cpu_per_delivery_us"]
+                           if "idle_cpu_per_delivery_us" in r and total_cpu(r) is not None else None),
+        "redis_kb_per_conn": each(
+            lambda r: (r["redis_rss_kb"]["loaded"] - r["redis_rss_kb"]["empty"]) / max(r["load"]["open"], 1)
+        ) if redis else None,
+        "connections_per_worker": [r["connections_per_worker"] for r in ok if "connections_per_worker" in r],
         "connect_s": each(lambda r: r["connect"]["connect_s"]),
         "rss_per_conn_kb": each(lambda r: r["rss_per_conn_kb"]),
         "rss_growth_mb": each(lambda r: (r["rss_kb"]["after"] - r["rss_kb"]["loaded"]) / 1024),
@@ -115,8 +168,30 @@ def row(scenario: Scenario, server: str, runs: list[dict]) -> dict:
         "server_died": sum(1 for r in ok if not r["server_alive"]),
         "stalled": [r["end"]["stalled"] for r in ok if "stalled" in r["end"]],
         "extra": [r["end"]["extra"] for r in ok if "extra" in r["end"]],
+        "storm": scenario.storm,
+        "scaling": scenario.scaling,
     }
+    if storms:
+        out.update(
+            joined_s=spread([x["joined_s"] for x in storms]),
+            joined_short=[(x["joined"], r["connect"]["clients"]) for x, r in zip(storms, ok, strict=True)
+                          if x["joined"] < r["connect"]["clients"]],
+            welcomed=min(x["welcomed"] for x in storms),
+            presence_max=spread([x["presence_per_client"]["max"] for x in storms]),
+            presence_mean=spread([x["presence_per_client"]["mean"] for x in storms]),
+            welcome_bytes_max=max(x["welcome_bytes_max"] for x in storms),
+            connect_cpu_s=each(lambda r: r["connect_cpu_s"] + r.get("redis_connect_cpu_s", 0.0)),
+            connect_background=each(lambda r: r["connect_other_cpu_s"] / max(r["connect_wall_s"], 1e-9)),
+        )
     return out
+
+
+def total_cpu(run: dict) -> float | None:
+    """Return the server's CPU per delivery with its redis-server's added, if it has one."""
+    cpu = run["cpu_per_delivery_us"]
+    if cpu is None:
+        return None
+    return cpu + (run.get("redis_cpu_per_delivery_us") or 0.0)
 
 
 def offered(run: dict) -> float:
@@ -142,6 +217,8 @@ def flags(r: dict) -> list[str]:
         found.append("ooo")
     if r["duplicates"]:
         found.append("dup")
+    if r.get("misrouted"):
+        found.append("wrong room")
     if r["generator_saturated"]:
         found.append("gen sat")
     return found
@@ -162,7 +239,50 @@ def notes(r: dict) -> str:
         parts.append(f"reorders: {r['out_of_order']:,} arrived after a later message of the same sender")
     if r["duplicates"]:
         parts.append(f"{r['duplicates']:,} delivered twice")
-    if r["scenario"] in (4, 6) and r["rss_per_conn_kb"]:
+    if r.get("misrouted"):
+        parts.append(f"{r['misrouted']:,} reached a client of another room")
+    if r.get("redis_cpu_per_delivery_us"):
+        text = f"worker + Redis {cell(r['total_cpu_us'])} µs per delivery"
+        if "cpu_vs_memory" in r:
+            text += f" ({r['cpu_vs_memory']:.2f}× {r['memory_server']}'s"
+            if r.get("p99_vs_memory"):
+                text += f", p99 {r['p99_vs_memory']:.2f}×"
+            text += ")"
+        parts.append(text)
+    if r.get("idle_cpu_us"):
+        text = (
+            f"of that, holding the idle connections (heartbeats; measured with nobody sending) "
+            f"{cell(r['idle_cpu_us'])} µs, delivering {cell(r['net_cpu_us'])} µs"
+        )
+        if r.get("net_cpu_vs_memory"):
+            text += f" ({r['net_cpu_vs_memory']:.2f}× {r['memory_server']}'s)"
+        parts.append(text)
+    if "rate_vs_single" in r:
+        parts.append(
+            f"{r['rate_vs_single']:.2f}× the deliveries/s of {r['single_server']} (1 worker), "
+            f"CPU per delivery {r['cpu_vs_single']:.2f}×"
+        )
+    if r.get("rooms") and r.get("redis_kb_per_conn"):
+        parts.append(f"Redis RSS +{cell(r['redis_kb_per_conn'])} KB per room of 1 client")
+    if r.get("connections_per_worker"):
+        splits = ", ".join(" / ".join(f"{n:,}" for n in split) for split in r["connections_per_worker"])
+        parts.append(f"sockets per worker (each run) {splits}")
+    if r.get("storm") and r.get("joined_s"):
+        text = f"all joined in {cell(r['joined_s'])} s" if not r["joined_short"] else (
+            f"joined in {cell(r['joined_s'])} s, but only {', '.join(f'{a:,}/{b:,}' for a, b in r['joined_short'])}"
+        )
+        text += (
+            f"; presence frames per client max {cell(r['presence_max'], lambda v: f'{v:,.0f}')}, "
+            f"mean {cell(r['presence_mean'], lambda v: f'{v:,.1f}')}"
+        )
+        if r["welcome_bytes_max"]:
+            text += f"; welcome ≤ {r['welcome_bytes_max']:,} bytes"
+        who = "server + Redis" if r.get("redis_cpu_per_delivery_us") or r.get("redis_kb_per_conn") else "server"
+        text += f"; {who} CPU during the storm {cell(r['connect_cpu_s'])} s"
+        if r["connect_background"] and r["connect_background"]["max"] > BACKGROUND_WARNING:
+            text += f" (other load meanwhile up to {r['connect_background']['max']:.0%} of a core)"
+        parts.append(text)
+    if r["mode"] == "idle" and not r.get("storm") and r["rss_per_conn_kb"]:
         parts.append(f"{cell(r['rss_per_conn_kb'])} KB, {cell(r['threads_per_conn'])} threads per connection")
     if r["scenario"] == 6 and r["heartbeat_coverage"]:
         parts.append(
@@ -176,11 +296,16 @@ def notes(r: dict) -> str:
             f"stalled client, once it reads again: {', '.join(f'{k} ×{v}' for k, v in codes.items())} "
             f"after {queued:,.0f} KB; server RSS grew {cell(r['rss_growth_mb'])} MB"
         )
-    if "stall_baseline" in r:
-        versus = f"p99 {r['p99_vs_baseline']:.2f}×"
-        if "rate_vs_baseline" in r:
-            versus += f", deliveries/s {r['rate_vs_baseline']:.2f}×"
-        parts.append(f"{versus} scenario {r['stall_baseline']}")
+    if "compared_with" in r:
+        versus = [
+            f"{what} {value:.2f}×"
+            for what, value in (
+                ("p99", r["p99_vs_baseline"]), ("deliveries/s", r["rate_vs_baseline"]),
+                ("CPU per delivery", r["cpu_vs_baseline"]), ("delivering alone", r["net_cpu_vs_baseline"]),
+            )
+            if value is not None
+        ]
+        parts.append(f"{', '.join(versus)} scenario {r['compared_with']}")
     if r["extra"]:
         outcomes = Counter(e["outcome"] for e in r["extra"])
         times = [e["end_ms"] for e in r["extra"] if e["end_ms"] is not None]
@@ -213,27 +338,82 @@ def correctness(r: dict) -> str:
     if not r["expected"]:
         return "–"
     text = f"{r['received']:,}/{r['expected']:,}"
-    bad = [(n, r[k]) for n, k in (("lost", "lost"), ("dup", "duplicates"), ("ooo", "out_of_order")) if r[k]]
+    kinds = (("lost", "lost"), ("dup", "duplicates"), ("ooo", "out_of_order"), ("wrong room", "misrouted"))
+    bad = [(n, r.get(k, 0)) for n, k in kinds if r.get(k, 0)]
     if bad:
         text += " (" + ", ".join(f"{n} {v:,}" for n, v in bad) + ")"
     return text
 
 
 def table(rows: list[dict]) -> str:
-    """Render the rows as one markdown table."""
+    """Render the rows as one markdown table (with a Redis CPU column when a row ran on Redis)."""
+    redis = any(r.get("redis_cpu_per_delivery_us") for r in rows)
     head = [
         "Scenario", "Server", "Deliveries/s", "Received/expected", "p50 ms", "p99 ms", "max ms",
-        "Server CPU µs/delivery", "CPU vs node", "Connect s", "Notes",
+        "Server CPU µs/delivery", *(["Redis CPU µs/delivery"] if redis else []), "CPU vs node", "Connect s", "Notes",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        ratio = f"{r['cpu_vs_node']:.2f}×" if "cpu_vs_node" in r else "–"
+        versus = f"{r['cpu_vs_node']:.2f}×" if "cpu_vs_node" in r else "–"
         lines.append("| " + " | ".join([
             f"{r['scenario']}. {r['title']}", r["server"], cell(r["deliveries_per_s"]), correctness(r),
             cell(r["p50_ms"]), cell(r["p99_ms"]), cell(r["max_ms"]), cell(r["cpu_per_delivery_us"]),
-            ratio, cell(r["connect_s"]), notes(r),
+            *([cell(r.get("redis_cpu_per_delivery_us"))] if redis else []),
+            versus, cell(r["connect_s"]), notes(r),
         ]) + " |")
     return "\n".join(lines)
+
+
+def change(before: dict | None, after: dict | None) -> str:
+    """Format a before → after pair of medians with their ratio."""
+    if not before or not after:
+        return "–"
+    text = f"{number(before['median'])} → {number(after['median'])}"
+    if before["median"]:
+        text += f" ({after['median'] / before['median']:.2f}×)"
+    return text
+
+
+def before_after(rows: list[dict]) -> str:
+    """Render each row of a baseline server (an earlier commit) beside the working tree's row, or ""."""
+    lines = []
+    for old in rows:
+        spec = SERVERS.get(old["server"])
+        if spec is None or spec.ref is None:
+            continue
+        name = old["server"].removesuffix(f"-{spec.ref[:7]}")
+        new = next((r for r in rows if r["scenario"] == old["scenario"] and r["server"] == name), None)
+        if new is None:
+            continue
+        lines.append("| " + " | ".join([
+            f"{new['scenario']}. {new['title']}", name, spec.ref[:7],
+            change(old["total_cpu_us"], new["total_cpu_us"]), change(old["p99_ms"], new["p99_ms"]),
+            change(old["rss_per_conn_kb"], new["rss_per_conn_kb"]) if old["mode"] == "idle" else "–",
+        ]) + " |")
+    if not lines:
+        return ""
+    head = ["Scenario", "Server", "Before", "CPU µs/delivery before → after", "p99 ms before → after",
+            "KB per idle connection before → after"]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *lines])
+
+
+def workers(rows: list[dict]) -> str:
+    """Render the rows of the scenarios that compare gunicorn workers: capacity and its scaling, or ""."""
+    lines = []
+    for r in rows:
+        spec = SERVERS.get(r["server"])
+        if spec is None or not r.get("scaling"):
+            continue
+        lines.append("| " + " | ".join([
+            f"{r['scenario']}. {r['title']}", r["server"], spec.backend, str(spec.workers),
+            cell(r["deliveries_per_s"]), cell(r["total_cpu_us"]),
+            f"{r['rate_vs_single']:.2f}×" if "rate_vs_single" in r else "–",
+        ]) + " |")
+    if not lines:
+        return ""
+    head = ["Scenario", "Server", "Backend", "Workers", "Deliveries/s", "CPU µs/delivery (with Redis)",
+            "Deliveries/s vs 1 worker"]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *lines])
 
 
 CHART_PANELS = (

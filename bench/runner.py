@@ -3,56 +3,129 @@
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench import proc, servers
+from bench import proc, redis_server, servers
 from bench.generator import Generator, GeneratorError
 from bench.scenarios import Scenario
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Snapshot:
+    """The server's process tree, its redis-server (if any) and its workers' sockets at one moment."""
+
+    server: proc.Sample
+    redis: proc.Sample | None
+    sockets: list[int]
+
+
+def snapshot(pid: int, redis: redis_server.Redis | None) -> Snapshot:
+    """Sample the server's process tree and its redis-server."""
+    return Snapshot(proc.sample(pid), proc.sample(redis.pid) if redis else None, proc.sockets_per_child(pid))
+
+
+@contextmanager
+def backend(server: servers.Server, cpu: int | None, log_path: Path) -> Iterator[redis_server.Redis | None]:
+    """Run a fresh redis-server for a chat server on Redis, on cpu; nothing for any other server."""
+    if server.backend != "redis":
+        yield None
+        return
+    with redis_server.start(cpu, log_path) as redis:
+        yield redis
+
+
 def measure(server: str, scenario: Scenario, logs: Path, tag: str) -> dict:
-    """Run one scenario against a freshly started server and return what was measured."""
+    """Run one scenario against a freshly started server (and its own redis-server) and return what was measured."""
     run = secrets.token_hex(4)
-    result: dict = {"server": server, "scenario": scenario.id, "run": run}
-    with servers.start(server, scenario.connections, scenario.limit, log=logs / f"{tag}.server.log") as running:
-        config = scenario.loadgen(running.url, run, running.protocol)
+    spec = servers.SERVERS[server]
+    pinned = not scenario.scaling
+    result: dict = {"server": server, "scenario": scenario.id, "run": run, "pinned": pinned}
+    cpu = servers.SERVER_CPU if pinned and proc.can_pin() else None
+    with (
+        backend(spec, cpu, logs / f"{tag}.redis.log") as redis,
+        servers.start(
+            server, scenario.connections, scenario.limit, log=logs / f"{tag}.server.log",
+            backend_url=redis.url if redis else None, pinned=pinned,
+        ) as running,
+    ):
+        config = scenario.loadgen(running.url, run, running.protocol, welcome=spec.chat)
         with Generator(config, log=logs / f"{tag}.loadgen.log") as gen:
-            gen.expect("ready", 30)
-            empty = proc.sample(running.pid)
+            ready = gen.expect("ready", 30)
+            empty = snapshot(running.pid, redis)
+            connecting, clock = proc.busy_s(), time.monotonic()
             gen.proceed()
-            result["connect"] = gen.expect("connected", 180)
-            loaded = proc.sample(running.pid)
+            result["connect"] = gen.expect("connected", 240)
+            loaded = snapshot(running.pid, redis)
             busy = proc.busy_s()
+            if scenario.quiet:
+                # What the open connections cost with nobody sending (heartbeats, timers).
+                time.sleep(scenario.quiet)
+                quiet, loaded = loaded, snapshot(running.pid, redis)
+                result["quiet"] = idle_rate(quiet, loaded)
+            connecting, result["connect_wall_s"] = busy - connecting, time.monotonic() - clock
             gen.proceed()
             done = gen.expect("done", scenario.duration + 90)
-            after = proc.sample(running.pid)
+            after = snapshot(running.pid, redis)
             busy = proc.busy_s() - busy
             gen.proceed()
             result["end"] = gen.expect("end", 60)
         result["server_alive"] = running.process.poll() is None
     result["load"] = done
     result.update(costs(empty, loaded, after, done, busy))
+    if "quiet" in result and done["received"]:
+        rate = result["quiet"]
+        idle = (rate["server_cpu_per_s"] + rate.get("redis_cpu_per_s", 0.0)) * (after.server.at - loaded.server.at)
+        result["idle_cpu_per_delivery_us"] = idle / done["received"] * 1e6
+    # What else ran while the clients connected: the machine's busy time less the server's, Redis's and the generator's.
+    mine = result["connect_cpu_s"] + result.get("redis_connect_cpu_s", 0.0)
+    gen = result["connect"]["gen_cpu_s"] - ready.get("gen_cpu_s", 0.0)
+    result["connect_other_cpu_s"] = max(0.0, connecting - mine - gen)
     if scenario.mode == "idle" and done["open"]:
         result["heartbeat_coverage"] = done["heartbeat_clients"] / done["open"]
     return result
 
 
-def costs(empty: proc.Sample, loaded: proc.Sample, after: proc.Sample, done: dict, busy: float) -> dict:
-    """Return the server's CPU, memory and thread costs from three samples of it."""
-    cpu = after.cpu_s - loaded.cpu_s
+def idle_rate(start: Snapshot, end: Snapshot) -> dict:
+    """Return the CPU the server (and its redis-server) used per second between two snapshots."""
+    seconds = end.server.at - start.server.at
+    rate = {"seconds": seconds, "server_cpu_per_s": (end.server.cpu_s - start.server.cpu_s) / seconds}
+    if start.redis and end.redis:
+        rate["redis_cpu_per_s"] = (end.redis.cpu_s - start.redis.cpu_s) / seconds
+    return rate
+
+
+def costs(empty: Snapshot, loaded: Snapshot, after: Snapshot, done: dict, busy: float) -> dict:
+    """Return the server's (and its redis-server's) CPU, memory and thread costs from three snapshots."""
+    cpu = after.server.cpu_s - loaded.server.cpu_s
+    redis = after.redis.cpu_s - loaded.redis.cpu_s if after.redis else None
     open_ = max(done["open"], 1)
-    return {
+    out = {
         "server_cpu_s": cpu,
         "cpu_per_delivery_us": cpu / done["received"] * 1e6 if done["received"] else None,
-        "other_cpu_s": max(0.0, busy - cpu - done["gen_cpu_s"]),
-        "rss_kb": {"empty": empty.rss_kb, "loaded": loaded.rss_kb, "after": after.rss_kb},
-        "threads": {"empty": empty.threads, "loaded": loaded.threads, "after": after.threads},
-        "rss_per_conn_kb": (loaded.rss_kb - empty.rss_kb) / open_,
-        "threads_per_conn": (loaded.threads - empty.threads) / open_,
+        "connect_cpu_s": loaded.server.cpu_s - empty.server.cpu_s,
+        "other_cpu_s": max(0.0, busy - cpu - (redis or 0.0) - done["gen_cpu_s"]),
+        "rss_kb": {"empty": empty.server.rss_kb, "loaded": loaded.server.rss_kb, "after": after.server.rss_kb},
+        "threads": {"empty": empty.server.threads, "loaded": loaded.server.threads, "after": after.server.threads},
+        "rss_per_conn_kb": (loaded.server.rss_kb - empty.server.rss_kb) / open_,
+        "threads_per_conn": (loaded.server.threads - empty.server.threads) / open_,
     }
+    if len(loaded.sockets) > 1:
+        out["connections_per_worker"] = [
+            now - before for now, before in zip(loaded.sockets, empty.sockets, strict=False)
+        ]
+    if redis is not None:
+        out.update(
+            redis_cpu_s=redis,
+            redis_cpu_per_delivery_us=redis / done["received"] * 1e6 if done["received"] else None,
+            redis_connect_cpu_s=loaded.redis.cpu_s - empty.redis.cpu_s,
+            redis_rss_kb={"empty": empty.redis.rss_kb, "loaded": loaded.redis.rss_kb, "after": after.redis.rss_kb},
+        )
+    return out
 
 
 def run_all(
@@ -62,13 +135,17 @@ def run_all(
     logs: Path,
     progress: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Run every scenario repeat times, servers interleaved A B C A B C, and return all runs."""
+    """Run every scenario repeat times against the servers it fits, interleaved A B C A B C, and return all runs."""
     logs.mkdir(parents=True, exist_ok=True)
     results = []
-    total = len(scenarios) * repeat * len(server_names)
-    for scenario in scenarios:
+    plan = [
+        (scenario, [name for name in server_names if scenario.fits(servers.SERVERS[name])])
+        for scenario in scenarios
+    ]
+    total = sum(len(names) for _, names in plan) * repeat
+    for scenario, names in plan:
         for rep in range(1, repeat + 1):
-            for server in server_names:
+            for server in names:
                 tag = f"s{scenario.id}-{server}-{rep}"
                 started = time.monotonic()
                 try:
@@ -94,10 +171,22 @@ def summary(result: dict) -> str:
             f"lost {load['lost']} dup {load['duplicates']} ooo {load['out_of_order']}",
             f"p99 {load['latency_ms']['p99']} ms",
         ]
+        if load.get("misrouted"):
+            parts.append(f"misrouted {load['misrouted']}")
         if result["cpu_per_delivery_us"] is not None:
             parts.append(f"{result['cpu_per_delivery_us']:.1f} µs CPU/delivery")
+        if result.get("redis_cpu_per_delivery_us") is not None:
+            parts.append(f"+ Redis {result['redis_cpu_per_delivery_us']:.1f} µs")
     else:
         parts += [f"{result['rss_per_conn_kb']:.0f} KB/conn", f"{result['threads_per_conn']:.2f} threads/conn"]
+    storm = result["connect"].get("storm")
+    if storm and storm["joined_s"] is not None:
+        parts.append(
+            f"joined {storm['joined']}/{result['connect']['clients']} in {storm['joined_s']:.2f} s, "
+            f"presence/client max {storm['presence_per_client']['max']:.0f}"
+        )
+    if "connections_per_worker" in result:
+        parts.append(f"connections per worker {result['connections_per_worker']}")
     if load["close_codes"]:
         parts.append(f"closes {load['close_codes']}")
     if load["gen_saturated"]:

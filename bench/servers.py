@@ -1,4 +1,4 @@
-"""Start and stop the servers under test: this project's, and its peers."""
+"""Start and stop the servers under test: this project's (as it is, or at an earlier commit), and its peers."""
 
 import json
 import os
@@ -7,10 +7,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench import proc
+from bench import baseline, proc
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -22,26 +22,85 @@ SPARE_THREADS = 20
 
 @dataclass(frozen=True)
 class Server:
-    """A server the benchmark can run: what it speaks and which Python it needs."""
+    """A server the benchmark can run: what it speaks, how it is served and which Python it needs.
+
+    ``chat`` marks this project's server, which has rooms and greets every
+    joiner with a welcome; ``worker`` is the gunicorn worker class of a
+    gunicorn server and ``threaded`` says whether it holds an OS thread per
+    connection; ``backend`` and ``workers`` are the chat server's backend
+    (``memory`` or ``redis``) and gunicorn workers; ``ref`` is the commit a
+    baseline runs (None: the working tree).
+    """
 
     name: str
     protocol: str = "ws"
     peers_venv: bool = False
+    chat: bool = False
+    worker: str | None = None
+    threaded: bool = False
+    backend: str = "memory"
+    workers: int = 1
+    ref: str | None = None
 
+    @property
+    def root(self) -> Path:
+        """Return the folder the chat server runs from: the repository, or a baseline's export."""
+        return ROOT if self.ref is None else baseline.folder(self.ref)
+
+
+def chat_server(worker: str, backend: str = "memory", workers: int = 1) -> Server:
+    """Return this project's server under a gunicorn worker class, backend and number of workers."""
+    name = "chat" + ("-redis" if backend == "redis" else "") + ("-gevent" if worker == "gevent" else "")
+    if workers > 1:
+        name += f"-w{workers}"
+    return Server(name, chat=True, worker=worker, threaded=worker == "gthread", backend=backend, workers=workers)
+
+
+CHAT_SERVERS = tuple(
+    chat_server(worker, backend, workers)
+    for backend, workers in (("memory", 1), ("redis", 1), ("redis", 2))
+    for worker in ("gthread", "gevent")
+)
 
 SERVERS = {
     s.name: s
     for s in (
-        Server("chat"),
-        Server("chat-gevent"),
+        *CHAT_SERVERS,
         Server("node"),
         Server("websockets", peers_venv=True),
         Server("picows", peers_venv=True),
-        Server("socketio-gevent", protocol="socketio", peers_venv=True),
-        Server("socketio-threading", protocol="socketio", peers_venv=True),
-        Server("tutorial"),
+        Server("socketio-gevent", protocol="socketio", peers_venv=True, worker="gevent"),
+        Server("socketio-threading", protocol="socketio", peers_venv=True, worker="gthread", threaded=True),
+        Server("tutorial", worker="gthread", threaded=True),
     )
 }
+
+#: What runs when --servers is not given (each scenario takes those that fit it), before any baseline.
+DEFAULT = (
+    "chat", "chat-gevent", "chat-redis", "chat-redis-gevent", "chat-redis-gevent-w2",
+    "node", "websockets", "picows", "socketio-gevent", "socketio-threading", "tutorial",
+)
+
+
+def add_baseline(ref: str) -> list[str]:
+    """Register this project's servers at commit ref as <name>-<short commit>; return their names."""
+    commit = baseline.resolve(ref)
+    names = []
+    for server in CHAT_SERVERS:
+        name = f"{server.name}-{commit[:7]}"
+        SERVERS[name] = replace(server, name=name, ref=commit)
+        names.append(name)
+    return names
+
+
+def counterpart(name: str, **changes) -> str | None:
+    """Return the name of the chat server like name but for changes (backend, workers), if there is one."""
+    server = SERVERS[name]
+    if not server.chat:
+        return None
+    wanted = replace(server, **changes)
+    found = [s.name for s in SERVERS.values() if replace(s, name=wanted.name) == wanted]
+    return found[0] if found else None
 
 
 @dataclass
@@ -68,12 +127,12 @@ class Running:
 
 def gunicorn(
     app: str, port: int, threads: int, worker_class: str = "gthread",
-    python: Path | str = sys.executable, connections: int | None = None,
+    python: Path | str = sys.executable, connections: int | None = None, workers: int = 1,
 ) -> list[str]:
-    """Return the gunicorn command line for one worker with room for threads connections."""
+    """Return the gunicorn command line for workers each with room for threads connections."""
     return [
         str(python), "-m", "gunicorn",
-        "-k", worker_class, "-w", "1", "--threads", str(threads),
+        "-k", worker_class, "-w", str(workers), "--threads", str(threads),
         "--worker-connections", str(connections or threads + 100),
         "--graceful-timeout", "3", "--no-control-socket",
         "--log-level", "warning",
@@ -82,7 +141,9 @@ def gunicorn(
     ]
 
 
-def command(name: str, port: int, connections: int, limit: int | None) -> tuple[list[str], Path, dict]:
+def command(
+    name: str, port: int, connections: int, limit: int | None, backend_url: str | None = None,
+) -> tuple[list[str], Path, dict]:
     """Return command, working directory and environment to serve connections at once.
 
     With a limit, the server is configured to refuse connections past it: the chat
@@ -91,15 +152,20 @@ def command(name: str, port: int, connections: int, limit: int | None) -> tuple[
     many threads, Flask-SocketIO under gevent by that many worker connections. The
     asyncio and Node servers have no such setting and take every connection. Every
     client of the benchmark comes from 127.0.0.1, so the chat server's per-address
-    limit is raised to the same number.
+    limit is raised to the same number. A chat server on Redis is given
+    backend_url; each of several workers has room for every connection.
     """
     env = dict(os.environ)
-    if name in ("chat", "chat-gevent"):
+    server = SERVERS[name]
+    if server.chat:
         threads = limit + 10 if limit else connections + SPARE_THREADS
         most = str(limit or connections + SPARE_THREADS // 2)
         env.update(CHAT_RATE_LIMIT="off", CHAT_MAX_CONNECTIONS=most, CHAT_MAX_CONNECTIONS_PER_IP=most)
-        worker_class = "gevent" if name == "chat-gevent" else "gthread"
-        return gunicorn("app:app", port, threads, worker_class), ROOT, env
+        if server.backend == "redis":
+            if backend_url is None:
+                raise ValueError(f"{name} needs a redis-server")
+            env["CHAT_BACKEND_URL"] = backend_url
+        return gunicorn("app:app", port, threads, server.worker, workers=server.workers), server.root, env
     if name == "tutorial":
         threads = limit or connections + SPARE_THREADS
         return gunicorn("tutorial:app", port, threads), PEERS, env
@@ -136,11 +202,12 @@ def stop(process: subprocess.Popen) -> None:
 @contextmanager
 def launch(
     name: str, protocol: str, cmd: list[str], cwd: Path, env: dict, port: int, log: Path | None,
+    pinned: bool = True,
 ) -> Iterator[Running]:
-    """Run cmd pinned to the server's CPU until the block ends, once it answers HTTP on port."""
+    """Run cmd (pinned to the server's CPU unless told not to) until the block ends, once it answers HTTP on port."""
     with open(log, "w") if log else nullcontext(subprocess.DEVNULL) as out:
         process = subprocess.Popen(
-            proc.pinned(cmd, SERVER_CPU), cwd=cwd, env=env,
+            proc.pinned(cmd, SERVER_CPU) if pinned else cmd, cwd=cwd, env=env,
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -153,11 +220,14 @@ def launch(
 
 
 @contextmanager
-def start(name: str, connections: int, limit: int | None = None, log: Path | None = None) -> Iterator[Running]:
-    """Run a server on a free port, pinned to its CPU, until the block ends."""
+def start(
+    name: str, connections: int, limit: int | None = None, log: Path | None = None,
+    backend_url: str | None = None, pinned: bool = True,
+) -> Iterator[Running]:
+    """Run a server on a free port, pinned to its CPU unless told not to, until the block ends."""
     port = proc.free_port()
-    cmd, cwd, env = command(name, port, connections, limit)
-    with launch(name, SERVERS[name].protocol, cmd, cwd, env, port, log) as running:
+    cmd, cwd, env = command(name, port, connections, limit, backend_url)
+    with launch(name, SERVERS[name].protocol, cmd, cwd, env, port, log, pinned) as running:
         yield running
 
 

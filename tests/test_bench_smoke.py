@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from bench import deps, servers
+from bench import baseline, deps, report, runner, servers
 from bench.generator import Generator
-from bench.scenarios import Scenario
+from bench.scenarios import FULL, Scenario, scenarios
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("node") is None, reason="node is not on PATH: the load generator needs Node.js"),
@@ -26,9 +26,9 @@ def node_packages():
     deps.node_packages()
 
 
-def drive(server: servers.Running, scenario: Scenario, **options) -> dict:
-    """Run scenario against a started server and return the generator's report."""
-    config = {**scenario.loadgen(server.url, secrets.token_hex(4), server.protocol), **options}
+def drive(server: servers.Running, scenario: Scenario, welcome: bool = False, **options) -> dict:
+    """Run scenario against a started server and return the generator's report, with the connect phase's."""
+    config = {**scenario.loadgen(server.url, secrets.token_hex(4), server.protocol, welcome), **options}
     with Generator(config) as gen:
         gen.expect("ready", 10)
         gen.proceed()
@@ -38,20 +38,20 @@ def drive(server: servers.Running, scenario: Scenario, **options) -> dict:
         gen.proceed()
         gen.expect("end", 10)
     assert connected["open"] == scenario.clients
-    return done
+    return {**done, "connected": connected}
 
 
-def run(scenario: Scenario) -> dict:
+def run(scenario: Scenario, name: str = "chat") -> dict:
     """Run scenario against a fresh chat server and return the generator's report."""
-    with servers.start("chat", scenario.connections) as server:
-        return drive(server, scenario)
+    with servers.start(name, scenario.connections) as server:
+        return drive(server, scenario, welcome=True)
 
 
-def assert_complete(done: dict) -> None:
-    """Check that every client got every message once, in each sender's order."""
+def assert_complete(done: dict, audience: int | None = None) -> None:
+    """Check that every client (of the sender's room, audience of them) got every message once, in order."""
     assert done["sent"] > 0
-    assert done["received"] == done["expected"] == done["sent"] * done["open"]
-    assert (done["lost"], done["duplicates"], done["out_of_order"]) == (0, 0, 0)
+    assert done["received"] == done["expected"] == done["sent"] * (audience or done["open"])
+    assert (done["lost"], done["duplicates"], done["out_of_order"], done["misrouted"]) == (0, 0, 0, 0)
     assert done["close_codes"] == {}
     assert done["errors"] == {}
 
@@ -85,3 +85,72 @@ def test_generator_reports_exactly_the_injected_faults(node_packages, protocol):
     assert done["out_of_order"] == per_fault * clients
     assert FAULTS["delay_ms"] <= done["latency_ms"]["p50"] < FAULTS["delay_ms"] + SLACK_MS
     assert (done["close_codes"], done["errors"]) == ({}, {})
+
+
+def test_generator_counts_messages_of_another_room(node_packages):
+    """Clients in 4 rooms each expect their room's messages only: a message also sent to another room is counted."""
+    scenario = Scenario(0, "self-test", 12, "rate", senders=4, rate=100, duration=2.0, rooms=4)
+    with servers.faulty("ws", {"period": 50, "misroute": [7]}) as server:
+        done = drive(server, scenario, drainIdle=0.5)
+    assert done["sent"] == 200
+    assert done["expected"] == done["received"] == 200 * 3
+    assert done["misrouted"] == done["sent"] // 50 * 3
+    assert (done["lost"], done["duplicates"], done["out_of_order"]) == (0, 0, 0)
+
+
+def test_generator_reports_the_join_storm(node_packages):
+    """Against a server that sends every joiner 3 join frames and a welcome, each client counts 3 and is joined."""
+    scenario = Scenario(0, "self-test", 30, "idle", duration=0.2, concurrency=10, storm=True)
+    with servers.faulty("ws", {"presence": 3}) as server:
+        storm = drive(server, scenario, welcome=True)["connected"]["storm"]
+    assert storm["joined"] == storm["welcomed"] == 30
+    assert storm["presence_per_client"] == {"mean": 3, "p50": 3, "max": 3}
+    assert 0 < storm["joined_s"] < 5
+    assert storm["welcome_bytes_max"] > 0
+
+
+def test_rooms_of_the_chat_server_are_kept_apart():
+    """5 senders each into their own room of 2 v2 clients: every message reaches its room alone; all welcomed."""
+    done = run(Scenario(0, "smoke", 10, "rate", senders=5, rate=100, duration=1.0, rooms=5, query="v=2"))
+    assert_complete(done, audience=2)
+    assert done["connected"]["storm"]["welcomed"] == 10
+
+
+def test_scenarios_fit_the_servers_they_are_for():
+    """Many rooms run on gevent chat servers, worker scaling alone takes two workers, big storms skip threads."""
+    fitting = {sid: {name for name, s in servers.SERVERS.items() if sc.fits(s) and s.ref is None}
+               for sid, sc in FULL.items()}
+    assert fitting[9] == {"chat-gevent", "chat-redis-gevent"}
+    assert fitting[11] == {"chat-gevent", "chat-redis-gevent", "chat-redis-gevent-w2"}
+    assert "chat-redis-gevent-w2" not in fitting[1] | fitting[12]
+    assert {"chat", "chat-redis", "tutorial", "socketio-threading"}.isdisjoint(fitting[14])
+    assert {"chat", "node", "chat-gevent"} <= fitting[12]
+    assert fitting[15] == {s for s in fitting[12] if servers.SERVERS[s].chat}
+    assert set(scenarios(quick=True)) == set(FULL)
+    assert servers.counterpart("chat-redis-gevent-w2", backend="memory", workers=1) == "chat-gevent"
+
+
+def test_redis_rows_measure_their_own_redis_server(tmp_path):
+    """A chat server on Redis gets a redis-server of its own for the run, whose CPU is measured apart."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH")
+    scenario = Scenario(0, "smoke", 6, "rate", senders=3, rate=100, duration=1.0, rooms=3)
+    result = runner.measure("chat-redis-gevent", scenario, tmp_path, "redis")
+    assert_complete(result["load"], audience=2)
+    assert result["redis_cpu_s"] > 0
+    assert result["redis_cpu_per_delivery_us"] > 0
+
+
+def test_a_baseline_commit_runs_beside_the_working_tree(tmp_path):
+    """--baseline HEAD registers the chat servers at HEAD, exported by git archive, and the report pairs the rows."""
+    names = servers.add_baseline("HEAD")
+    commit = baseline.resolve("HEAD")
+    old = f"chat-gevent-{commit[:7]}"
+    assert old in names
+    assert (servers.SERVERS[old].root / "app.py").exists()
+    scenario = Scenario(0, "smoke", 10, "rate", senders=1, rate=100, duration=1.0)
+    runs = [runner.measure(name, scenario, tmp_path, name) | {"repeat": 1} for name in ("chat-gevent", old)]
+    for run in runs:
+        assert_complete(run["load"])
+    rows = report.summarise(runs, {0: scenario}, ["chat-gevent", old])
+    assert f"| chat-gevent | {commit[:7]} |" in report.before_after(rows)
