@@ -51,9 +51,27 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--baseline", action="append", default=[], metavar="REF",
         help="also measure this project at commit REF, as chat-<commit>, chat-gevent-<commit>, ... (repeatable)",
     )
+    parser.add_argument(
+        "--at", metavar="REF", default=None,
+        help="run chat, chat-gevent, ... at commit REF (e.g. HEAD) instead of the working tree",
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE",
+        help="give every chat server this setting, e.g. CHAT_STORE_URL=none (repeatable)",
+    )
     parser.add_argument("--quick", action="store_true", help="small client counts and short runs, every server once")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default bench/results)")
     args = parser.parse_args(argv)
+    for item in args.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("CHAT_"):
+            parser.error(f"--env wants CHAT_NAME=VALUE, not {item!r}")
+        servers.CHAT_ENV[name] = value
+    if args.at is not None:
+        try:
+            servers.CURRENT = baseline.resolve(args.at)
+        except baseline.UnknownCommit as exc:
+            parser.error(str(exc))
     added = []
     for ref in args.baseline:
         try:
@@ -79,7 +97,9 @@ def node_version() -> str:
 
 
 def tree_state() -> dict:
-    """Return the commit the working tree is at and whether the server's files differ from it."""
+    """Return the commit chat, chat-gevent, ... run at and which of the server's files differ from it."""
+    if servers.CURRENT is not None:
+        return {"commit": servers.CURRENT, "changed": [], "exported": True}
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=servers.ROOT, capture_output=True, text=True)
     changed = subprocess.run(
         ["git", "status", "--porcelain", "--", "chat", "app.py", "gunicorn.conf.py", "requirements.txt"],
@@ -104,8 +124,9 @@ def main(argv: list[str]) -> int:
     tree = tree_state()
     print(f"machine: {machine['nproc']} × {machine['cpu']}, kernel {machine['kernel']}, "
           f"Python {machine['python']}, Node {machine['node']}", flush=True)
-    print(f"chat server: working tree at {tree['commit'][:7]}"
-          + (f", with {len(tree['changed'])} changed files" if tree["changed"] else ""), flush=True)
+    where = f"commit {tree['commit'][:7]}, exported" if servers.CURRENT else f"working tree at {tree['commit'][:7]}"
+    print(f"chat server: {where}" + (f", with {len(tree['changed'])} changed files" if tree["changed"] else "")
+          + (f"; settings {servers.CHAT_ENV}" if servers.CHAT_ENV else ""), flush=True)
     for name in args.servers:
         if SERVERS[name].ref:
             print(f"{name}: commit {SERVERS[name].ref}, from {SERVERS[name].root}", flush=True)
@@ -123,7 +144,7 @@ def main(argv: list[str]) -> int:
           f"Median [min–max] of {args.repeat} runs{' (quick)' if args.quick else ''}.")
     print()
     print(text)
-    for extra in (report.before_after(rows), report.workers(rows)):
+    for extra in (report.before_after(rows), report.rooms(rows), report.workers(rows), report.storms(rows)):
         if extra:
             print()
             print(extra)
@@ -135,7 +156,10 @@ def main(argv: list[str]) -> int:
         machine=machine,
         started=started.isoformat(timespec="seconds"),
         seconds=round(time.monotonic() - clock),
-        options={"repeat": args.repeat, "quick": args.quick, "servers": args.servers, "baseline": args.baseline},
+        options={
+            "repeat": args.repeat, "quick": args.quick, "servers": args.servers, "baseline": args.baseline,
+            "at": args.at, "env": servers.CHAT_ENV,
+        },
         tree=tree,
         scenarios={sid: dataclasses.asdict(s) for sid, s in chosen.items()},
         summary=rows,

@@ -84,6 +84,8 @@ def summarise(runs: list[dict], scenarios: dict[int, Scenario], server_names: li
         node = find(r["scenario"], "node")
         if node and ratio(r["cpu_per_delivery_us"], node["cpu_per_delivery_us"]):
             r["cpu_vs_node"] = ratio(r["cpu_per_delivery_us"], node["cpu_per_delivery_us"])
+        if node and ratio(r.get("joined_s"), node.get("joined_s")):
+            r["joined_vs_node"] = ratio(r["joined_s"], node["joined_s"])
         sid = scenarios[r["scenario"]].compare
         base = find(sid, r["server"])
         if base and (ratio(r["p99_ms"], base["p99_ms"]) or ratio(r["total_cpu_us"], base["total_cpu_us"])):
@@ -148,6 +150,8 @@ def row(scenario: Scenario, server: str, runs: list[dict]) -> dict:
         "redis_cpu_per_delivery_us": each(lambda r: r.get("redis_cpu_per_delivery_us")) if redis else None,
         "total_cpu_us": each(total_cpu),
         "idle_cpu_us": each(lambda r: r.get("idle_cpu_per_delivery_us")),
+        "server_cores": each(lambda r: r.get("server_cores")),
+        "generator_cores": each(lambda r: r["load"]["gen_cpu_s"] / max(r["load"]["gen_wall_s"], 1e-9)),
         "net_cpu_us": each(lambda r: total_cpu(r) - r["idle_cpu_per_delivery_us"]
                            if "idle_cpu_per_delivery_us" in r and total_cpu(r) is not None else None),
         "redis_kb_per_conn": each(
@@ -397,6 +401,56 @@ def before_after(rows: list[dict]) -> str:
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *lines])
 
 
+def markdown(head: list[str], lines: list[list[str]]) -> str:
+    """Render a head and rows of cells as a markdown table, or "" when there are no rows."""
+    if not lines:
+        return ""
+    return "\n".join(["| " + " | ".join(x) + " |" for x in [head, ["---"] * len(head), *lines]])
+
+
+def rooms(rows: list[dict]) -> str:
+    """Render the rows of scenarios with rooms (but no worker scaling): CPU with Redis's, its idle share, p99."""
+    lines = [
+        [
+            f"{r['scenario']}. {r['title']}", r["server"], cell(r["deliveries_per_s"]), correctness(r),
+            cell(r["p99_ms"]), cell(r["cpu_per_delivery_us"]), cell(r.get("redis_cpu_per_delivery_us")),
+            cell(r["total_cpu_us"]) + (f" ({r['cpu_vs_memory']:.2f}×)" if "cpu_vs_memory" in r else ""),
+            cell(r["idle_cpu_us"]), cell(r["net_cpu_us"]),
+            f"{r['cpu_vs_baseline']:.2f}× scenario {r['compared_with']}" if r.get("cpu_vs_baseline") else "–",
+        ]
+        for r in rows
+        if r.get("rooms") and not r.get("scaling")
+    ]
+    head = [
+        "Scenario", "Server", "Deliveries/s", "Received/expected", "p99 ms", "Worker CPU µs/message",
+        "Redis CPU µs/message", "Worker + Redis (vs memory)", "of which idle connections", "delivering alone",
+        "Per message vs fewer rooms",
+    ]
+    return markdown(head, lines)
+
+
+def storms(rows: list[dict]) -> str:
+    """Render the rows of the join storms: time until all joined, presence frames per client, CPU meanwhile."""
+    lines = [
+        [
+            f"{r['scenario']}. {r['title']}", r["server"],
+            f"{r['welcomed']:,}" if SERVERS.get(r["server"]) and SERVERS[r["server"]].chat else "no welcome",
+            cell(r["joined_s"]), f"{r['joined_vs_node']:.2f}×" if "joined_vs_node" in r else "–",
+            cell(r["presence_max"], lambda v: f"{v:,.0f}"),
+            cell(r["presence_mean"], lambda v: f"{v:,.1f}"),
+            f"{r['welcome_bytes_max']:,}" if r["welcome_bytes_max"] else "–", cell(r["connect_cpu_s"]),
+        ]
+        for r in rows
+        if r.get("storm") and r.get("joined_s")
+    ]
+    head = [
+        "Scenario", "Server", "Welcomed (least of the runs)", "All joined s", "vs node",
+        "Presence frames per client, max",
+        "mean", "Largest welcome, bytes", "Server CPU s during the storm",
+    ]
+    return markdown(head, lines)
+
+
 def workers(rows: list[dict]) -> str:
     """Render the rows of the scenarios that compare gunicorn workers: capacity and its scaling, or ""."""
     lines = []
@@ -408,11 +462,12 @@ def workers(rows: list[dict]) -> str:
             f"{r['scenario']}. {r['title']}", r["server"], spec.backend, str(spec.workers),
             cell(r["deliveries_per_s"]), cell(r["total_cpu_us"]),
             f"{r['rate_vs_single']:.2f}×" if "rate_vs_single" in r else "–",
+            cell(r["server_cores"]), cell(r["generator_cores"]),
         ]) + " |")
     if not lines:
         return ""
     head = ["Scenario", "Server", "Backend", "Workers", "Deliveries/s", "CPU µs/delivery (with Redis)",
-            "Deliveries/s vs 1 worker"]
+            "Deliveries/s vs 1 worker", "Cores used by server + Redis", "Cores used by the generator"]
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *lines])
 
 

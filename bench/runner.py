@@ -104,7 +104,10 @@ def costs(empty: Snapshot, loaded: Snapshot, after: Snapshot, done: dict, busy: 
     cpu = after.server.cpu_s - loaded.server.cpu_s
     redis = after.redis.cpu_s - loaded.redis.cpu_s if after.redis else None
     open_ = max(done["open"], 1)
+    seconds = after.server.at - loaded.server.at
     out = {
+        "measured_s": seconds,
+        "server_cores": (cpu + (redis or 0.0)) / seconds,
         "server_cpu_s": cpu,
         "cpu_per_delivery_us": cpu / done["received"] * 1e6 if done["received"] else None,
         "connect_cpu_s": loaded.server.cpu_s - empty.server.cpu_s,

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, replace
@@ -18,6 +19,11 @@ PEERS = BENCH / "peers"
 PEERS_PYTHON = BENCH / ".venv" / "bin" / "python"
 SERVER_CPU = 1
 SPARE_THREADS = 20
+
+#: Settings given to every chat server on top of the benchmark's own (python -m bench --env).
+CHAT_ENV: dict[str, str] = {}
+#: The commit "chat", "chat-gevent", ... run at instead of the working tree (python -m bench --at), or None.
+CURRENT: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,14 @@ class Server:
     ref: str | None = None
 
     @property
+    def commit(self) -> str | None:
+        """Return the commit this chat server runs at, or None for the working tree."""
+        return self.ref or CURRENT
+
+    @property
     def root(self) -> Path:
-        """Return the folder the chat server runs from: the repository, or a baseline's export."""
-        return ROOT if self.ref is None else baseline.folder(self.ref)
+        """Return the folder the chat server runs from: the repository, or the export of its commit."""
+        return ROOT if self.commit is None else baseline.folder(self.commit)
 
 
 def chat_server(worker: str, backend: str = "memory", workers: int = 1) -> Server:
@@ -143,6 +154,7 @@ def gunicorn(
 
 def command(
     name: str, port: int, connections: int, limit: int | None, backend_url: str | None = None,
+    store: Path | None = None,
 ) -> tuple[list[str], Path, dict]:
     """Return command, working directory and environment to serve connections at once.
 
@@ -153,7 +165,9 @@ def command(
     asyncio and Node servers have no such setting and take every connection. Every
     client of the benchmark comes from 127.0.0.1, so the chat server's per-address
     limit is raised to the same number. A chat server on Redis is given
-    backend_url; each of several workers has room for every connection.
+    backend_url; each of several workers has room for every connection. A chat
+    server keeps its messages (a commit with a message store does) in a fresh
+    SQLite file in the folder store, the default store in a place of its own.
     """
     env = dict(os.environ)
     server = SERVERS[name]
@@ -161,6 +175,9 @@ def command(
         threads = limit + 10 if limit else connections + SPARE_THREADS
         most = str(limit or connections + SPARE_THREADS // 2)
         env.update(CHAT_RATE_LIMIT="off", CHAT_MAX_CONNECTIONS=most, CHAT_MAX_CONNECTIONS_PER_IP=most)
+        if store is not None:
+            env["CHAT_STORE_URL"] = f"sqlite:///{store / 'chat.db'}"
+        env.update(CHAT_ENV)
         if server.backend == "redis":
             if backend_url is None:
                 raise ValueError(f"{name} needs a redis-server")
@@ -226,9 +243,10 @@ def start(
 ) -> Iterator[Running]:
     """Run a server on a free port, pinned to its CPU unless told not to, until the block ends."""
     port = proc.free_port()
-    cmd, cwd, env = command(name, port, connections, limit, backend_url)
-    with launch(name, SERVERS[name].protocol, cmd, cwd, env, port, log, pinned) as running:
-        yield running
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as store:
+        cmd, cwd, env = command(name, port, connections, limit, backend_url, Path(store))
+        with launch(name, SERVERS[name].protocol, cmd, cwd, env, port, log, pinned) as running:
+            yield running
 
 
 @contextmanager

@@ -154,3 +154,19 @@ def test_a_baseline_commit_runs_beside_the_working_tree(tmp_path):
         assert_complete(run["load"])
     rows = report.summarise(runs, {0: scenario}, ["chat-gevent", old])
     assert f"| chat-gevent | {commit[:7]} |" in report.before_after(rows)
+
+
+def test_chat_servers_get_a_store_of_their_own_and_the_settings_asked_for(monkeypatch, tmp_path):
+    """Each run's chat server keeps messages in a fresh SQLite file; --env and --at reach every chat server."""
+    from bench.__main__ import parse
+
+    monkeypatch.setattr(servers, "CHAT_ENV", {})
+    monkeypatch.setattr(servers, "CURRENT", None)
+    _, cwd, env = servers.command("chat-gevent", 1234, 10, None, store=tmp_path)
+    assert env["CHAT_STORE_URL"] == f"sqlite:///{tmp_path}/chat.db"
+    assert cwd == servers.ROOT
+    args = parse(["--at", "HEAD", "--env", "CHAT_STORE_URL=none", "--servers", "chat"])
+    assert args.servers == ["chat"]
+    _, cwd, env = servers.command("chat-redis", 1234, 10, None, "redis://127.0.0.1:1/0", store=tmp_path)
+    assert (env["CHAT_STORE_URL"], env["CHAT_BACKEND_URL"]) == ("none", "redis://127.0.0.1:1/0")
+    assert cwd == baseline.folder(baseline.resolve("HEAD"))
