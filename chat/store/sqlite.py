@@ -2,10 +2,14 @@
 
 Commits use ``synchronous=NORMAL``: a commit is a write to the WAL with no
 fsync, so it survives the process being killed but not the machine losing
-power; ``sync`` (a passive checkpoint, which fsyncs the WAL) runs once a
-second while there are writes, which bounds what a power cut can take.
-Several processes of one host may share the file: SQLite serialises their
-write transactions and ``busy_timeout`` makes each wait its turn.
+power.  The writer checkpoints on its own schedule, not SQLite's
+(``wal_autocheckpoint=0``): ``sync``, called once a second while there are
+writes, runs a passive checkpoint, which fsyncs the WAL (bounding what a
+power cut can take to about a second) and copies it into the database file.
+A WAL still past ``WAL_LIMIT`` after it (other processes kept writing while
+it ran) is truncated by a checkpoint that waits for them.  Several
+processes of one host may share the file: SQLite serialises their write
+transactions and ``busy_timeout`` makes each wait its turn.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from .sql import Database
 
 #: Milliseconds a write waits for another process's transaction to end.
 BUSY_TIMEOUT_MS = 5000
+#: Bytes of WAL past which a checkpoint waits for the other writers so that it can start the WAL afresh.
+WAL_LIMIT = 64 * 1024 * 1024
 
 
 class SQLite(Database):
@@ -41,6 +47,7 @@ class SQLite(Database):
         if write:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         else:
             conn.execute("PRAGMA query_only = ON")
         return conn
@@ -50,10 +57,14 @@ class SQLite(Database):
         conn.execute("BEGIN IMMEDIATE")
 
     def sync(self) -> None:
-        """Fsync the WAL and copy it into the database file, as far as no reader holds it back."""
-        if self._writer is not None:
-            with self.reach():
-                self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """Fsync the WAL and copy it into the database file; truncate a WAL that grew past WAL_LIMIT."""
+        conn = self._writer
+        if conn is None:
+            return
+        with self.reach():
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            if os.path.getsize(self.path + "-wal") > WAL_LIMIT:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def path_of(url: str, instance_path: str) -> str:

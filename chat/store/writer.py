@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between syncs while there are writes: what a machine crash may take (SQLite).
 SYNC_EVERY = 1.0
+#: Seconds between the starts of two commits: how long a message may wait for the next batch.
+BATCH_EVERY = 0.005
 #: Messages queued but not yet stored beyond which new messages are refused.
 BACKLOG_LIMIT = 100_000
 #: Messages removed per retention transaction.
@@ -72,7 +74,7 @@ class Writer:
         self._appended = self._committed = 0
         self._failing = False
         self._dirty = False
-        self._synced = self._next_prune = time.monotonic()
+        self._synced = self._next_prune = self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="chat-store", daemon=True)
 
     def start(self) -> None:
@@ -150,6 +152,10 @@ class Writer:
                 while not (self._rows or self._tickets or self._releases or self._stop.is_set()):
                     if not self._wake.wait(self._idle_for()):
                         break
+            # At most one commit per BATCH_EVERY: what a busy room sends meanwhile shares it.
+            self._stop.wait(self._started + BATCH_EVERY - time.monotonic())
+            with self._lock:
+                self._started = time.monotonic()
                 rows, self._rows = self._rows, []
                 tickets, self._tickets = self._tickets, []
                 releases, self._releases = self._releases, []
