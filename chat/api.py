@@ -79,15 +79,21 @@ def post_message(room: str) -> tuple[Response, int]:
 
 @bp.get("/rooms/<room>/messages")
 def get_messages(room: str) -> Response:
-    """Return the messages of room after ?since= (or the last ones), at most ?limit=."""
+    """Return at most ?limit= (200) messages of room: after ?since=, before ?before=, or the last ones."""
     chat = state()
     room = protocol.room(room)
     _require_reader(chat, room)
     since = protocol.since(request.args.get("since"))
+    try:
+        before = protocol.since(request.args.get("before"))
+    except protocol.ProtocolError:
+        abort(400, description="before must be a message id")
+    if since is not None and before is not None:
+        abort(400, description="give since or before, not both")
     limit = request.args.get("limit")
     if limit is not None and not (limit.isascii() and limit.isdigit() and len(limit) <= 6):
         abort(400, description="limit must be a whole number")
-    return jsonify(chat.history(room, since, None if limit is None else int(limit)))
+    return jsonify(chat.history(room, since, None if limit is None else int(limit), before))
 
 
 @bp.get("/rooms/<room>/presence")

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 from werkzeug.routing.exceptions import WebsocketMismatch
 
-from . import api, backends, config, identity, protocol, views, wire, ws
+from . import api, backends, config, identity, protocol, store, views, wire, ws
 from .connection import Connection
 from .hub import Hub
 from .metrics import Metrics
@@ -52,7 +52,8 @@ class Chat:
             raise RuntimeError("SOCK_SERVER_OPTIONS must keep the chat's thread_class and event_class")
         metrics = Metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         backend = backends.create(settings["BACKEND_URL"], settings)
-        hub = Hub(backend, settings, metrics, moderate=self._moderate)
+        record = store.create(settings["STORE_URL"], settings, app.instance_path)
+        hub = Hub(backend, settings, metrics, moderate=self._moderate, store=record)
         mount = app.extensions["chat"] = Mount(settings, hub, metrics, self._identity)
         register(mount)
         self._mounts.append(mount)

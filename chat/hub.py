@@ -3,13 +3,16 @@
 The hub's lock guards the rooms, the connection counts and the set of
 connections the backend has entered; no I/O happens under it.  Live events reach the
 connections through the ``Fanout`` it owns, which reads the rooms through
-``members``.
+``members``.  Every message published goes on to the store, which acks a v2
+sender once it is committed, and joins replay from the store what the
+backend no longer holds.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +20,7 @@ from . import protocol
 from .backends import Backend, Unavailable
 from .connection import POLICY, Connection
 from .fanout import Fanout
+from .store import NoStore, Store, Stored, history
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -33,9 +37,11 @@ class Hub:
     """Own the rooms of this process and the fan-out thread that feeds them."""
 
     def __init__(
-        self, backend: Backend, settings: dict[str, Any], stats: Metrics, moderate: Moderate | None = None
+        self, backend: Backend, settings: dict[str, Any], stats: Metrics, moderate: Moderate | None = None,
+        store: Store | NoStore | None = None,
     ) -> None:
         self.backend = backend
+        self.store = store if store is not None else NoStore()
         self.settings = settings
         self.stats = stats
         self._moderate = moderate
@@ -108,7 +114,8 @@ class Hub:
             raise
         with self._lock:
             self._entered.add(conn)
-        replay = entry.replay
+        limit, cap = self.settings["HISTORY_REPLAY"], self.settings["HISTORY_SIZE"]
+        replay = history.joined(self.store, room, entry.replay, since, entry.position[0], limit, cap)
         payloads = [protocol.presence("welcome", room, conn.name, entry.online, entry.users)]
         if replay.gap:
             payloads.append(protocol.gap(room, replay.missed))
@@ -139,19 +146,41 @@ class Hub:
                 del self._rooms[conn.room]
             self.stats.room_resized(len(members) + 1, len(members))
 
-    def publish(self, conn: Connection, text: str) -> None:
-        """Send a chat message from conn to its room, once moderation lets it through."""
+    def publish(self, conn: Connection, text: str, cid: str | None = None) -> None:
+        """Send a chat message from conn to its room once moderation lets it through, and store it.
+
+        With a v2 client id, a message the room already has is not sent again:
+        conn gets the ack of the first, and a new one is acked once stored.
+        """
         self.stats.received(len(text))
-        if self._moderate is not None:
-            moderated = self._moderate(conn, text)
-            if moderated is None:
-                conn.send(protocol.notice("rejected", "your message was not accepted"))
-                return
-            text = moderated
+        room, store = conn.room, self.store
+        claimed = False
         try:
-            self.backend.publish(conn.room, conn.name, text, conn.user)
+            if cid is not None:
+                known = store.claim(room, cid)
+                if known is not None:
+                    conn.send(protocol.ack(cid, known))
+                    return
+                claimed = True
+            if self._moderate is not None:
+                moderated = self._moderate(conn, text)
+                if moderated is None:
+                    if claimed:
+                        store.release(room, cid)
+                    conn.send(protocol.notice("rejected", "your message was not accepted", cid))
+                    return
+                text = moderated
+            store.ready()
+            ts = time.time_ns() // 1_000_000
+            message_id = self.backend.publish(room, conn.name, text, conn.user)
         except Unavailable as exc:
-            conn.send(protocol.notice("unavailable", exc.notice))
+            # A publish that may have gone through keeps its claim: a resend waits for it to go stale.
+            if claimed and not exc.maybe_done:
+                store.release(room, cid)
+            conn.send(protocol.notice("unavailable", exc.notice, cid))
+            return
+        row = Stored(room, message_id, ts, conn.name, text, conn.user, cid)
+        store.append(row, None if cid is None else lambda stored: conn.send(protocol.ack(cid, stored.id)))
 
     def sign_out(self, user_id: str) -> int:
         """Close user_id's connections here and in every process sharing the backend; return how many were here."""
@@ -185,7 +214,7 @@ class Hub:
     # The threads.
 
     def start(self) -> None:
-        """Start the fan-out thread and subscribe to the backend, once per process."""
+        """Start the fan-out thread, subscribe to the backend and open the store, once per process."""
         with self._lock:
             if self._started:
                 return
@@ -193,6 +222,10 @@ class Hub:
             self.fanout.start()
             # Under the lock, so no connection joins before the backend delivers.
             self.backend.start(self.fanout.deliver, self.disconnect_local)
+        try:
+            self.store.start()
+        except Unavailable as exc:
+            log.warning("%s: it is tried again with the next message", exc)
 
     def shutdown(self, timeout: float) -> None:
         """Close every connection with 1001 after its outbox, wait for them, and stop the threads."""
@@ -205,9 +238,10 @@ class Hub:
         self.stop()
 
     def stop(self) -> None:
-        """Stop the fan-out thread and the backend, and join them."""
+        """Stop the fan-out thread and the backend, join them, and store what is queued."""
         self.fanout.stop()
         self.backend.close()
+        self.store.close()
 
     def running(self) -> bool:
         """Tell whether the fan-out thread is alive (or not started yet)."""

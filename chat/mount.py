@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import weakref
 from typing import Any
@@ -10,9 +11,16 @@ from typing import Any
 from flask import current_app
 
 from . import identity, protocol, publisher
+from .backends import Unavailable
 from .hub import Hub
 from .metrics import Metrics
 from .receipts import Receipts
+from .store import Stored, history
+
+#: Most messages one page of history holds.
+PAGE_LIMIT = 200
+#: Seconds a post waits for its message to be stored before answering.
+STORE_WAIT = 10.0
 
 
 class Mount:
@@ -30,25 +38,37 @@ class Mount:
         return identity.resolve(token, self._identify, self.settings["JWT_SECRET"])
 
     def publish(self, room: str, text: str, name: str | None = None, user: str | None = None) -> dict[str, Any]:
-        """Send text to room as name (and user), and return its id, room and ts; raise ProtocolError if invalid."""
+        """Send text to room as name (and user), store it, and return its id, room and ts; raise ProtocolError."""
         room, sender, text, user = publisher.check(self.settings, room, text, name, user)
-        backend = self.hub.backend
+        backend, store = self.hub.backend, self.hub.store
+        store.ready()
+        ts = time.time_ns() // 1_000_000
         message_id = backend.publish(room, sender, text, user)
         # The backend stamps the message; read it back so that the answer's ts is the frame's.
         for item in backend.replay(room, message_id - 1, 1).messages:
             if item.id == message_id:
-                return {"id": str(message_id), "room": room, "ts": json.loads(item.payload)["ts"]}
-        return {"id": str(message_id), "room": room, "ts": time.time_ns() // 1_000_000}
+                ts = json.loads(item.payload)["ts"]
+        stored = threading.Event()
+        store.append(Stored(room, message_id, ts, sender, text, user), lambda _: stored.set())
+        if not stored.wait(STORE_WAIT):
+            raise Unavailable("the message store did not answer in time", maybe_done=True)
+        return {"id": str(message_id), "room": room, "ts": ts}
 
-    def history(self, room: str, since: int | None = None, limit: int | None = None) -> dict[str, Any]:
-        """Return the messages of room after since (or the last ones), as the objects of state-2 frames."""
+    def history(
+        self, room: str, since: int | None = None, limit: int | None = None, before: int | None = None,
+    ) -> dict[str, Any]:
+        """Return a page of room's messages as state-2 objects: the last ones, those before before, or after since.
+
+        ``more`` tells whether older messages (newer ones, with since) lie beyond the page.
+        """
         room = protocol.room(room)
-        count = self.settings["HISTORY_REPLAY"] if limit is None else max(0, min(limit, self.settings["HISTORY_SIZE"]))
-        replay = self.hub.backend.replay(room, since, count)
-        messages = [json.loads(item.payload) for item in replay.messages[:count]]
-        body: dict[str, Any] = {"messages": messages}
-        if replay.gap:
-            body.update(gap=True, missed=replay.missed)
+        count = self.settings["HISTORY_REPLAY"] if limit is None else max(0, min(limit, PAGE_LIMIT))
+        items, more, gap = history.page(
+            self.hub.store, self.hub.backend, room, since, before, count, self.settings["HISTORY_SIZE"],
+        )
+        body: dict[str, Any] = {"messages": [json.loads(item.payload) for item in items], "more": more}
+        if gap is not None and gap.gap:
+            body.update(gap=True, missed=gap.missed)
         return body
 
     def presence(self, room: str) -> dict[str, Any]:

@@ -1,16 +1,18 @@
-"""Protocol v1: validate client input and build outbound events, with no I/O."""
+"""The wire protocol (v1, and v2's client frames and acks): validate client input, build outbound events, no I/O."""
 
 from __future__ import annotations
 
 import re
 import secrets
-from json import dumps
+from json import dumps, loads
 from json.encoder import encode_basestring as _quote
 
 HEARTBEAT = b'{"state":1,"message":"\xe5\xbf\x83\xe8\xb7\xb3"}'
 ROOM_PATTERN = re.compile(r"[a-z0-9_-]{1,32}")
 DEFAULT_ROOM = "lobby"
 MAX_NAME_LENGTH = 32
+#: A v2 client id: 1-64 printable ASCII characters, no space.
+CID_PATTERN = re.compile(r"[!-~]{1,64}")
 
 
 class ProtocolError(ValueError):
@@ -59,6 +61,22 @@ def version(text: str | None) -> int:
     if text not in ("1", "2"):
         raise ProtocolError("v must be 1 or 2")
     return int(text)
+
+
+def client_message(frame: str) -> tuple[str, str | None]:
+    """Return (text, cid) of a v2 frame that is the JSON object {"text": ..., "cid": ...}, else (frame, None)."""
+    if not frame.startswith("{"):
+        return frame, None
+    try:
+        body = loads(frame)
+    except ValueError:
+        return frame, None
+    if type(body) is not dict or body.keys() != {"text", "cid"}:
+        return frame, None
+    text, cid = body["text"], body["cid"]
+    if type(text) is not str or type(cid) is not str or not CID_PATTERN.fullmatch(cid):
+        return frame, None
+    return text, cid
 
 
 def is_blank(text: str) -> bool:
@@ -133,9 +151,17 @@ def gap(room_name: str, missed: int | None) -> bytes:
     )
 
 
-def notice(code: str, text: str) -> bytes:
-    """Build a state-4 notice for one client."""
-    return _encode({"state": 4, "code": code, "message": text})
+def notice(code: str, text: str, cid: str | None = None) -> bytes:
+    """Build a state-4 notice for one client; cid names the v2 message it is about."""
+    body: dict[str, object] = {"state": 4, "code": code, "message": text}
+    if cid is not None:
+        body["cid"] = cid
+    return _encode(body)
+
+
+def ack(cid: str, message_id: int) -> bytes:
+    """Build the state-5 frame that tells a v2 sender its message cid is stored, under message_id."""
+    return ('{"state":5,"message":"","ack":%s,"id":"%d"}' % (_quote(cid), message_id)).encode()
 
 
 def _encode(body: dict[str, object]) -> bytes:

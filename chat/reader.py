@@ -3,8 +3,8 @@
 ``serve`` runs on the thread the server gave the connection, after it has
 joined, until the connection ends.  It is the only reader of the socket and
 of wsproto's incoming state; everything it writes goes through the
-``Connection``.  Chat texts go to ``on_text``; counts of rate-limit hits to
-``count``.
+``Connection``.  Chat texts go to ``on_text``, with the client id of a v2
+frame that carries one; counts of rate-limit hits go to ``count``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ COMPRESSED_RECEIVE_BYTES = 1024
 #: Seconds of drops over which a flood is judged.
 FLOOD_WINDOW = 10
 
-Text = Callable[[Connection, str], None]
+#: on_text(conn, text) for a message as typed, on_text(conn, text, cid) for a v2 message with its client id.
+Text = Callable[..., None]
 
 
 class Bucket:
@@ -183,16 +184,25 @@ class Reader:
             data = "".join(self.fragments)
             self.fragments = None
         self.fragment_bytes = 0
+        cid = None
+        if self.conn.version == 2:
+            data, cid = protocol.client_message(data)
         if protocol.is_blank(data):
+            if cid is not None:
+                self.conn.send(protocol.notice("empty", "an empty message is not sent", cid))
             return
         bucket = self.bucket
         if bucket is not None and not bucket.take():
             self.count("rate_limited")
             if bucket.flooding():
                 self.conn.close(POLICY, "too many messages")
-            elif not bucket.warned:
+            elif cid is not None or not bucket.warned:
+                # A v2 sender hears of each message dropped, so that it can send it again later.
                 bucket.warned = True
                 text = f"slow down: at most {bucket.rate:g} messages per second"
-                self.conn.send(protocol.notice("rate_limited", text))
+                self.conn.send(protocol.notice("rate_limited", text, cid))
             return
-        self.on_text(self.conn, data)
+        if cid is None:
+            self.on_text(self.conn, data)
+        else:
+            self.on_text(self.conn, data, cid)

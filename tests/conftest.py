@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -62,6 +63,9 @@ class Server:
             "CHAT_MAX_CONNECTIONS_PER_IP": "100000",
             **{k: str(v) for k, v in env.items()}}
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        # A server made outside a test (a module's shared one) keeps its messages in a folder of its own.
+        self._store = tempfile.TemporaryDirectory(prefix="chat-store-")
+        self.env.setdefault("CHAT_STORE_URL", f"sqlite:///{self._store.name}/chat.db")
         self.process: subprocess.Popen | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"chat-server-{self.port}.log"
 
@@ -154,6 +158,14 @@ class Server:
         """Stop the server and start it again on the same port."""
         self.stop()
         return self.start()
+
+
+@pytest.fixture(autouse=True)
+def own_store(tmp_path_factory, monkeypatch) -> Path:
+    """Give each test a message store of its own (servers it restarts keep it), outside the project's folder."""
+    path = tmp_path_factory.mktemp("store") / "chat.db"
+    monkeypatch.setenv("CHAT_STORE_URL", f"sqlite:///{path}")
+    return path
 
 
 @pytest.fixture

@@ -61,16 +61,16 @@ def test_two_apps_in_one_process_keep_their_prefixes_and_settings(serve, connect
         assert late.next_where(lambda e: e["state"] == 2)["message"] == "mark"
 
 
-def test_factory_with_init_app_keeps_each_app_apart():
+def test_factory_with_init_app_keeps_each_app_apart(tmp_path):
     """One Chat() mounted by init_app in two apps publishes and reads in the app whose context is active."""
     chat = Chat()
 
-    def make() -> Flask:
-        app = host_app()
+    def make(store: str) -> Flask:
+        app = host_app(CHAT_STORE_URL=f"sqlite:///{tmp_path / store}")
         chat.init_app(app)
         return app
 
-    first, second = make(), make()
+    first, second = make("first.db"), make("second.db")
     try:
         with first.app_context():
             chat.publish("lobby", "only in the first")

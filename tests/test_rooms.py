@@ -151,9 +151,9 @@ def test_gap_is_announced_when_since_fell_out_of_the_window(servers, connect):
     assert [e["message"] for e in resumed.chats(10)] == [f"g{n}" for n in range(20, 30)]
 
 
-def test_since_from_before_a_restart_gets_a_gap(make_server, connect):
-    """The memory backend forgets history on restart, and a resuming client is told so."""
-    server = make_server(CHAT_RATE_LIMIT="off")
+def test_since_from_before_a_restart_gets_a_gap_without_a_store(make_server, connect):
+    """With CHAT_STORE_URL=none the memory backend forgets history on restart, and a resuming client is told so."""
+    server = make_server(CHAT_RATE_LIMIT="off", CHAT_STORE_URL="none")
     client = connect(server.ws_url + "?room=restart")
     client.send("before")
     before = client.chats(1)[0]
