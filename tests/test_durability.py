@@ -9,6 +9,7 @@ import threading
 import urllib.request
 
 from conftest import Client, Server, wait_for
+from redis_server import flushall
 
 
 def history(server: Server, room: str, **query: str) -> dict:
@@ -129,3 +130,23 @@ def test_retention_keeps_the_newest_messages_of_a_room(make_server, connect):
         assert [e["message"] for e in fresh.chats(5)] == [f"r{n}" for n in range(15, 20)]
     finally:
         fresh.close()
+
+
+def test_a_room_redis_forgot_still_replays_and_resumes_from_the_store(make_server, connect, clean_redis_url):
+    """After Redis loses a room's keys (expired, or a restart without persistence) joins replay it from the store."""
+    server = make_server(CHAT_RATE_LIMIT="off", CHAT_BACKEND_URL=clean_redis_url)
+    talker = connect(server.ws_url + "?room=revived")
+    talker.welcome()
+    for number in range(10):
+        talker.send(f"kept {number}")
+    before = talker.chats(10)
+    talker.close()
+    flushall(clean_redis_url)
+    fresh = connect(server.ws_url + "?room=revived")
+    fresh.welcome()
+    assert shown(fresh.chats(10)) == shown(before)
+    resumed = connect(f"{server.ws_url}?room=revived&since={before[0]['id']}")
+    resumed.welcome()
+    resumed.send("later")
+    events = [resumed.next_where(lambda e: e.get("state") in (2, 3) and e.get("event") != "join") for _ in range(10)]
+    assert shown(events[:9]) == shown(before[1:]) and events[9]["message"] == "later"
