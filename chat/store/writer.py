@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 #: Seconds between syncs while there are writes: what a machine crash may take (SQLite).
 SYNC_EVERY = 1.0
 #: Seconds between the starts of two commits: how long a message may wait for the next batch.
-BATCH_EVERY = 0.005
+BATCH_EVERY = 0.02
 #: Messages queued but not yet stored beyond which new messages are refused.
 BACKLOG_LIMIT = 100_000
 #: Messages removed per retention transaction.
@@ -74,6 +74,8 @@ class Writer:
         self._appended = self._committed = 0
         self._failing = False
         self._dirty = False
+        #: The thread waits for work (not for the batch to fill): only then does a message wake it.
+        self._idle = False
         self._synced = self._next_prune = self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="chat-store", daemon=True)
 
@@ -97,7 +99,8 @@ class Writer:
             self._pending.setdefault(row.room, {})[row.id] = row
             self._backlog += 1
             self._appended += 1
-            self._wake.notify()
+            if self._idle:
+                self._wake.notify()
 
     def claim(self, room: str, cid: str) -> Claim | int:
         """Claim cid in room and wait until it is committed: MINE, BUSY, or the id it was stored under."""
@@ -149,12 +152,15 @@ class Writer:
         failures = 0
         while True:
             with self._wake:
+                self._idle = True
                 while not (self._rows or self._tickets or self._releases or self._stop.is_set()):
                     if not self._wake.wait(self._idle_for()):
                         break
-            # At most one commit per BATCH_EVERY: what a busy room sends meanwhile shares it.
-            self._stop.wait(self._started + BATCH_EVERY - time.monotonic())
-            with self._lock:
+                self._idle = False
+                # At most one commit per BATCH_EVERY, so what a busy room sends meanwhile shares it;
+                # a claim does not wait for it, since its sender waits for the claim.
+                self._wake.wait_for(lambda: self._tickets or self._stop.is_set(),
+                                    self._started + BATCH_EVERY - time.monotonic())
                 self._started = time.monotonic()
                 rows, self._rows = self._rows, []
                 tickets, self._tickets = self._tickets, []
