@@ -125,19 +125,10 @@ def test_two_thousand_rooms_each_get_their_own_messages_once_in_order(make_serve
 
 def take_chats(data: bytes, into: list[str]) -> bytes:
     """Parse complete server frames from data, append chat texts to into, and return what is left."""
-    while len(data) >= 2:
-        size, start = data[1] & 0x7F, 2
-        if size == 126:
-            if len(data) < 4:
-                break
-            size, start = int.from_bytes(data[2:4], "big"), 4
-        if len(data) < start + size:
-            break
-        event = json.loads(data[start:start + size])
-        if event.get("state") == 2:
-            into.append(event["message"])
-        data = data[start + size:]
-    return data
+    events: list[dict] = []
+    rest = take_events(data, events)
+    into.extend(event["message"] for event in events if event.get("state") == 2)
+    return rest
 
 
 #: The commands a process reads rooms with (the stream reads of catch-up, the old XREAD loop, liveness pings).
