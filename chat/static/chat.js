@@ -12,6 +12,15 @@
   // closed with 1009, which ends the session instead of failing one message.
   const MAX_MESSAGE_BYTES = 64 * 1024;
   const DEFAULT_ROOM = "lobby";
+  // Messages not yet acknowledged, kept across reloads: [{room, cid, text, at}].
+  const QUEUE_KEY = "chat.queue";
+  // Refused for now (rate limit, chat unavailable): sent again after this long.
+  const RESEND_MS = { rate_limited: 1000, unavailable: 2000 };
+  // Refused for good: shown under the message and not sent again.
+  const REFUSED = new Set(["rejected", "empty"]);
+  const PAGE_SIZE = 50;
+  const NEAR_TOP_PX = 40;
+  const SETTLE_MS = 200;
   const ROOM_PATTERN = /^[a-z0-9_-]{1,32}$/;
   // Retrying cannot help these: a binary frame, a policy refusal (bad
   // parameters, flooding, signed out), a message too big, no identity, a room
@@ -41,6 +50,8 @@
   // The server renders where the page's socket is (under the chat's prefix)
   // and, for a signed-in user, the name the chat knows them by.
   const SOCKET_PATH = document.body.dataset.socket || "/ws";
+  // The HTTP API sits beside the socket, under the same prefix.
+  const API_PATH = SOCKET_PATH.replace(/\/ws$/, "") + "/api";
   const IDENTIFIED = Boolean(document.body.dataset.you);
   const USER = document.body.dataset.user || null;
   const ui = {
@@ -76,6 +87,14 @@
     shown: new Set(),
     users: [],
     noticeTimer: null,
+    // Sending: what waits for an ack, and whether this socket was welcomed.
+    queue: [],
+    welcomed: false,
+    resend: null,
+    // Scrolling back: a page request in flight, and whether the first message is shown.
+    loading: false,
+    beginning: false,
+    settle: null,
   };
 
   function load(key) {
@@ -130,7 +149,7 @@
     ui.status.textContent = STATUS_TEXT[status];
     ui.status.dataset.state = status;
     document.body.dataset.state = status;
-    ui.send.disabled = status !== "connected";
+    // Sending is never disabled: while disconnected a message waits in the queue.
     ui.toggle.textContent = state.wanted ? "Disconnect" : "Connect";
   }
 
@@ -156,6 +175,7 @@
     state.beatGap = 0;
     const socket = new WebSocket(socketUrl());
     state.socket = socket;
+    state.welcomed = false;
     setStatus(state.attempt === 0 ? "connecting" : "reconnecting");
     socket.onopen = () => {
       if (socket !== state.socket) return;
@@ -168,7 +188,9 @@
       if (socket === state.socket) receive(event.data);
     };
     socket.onclose = (event) => {
-      if (socket === state.socket) closed(event);
+      if (socket !== state.socket) return;
+      if (event.code === 1009) refuseBiggest(socket, event.reason || CLOSE_TEXT[1009]);
+      closed(event);
     };
   }
 
@@ -245,19 +267,41 @@
     listen();
     if (frame.state === 2) chat(frame);
     else if (frame.state === 3) presence(frame);
+    else if (frame.state === 4 && typeof frame.cid === "string") refused(frame);
     else if (frame.state === 4) notify(text(frame.message) || text(frame.code));
+    else if (frame.state === 5) acked(frame);
   }
 
   function chat(frame) {
-    if (typeof frame.room === "string" && frame.room !== state.room) return;
+    const item = messageItem(frame);
+    if (item === null) return;
+    append(item);
+    if (item.classList.contains("own") && item.dataset.id) adopt(item);
+  }
+
+  // The broadcast of a message of ours that waits for its ack takes the place of its placeholder;
+  // the ack, when it comes, says whether it was that message (the same text may be sent twice).
+  function adopt(item) {
+    const said = item.querySelector(".text").textContent;
+    const entry = state.queue.find((candidate) => candidate.room === state.room && candidate.item
+      && candidate.socket === state.socket && candidate.text === said);
+    if (entry === undefined) return;
+    entry.adopted = item.dataset.id;
+    entry.item.remove();
+    entry.item = null;
+  }
+
+  // Build a chat frame's list item, or return null for another room's or one already shown.
+  function messageItem(frame) {
+    if (typeof frame.room === "string" && frame.room !== state.room) return null;
     const id = parseId(frame.id);
     const item = make("li", "message");
     item.dataset.testid = "message";
     if (id !== null) {
       const key = id.toString();
-      if (state.shown.has(key)) return;
-      state.shown.add(key);
       if (state.lastId === null || id > state.lastId) state.lastId = id;
+      if (state.shown.has(key)) return null;
+      state.shown.add(key);
       item.dataset.id = key;
     }
     const name = text(frame.name);
@@ -271,7 +315,7 @@
     time.title = when.toLocaleString();
     meta.append(time);
     item.append(meta, make("p", "text", text(frame.message)));
-    append(item);
+    return item;
   }
 
   function presence(frame) {
@@ -291,6 +335,8 @@
       }
       const users = Array.isArray(frame.users) ? frame.users.filter((user) => typeof user === "string") : [];
       setUsers(users, frame.online);
+      state.welcomed = true;
+      flush();
     } else if (event === "join") {
       // The count is the truth: a join the welcome's list already holds
       // (this client's own, or one that raced with it) is not added twice.
@@ -371,16 +417,35 @@
     ui.jump.hidden = true;
   }
 
+  // Add an item at the end, before the messages still waiting for their ack.
   function append(item) {
     const stick = nearBottom();
-    ui.messages.append(item);
-    while (ui.messages.childElementCount > MAX_ITEMS) {
-      const oldest = ui.messages.firstElementChild;
-      if (oldest.dataset.id) state.shown.delete(oldest.dataset.id);
-      oldest.remove();
+    const list = ui.messages;
+    list.insertBefore(item, list.querySelector(".message.pending"));
+    if (list.childElementCount > MAX_ITEMS) {
+      keepPlace(stick, () => {
+        while (list.childElementCount > MAX_ITEMS) {
+          const oldest = list.firstElementChild;
+          if (oldest.dataset.id) state.shown.delete(oldest.dataset.id);
+          oldest.remove();
+        }
+      });
+      // What was trimmed can be paged back in.
+      state.beginning = false;
     }
     if (stick) toBottom();
     else ui.jump.hidden = false;
+    clearTimeout(state.settle);
+    state.settle = setTimeout(nearTop, SETTLE_MS);
+  }
+
+  // Change the list above what is on screen without moving what is on screen.
+  function keepPlace(stick, change) {
+    const list = ui.messages;
+    const height = list.scrollHeight;
+    const top = list.scrollTop;
+    change();
+    if (!stick) list.scrollTop = top + list.scrollHeight - height;
   }
 
   function clearRoom() {
@@ -388,6 +453,43 @@
     ui.jump.hidden = true;
     state.lastId = null;
     state.shown.clear();
+    state.beginning = false;
+    clearTimeout(state.settle);
+  }
+
+  // Scrolling back: at the top of the list, ask the API for the page before the oldest message shown.
+  function nearTop() {
+    if (state.beginning || state.loading || ui.messages.scrollTop > NEAR_TOP_PX) return;
+    const oldest = ui.messages.querySelector(".message[data-id]");
+    if (oldest === null) return;
+    const room = state.room;
+    const url = API_PATH + "/rooms/" + encodeURIComponent(room) + "/messages?limit=" + PAGE_SIZE
+      + "&before=" + oldest.dataset.id;
+    state.loading = true;
+    fetch(url, { headers: { Accept: "application/json" } })
+      .then((response) => (response.ok ? response.json() : Promise.reject(new Error(String(response.status)))))
+      .then((page) => {
+        if (room === state.room) older(page);
+      })
+      .catch(() => {
+        // Scrolling to the top again tries again.
+      })
+      .finally(() => {
+        state.loading = false;
+      });
+  }
+
+  function older(page) {
+    const frames = Array.isArray(page.messages) ? page.messages : [];
+    const items = frames.map(messageItem).filter((item) => item !== null);
+    const list = ui.messages;
+    if (items.length) keepPlace(false, () => list.prepend(...items));
+    if (page.more === false) {
+      state.beginning = true;
+      const marker = make("li", "marker", "beginning of the room");
+      marker.dataset.testid = "beginning";
+      list.prepend(marker);
+    }
   }
 
   function join(event) {
@@ -400,6 +502,7 @@
     if (!changed && state.wanted) return;
     if (room !== state.room) clearRoom();
     state.room = room;
+    if (ui.messages.childElementCount === 0) showQueued();
     state.name = name;
     state.you = null;
     state.wanted = true;
@@ -414,18 +517,146 @@
     event.preventDefault();
     const message = ui.input.value;
     if (!message.trim()) return;
-    const socket = state.socket;
-    if (socket === null || socket.readyState !== WebSocket.OPEN) {
-      notify("Not connected: the message was not sent.");
-      return;
-    }
-    if (new TextEncoder().encode(message).length > MAX_MESSAGE_BYTES) {
+    const entry = { room: state.room, cid: newCid(), text: message, at: Date.now() };
+    if (new TextEncoder().encode(wire(entry)).length > MAX_MESSAGE_BYTES) {
       notify("That message is too long to send.");
       return;
     }
-    socket.send(message);
+    state.queue.push(entry);
+    saveQueue();
+    pending(entry);
     ui.input.value = "";
     toBottom();
+    flush();
+  }
+
+  // Sending (protocol v2): every message has a client id, waits in the queue
+  // (shown with a clock) until the server acks it, and is sent again with the
+  // same id on every new connection until then, so it is delivered once.
+  function newCid() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  }
+
+  function wire(entry) {
+    return JSON.stringify({ text: entry.text, cid: entry.cid });
+  }
+
+  function saveQueue() {
+    save(QUEUE_KEY, JSON.stringify(state.queue.map(({ room, cid, text, at }) => ({ room, cid, text, at }))));
+  }
+
+  function loadQueue() {
+    let stored;
+    try {
+      stored = JSON.parse(load(QUEUE_KEY) || "[]");
+    } catch {
+      stored = [];
+    }
+    const valid = (entry) => entry && typeof entry.cid === "string" && typeof entry.text === "string"
+      && typeof entry.room === "string";
+    state.queue = Array.isArray(stored) ? stored.filter(valid) : [];
+  }
+
+  function pending(entry) {
+    const item = make("li", "message own pending");
+    item.dataset.testid = "message";
+    item.dataset.state = "pending";
+    const meta = make("div", "meta");
+    const name = state.you || state.name;
+    if (name) meta.append(make("span", "who " + hue(name), name));
+    const when = new Date(entry.at || Date.now());
+    const time = make("time", "when", when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+    time.dateTime = when.toISOString();
+    const clock = make("span", "sending", "🕓");
+    clock.title = "sending…";
+    clock.dataset.testid = "sending";
+    meta.append(time, clock);
+    item.append(meta, make("p", "text", entry.text));
+    ui.messages.append(item);
+    entry.item = item;
+  }
+
+  function showQueued() {
+    for (const entry of state.queue) if (entry.room === state.room) pending(entry);
+  }
+
+  function flush() {
+    clearTimeout(state.resend);
+    const socket = state.socket;
+    if (socket === null || socket.readyState !== WebSocket.OPEN || !state.welcomed) return;
+    for (const entry of state.queue) {
+      if (entry.room !== state.room || entry.socket === socket) continue;
+      entry.socket = socket;
+      socket.send(wire(entry));
+    }
+  }
+
+  function take(cid) {
+    const index = state.queue.findIndex((entry) => entry.cid === cid);
+    if (index < 0) return null;
+    const [entry] = state.queue.splice(index, 1);
+    saveQueue();
+    return entry;
+  }
+
+  function acked(frame) {
+    const entry = take(text(frame.ack));
+    const id = parseId(frame.id);
+    if (entry === null || id === null) return;
+    const key = id.toString();
+    if (entry.adopted === key) return;
+    if (ui.messages.querySelector('.message[data-id="' + key + '"]') !== null) {
+      // Its broadcast came first and is in its place.
+      entry.item?.remove();
+      return;
+    }
+    if (!entry.item) pending(entry);
+    const item = entry.item;
+    // Only frames move lastId (the since of the next connection): an ack can overtake a message before it.
+    state.shown.add(key);
+    item.dataset.id = key;
+    item.dataset.state = "sent";
+    item.classList.remove("pending");
+    item.querySelector(".sending")?.remove();
+  }
+
+  function refused(frame) {
+    const code = text(frame.code);
+    const entry = state.queue.find((candidate) => candidate.cid === frame.cid);
+    if (entry === undefined) return;
+    if (code in RESEND_MS) {
+      notify(text(frame.message));
+      entry.socket = null;
+      clearTimeout(state.resend);
+      state.resend = setTimeout(flush, RESEND_MS[code]);
+      return;
+    }
+    if (!REFUSED.has(code)) return;
+    const reason = text(frame.message) || "The server did not accept this message.";
+    notify(reason);
+    take(entry.cid);
+    fail(entry, reason);
+  }
+
+  function refuseBiggest(socket, reason) {
+    const sent = state.queue.filter((entry) => entry.socket === socket);
+    if (!sent.length) return;
+    const biggest = sent.reduce((a, b) => (b.text.length > a.text.length ? b : a));
+    take(biggest.cid);
+    fail(biggest, reason);
+  }
+
+  function fail(entry, reason) {
+    const item = entry.item;
+    if (!item) return;
+    item.classList.remove("pending");
+    item.classList.add("failed");
+    item.dataset.state = "failed";
+    item.querySelector(".sending")?.remove();
+    const why = make("p", "why", reason);
+    why.dataset.testid = "refused";
+    item.append(why);
   }
 
   function toggle() {
@@ -451,7 +682,10 @@
     ui.jump.addEventListener("click", toBottom);
     ui.messages.addEventListener("scroll", () => {
       if (nearBottom()) ui.jump.hidden = true;
+      nearTop();
     });
+    loadQueue();
+    showQueued();
     window.addEventListener("online", () => {
       if (state.retry !== null) connect();
     });
