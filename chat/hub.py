@@ -3,24 +3,22 @@
 The hub's lock guards the rooms, the connection counts and the set of
 connections the backend has entered; no I/O happens under it.  Live events reach the
 connections through the ``Fanout`` it owns, which reads the rooms through
-``members``.  Every message published goes on to the store, which acks a v2
-sender once it is committed, and joins replay from the store what the
-backend no longer holds.
+``members``; messages go out through its ``Sender`` (``sending``), and
+joins replay from the store what the backend no longer holds.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .backends import Backend, Unavailable
 from .connection import POLICY, Connection
 from .fanout import Fanout
-from .store import NoStore, Store, Stored, history
+from .sending import Moderate, Sender
+from .store import NoStore, Store, history
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -28,9 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001
-
-#: Look at a message before it is stored: return the text to send, or None to drop it.
-Moderate = Callable[[Connection, str], str | None]
 
 
 class Hub:
@@ -44,7 +39,7 @@ class Hub:
         self.store = store if store is not None else NoStore()
         self.settings = settings
         self.stats = stats
-        self._moderate = moderate
+        self._sender = Sender(backend, self.store, stats, moderate)
         self.limit: int = settings["MAX_CONNECTIONS"] or 1000
         self.fanout = Fanout(self.members, stats, settings["PRESENCE_INTERVAL"], settings["PRESENCE_LIST_LIMIT"])
         # Made once and shared: a bound method per connection would cost 64 bytes each.
@@ -147,40 +142,8 @@ class Hub:
             self.stats.room_resized(len(members) + 1, len(members))
 
     def publish(self, conn: Connection, text: str, cid: str | None = None) -> None:
-        """Send a chat message from conn to its room once moderation lets it through, and store it.
-
-        With a v2 client id, a message the room already has is not sent again:
-        conn gets the ack of the first, and a new one is acked once stored.
-        """
-        self.stats.received(len(text))
-        room, store = conn.room, self.store
-        claimed = False
-        try:
-            if cid is not None:
-                known = store.claim(room, cid)
-                if known is not None:
-                    conn.send(protocol.ack(cid, known))
-                    return
-                claimed = True
-            if self._moderate is not None:
-                moderated = self._moderate(conn, text)
-                if moderated is None:
-                    if claimed:
-                        store.release(room, cid)
-                    conn.send(protocol.notice("rejected", "your message was not accepted", cid))
-                    return
-                text = moderated
-            store.ready()
-            ts = time.time_ns() // 1_000_000
-            message_id = self.backend.publish(room, conn.name, text, conn.user)
-        except Unavailable as exc:
-            # A publish that may have gone through keeps its claim: a resend waits for it to go stale.
-            if claimed and not exc.maybe_done:
-                store.release(room, cid)
-            conn.send(protocol.notice("unavailable", exc.notice, cid))
-            return
-        row = Stored(room, message_id, ts, conn.name, text, conn.user, cid)
-        store.append(row, None if cid is None else lambda stored: conn.send(protocol.ack(cid, stored.id)))
+        """Send a chat message from conn to its room (a v2 one once: cid names it), and store it."""
+        self._sender.send(conn, text, cid)
 
     def sign_out(self, user_id: str) -> int:
         """Close user_id's connections here and in every process sharing the backend; return how many were here."""
