@@ -3,12 +3,13 @@
 Each chunk removes messages older than the age, then those past a room's
 count, with the claims of what it removed; it raises each room's floor past
 what went (so a client resuming from before it is told of a gap) and drops
-the rooms left empty.  The writer calls ``prune`` between batches, so a big
-clean-up never holds up the writes for more than one chunk.
+the rooms left empty.  The writer runs its ``Pruner`` between batches, so a
+big clean-up never holds up the writes for more than one chunk.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .records import Retention
@@ -16,6 +17,30 @@ from .sql import Database
 
 #: Rooms over their count looked at per chunk.
 ROOMS_PER_CHUNK = 10
+#: Messages removed per transaction.
+CHUNK = 1000
+
+
+class Pruner:
+    """Say when retention is due, and run it a chunk at a time (again at once while chunks come back full)."""
+
+    def __init__(self, retention: Retention, every: float) -> None:
+        self.retention = retention
+        self.every = every
+        self._due = time.monotonic()
+
+    def wait(self) -> float | None:
+        """Return the seconds until the next chunk is due, or None when nothing is ever removed."""
+        return None if self.retention.forever else self._due - time.monotonic()
+
+    def run(self, database: Database) -> None:
+        """Remove one chunk if due; raise Unavailable (and try again after every) if the database fails."""
+        now = time.monotonic()
+        if self.retention.forever or now < self._due:
+            return
+        self._due = now + self.every
+        if prune(database, self.retention, time.time_ns() // 1_000_000, CHUNK) >= CHUNK:
+            self._due = now
 
 
 def prune(database: Database, retention: Retention, now_ms: int, chunk: int) -> int:

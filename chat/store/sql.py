@@ -1,11 +1,9 @@
-"""The store's tables and statements, shared by SQLite and PostgreSQL; only the writer thread writes.
+"""The store's database, whatever the dialect: its connections, the batch write, claims and reads.
 
-``chat_messages`` holds every message by (room, id); ``chat_claims`` the
-client ids of v2 sends, (room, cid) -> id, where a NULL id means "being
-sent since ``at``"; ``chat_rooms`` each room's ``floor`` (the store holds
-every message of the room after it), ``top`` (its largest id) and an
-approximate ``count``.
-Statements use ``?`` placeholders; a dialect with another style rewrites them.
+Only the writer thread writes (one connection); reads, from any thread, take
+one of a few pooled connections.  Driver errors become ``Unavailable``, and a
+failed transaction drops its connection, so the next one starts afresh.
+The tables and statements are in ``schema``.
 """
 
 from __future__ import annotations
@@ -17,31 +15,8 @@ from typing import Any
 
 from ..backends import Unavailable
 from .records import STALE, Claim, Stored
+from .schema import COUNT_ROOM, INSERT, NEWEST, OLDEST, RELEASE, SCHEMA, STORED_CLAIM
 
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS chat_messages (room TEXT NOT NULL, id BIGINT NOT NULL, ts BIGINT NOT NULL,"
-    " name TEXT NOT NULL, body TEXT NOT NULL, user_id TEXT, cid TEXT, PRIMARY KEY (room, id))",
-    "CREATE INDEX IF NOT EXISTS chat_messages_ts ON chat_messages (ts)",
-    "CREATE TABLE IF NOT EXISTS chat_claims (room TEXT NOT NULL, cid TEXT NOT NULL, id BIGINT,"
-    " at DOUBLE PRECISION NOT NULL, PRIMARY KEY (room, cid))",
-    "CREATE TABLE IF NOT EXISTS chat_rooms (room TEXT PRIMARY KEY, floor BIGINT NOT NULL, top BIGINT NOT NULL,"
-    " count BIGINT NOT NULL)",
-)
-COLUMNS = "room, id, ts, name, body, user_id, cid"
-INSERT = f"INSERT INTO chat_messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-COUNT_ROOM = (
-    "INSERT INTO chat_rooms (room, floor, top, count) VALUES (?, ?, ?, ?) ON CONFLICT (room) DO UPDATE SET"
-    " floor = CASE WHEN excluded.floor < chat_rooms.floor THEN excluded.floor ELSE chat_rooms.floor END,"
-    " top = CASE WHEN excluded.top > chat_rooms.top THEN excluded.top ELSE chat_rooms.top END,"
-    " count = chat_rooms.count + excluded.count"
-)
-STORED_CLAIM = (
-    "INSERT INTO chat_claims (room, cid, id, at) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (room, cid) DO UPDATE SET id = excluded.id"
-)
-RELEASE = "DELETE FROM chat_claims WHERE room = ? AND cid = ? AND id IS NULL"
-NEWEST = f"SELECT {COLUMNS} FROM chat_messages WHERE room = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?"
-OLDEST = f"SELECT {COLUMNS} FROM chat_messages WHERE room = ? AND id > ? AND id < ? ORDER BY id LIMIT ?"
 #: Bounds of an open range of ids.
 LOWEST, HIGHEST = -1, 2**63 - 1
 #: Most read connections kept per process.

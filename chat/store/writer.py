@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from ..backends import Unavailable
 from .records import Claim, Retention, Stored
-from .retention import prune
+from .retention import Pruner
 from .sql import Database
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ SYNC_EVERY = 1.0
 BATCH_EVERY = 0.02
 #: Messages queued but not yet stored beyond which new messages are refused.
 BACKLOG_LIMIT = 100_000
-#: Messages removed per retention transaction.
-PRUNE_CHUNK = 1000
 #: Seconds a claimant waits for its claim to be committed.
 CLAIM_WAIT = 10.0
 #: Retry delays after a failed write: first, and at most.
@@ -40,7 +38,7 @@ RETRY_FIRST, RETRY_MAX = 0.1, 5.0
 #: Attempts a stopping writer still makes to store what is queued.
 FINAL_ATTEMPTS = 3
 
-Stored_ = Callable[[Stored], None]
+OnStored = Callable[[Stored], None]
 
 
 class Ticket:
@@ -60,12 +58,11 @@ class Writer:
 
     def __init__(self, database: Database, retention: Retention, prune_every: float) -> None:
         self._db = database
-        self._retention = retention
-        self._prune_every = prune_every
+        self._pruner = Pruner(retention, prune_every)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
-        self._rows: list[tuple[Stored, Stored_ | None]] = []
+        self._rows: list[tuple[Stored, OnStored | None]] = []
         self._tickets: list[Ticket] = []
         self._releases: list[tuple[str, str]] = []
         #: Per room, the messages queued or being written: readable before they are committed.
@@ -76,7 +73,7 @@ class Writer:
         self._dirty = False
         #: The thread waits for work (not for the batch to fill): only then does a message wake it.
         self._idle = False
-        self._synced = self._next_prune = self._started = time.monotonic()
+        self._synced = self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="chat-store", daemon=True)
 
     def start(self) -> None:
@@ -92,7 +89,7 @@ class Writer:
         if self._backlog >= BACKLOG_LIMIT:
             raise Unavailable("the message store is not keeping up")
 
-    def append(self, row: Stored, on_stored: Stored_ | None = None) -> None:
+    def append(self, row: Stored, on_stored: OnStored | None = None) -> None:
         """Queue a message; on_stored(row) is called on the writer thread once it is committed."""
         with self._lock:
             self._rows.append((row, on_stored))
@@ -188,11 +185,12 @@ class Writer:
         waits = []
         if self._dirty:
             waits.append(self._synced + SYNC_EVERY - time.monotonic())
-        if not self._retention.forever:
-            waits.append(self._next_prune - time.monotonic())
+        prune_in = self._pruner.wait()
+        if prune_in is not None:
+            waits.append(prune_in)
         return max(0.0, min(waits)) if waits else None
 
-    def _commit(self, rows: list[tuple[Stored, Stored_ | None]], tickets: list[Ticket],
+    def _commit(self, rows: list[tuple[Stored, OnStored | None]], tickets: list[Ticket],
                 releases: list[tuple[str, str]]) -> bool:
         try:
             outcomes = self._db.write(
@@ -238,10 +236,7 @@ class Writer:
             if self._dirty and (stopping or now >= self._synced + SYNC_EVERY):
                 self._db.sync()
                 self._dirty, self._synced = False, now
-            if not self._retention.forever and now >= self._next_prune and not stopping:
-                removed = prune(self._db, self._retention, time.time_ns() // 1_000_000, PRUNE_CHUNK)
-                # A full chunk means there is more: go on after the writes queued meanwhile.
-                self._next_prune = now if removed >= PRUNE_CHUNK else now + self._prune_every
+            if not stopping:
+                self._pruner.run(self._db)
         except Unavailable as exc:
             log.warning("store housekeeping failed: %s", exc)
-            self._next_prune = now + self._prune_every
