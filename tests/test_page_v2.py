@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import test_browser
 from conftest import Client
 from playwright.sync_api import Browser, Page, expect
@@ -22,6 +23,7 @@ def sending(page: Page):
     return page.get_by_test_id("sending")
 
 
+@pytest.mark.slow
 def test_messages_typed_while_the_server_is_down_go_out_once(make_server, open_page: Opener) -> None:
     """Three messages typed while the server is down wait with a clock, then show once, sent, in both tabs."""
     server = make_server(CHAT_HEARTBEAT_INTERVAL="0.2")
