@@ -109,7 +109,9 @@ def test_start_command_serves_page_and_broadcasts(name, production_bin, clone, t
         sender.welcome()
         listener.welcome()
         sender.send(f"hello from {name}")
-        assert listener.next_where(lambda e: e["state"] == 2)["message"] == f"hello from {name}"
+        # The default store keeps what earlier commands' servers were sent: wait for this one's message.
+        said = f"hello from {name}"
+        assert listener.next_where(lambda e: e["state"] == 2 and e["message"] == said)["name"]
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0].decode(errors="replace")
