@@ -56,6 +56,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="run chat, chat-gevent, ... at commit REF (e.g. HEAD) instead of the working tree",
     )
     parser.add_argument(
+        "--max-background", type=float, default=None, metavar="SHARE",
+        help="make a run again (3 tries, the quietest kept) when other processes used more than SHARE of a core",
+    )
+    parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE",
         help="give every chat server this setting, e.g. CHAT_STORE_URL=none (repeatable)",
     )
@@ -134,7 +138,7 @@ def main(argv: list[str]) -> int:
     clock = time.monotonic()
     runs = runner.run_all(
         args.servers, list(chosen.values()), args.repeat, args.out / "logs",
-        progress=lambda line: print(line, flush=True),
+        progress=lambda line: print(line, flush=True), max_background=args.max_background,
     )
     rows = report.summarise(runs, chosen, args.servers)
     text = report.table(rows)
@@ -158,7 +162,7 @@ def main(argv: list[str]) -> int:
         seconds=round(time.monotonic() - clock),
         options={
             "repeat": args.repeat, "quick": args.quick, "servers": args.servers, "baseline": args.baseline,
-            "at": args.at, "env": servers.CHAT_ENV,
+            "at": args.at, "env": servers.CHAT_ENV, "max_background": args.max_background,
         },
         tree=tree,
         scenarios={sid: dataclasses.asdict(s) for sid, s in chosen.items()},

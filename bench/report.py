@@ -168,12 +168,13 @@ def row(scenario: Scenario, server: str, runs: list[dict]) -> dict:
         "failed_connects": sum(r["connect"]["failed"] for r in ok),
         "short_open": [r["connect"]["open"] for r in ok if r["connect"]["open"] < r["connect"]["clients"]],
         "generator_saturated": sum(1 for x in loads if x["gen_saturated"]),
-        "background_cpu": each(lambda r: r["other_cpu_s"] / max(r["load"]["gen_wall_s"], 1e-9)),
+        "background_cpu": each(lambda r: r["other_cpu_s"] / max(r.get("measured_s") or r["load"]["gen_wall_s"], 1e-9)),
         "server_died": sum(1 for r in ok if not r["server_alive"]),
         "stalled": [r["end"]["stalled"] for r in ok if "stalled" in r["end"]],
         "extra": [r["end"]["extra"] for r in ok if "extra" in r["end"]],
         "storm": scenario.storm,
         "scaling": scenario.scaling,
+        "retried": sum(r.get("attempts", 1) - 1 for r in runs),
     }
     if storms:
         out.update(
@@ -330,6 +331,8 @@ def notes(r: dict) -> str:
         parts.append(f"generator saturated in {r['generator_saturated']}/{r['runs']} runs")
     if r["background_cpu"] and r["background_cpu"]["max"] > BACKGROUND_WARNING:
         parts.append(f"other load on the machine up to {r['background_cpu']['max']:.0%} of a core")
+    if r.get("retried"):
+        parts.append(f"{r['retried']} attempts made again for other load")
     if r["server_died"]:
         parts.append(f"server died in {r['server_died']} runs")
     if r["errors"]:
