@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -222,3 +223,11 @@ def test_default_store_is_a_file_in_the_instance_folder(tmp_path, monkeypatch):
         assert (tmp_path / "instance" / "chat.db").exists()
     finally:
         store.close()
+
+
+def test_a_postgresql_url_without_psycopg_names_what_to_install(monkeypatch):
+    """Without psycopg installed, a PostgreSQL store URL stops start-up with a ConfigError saying what to install."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.delitem(sys.modules, "chat.store.postgres", raising=False)
+    with pytest.raises(config.ConfigError, match="psycopg"):
+        create("postgresql://db.internal/chat", settings(), "/nonexistent")

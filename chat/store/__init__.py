@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..config import ConfigError
 from .off import NoStore
 from .records import Claim, Retention, Stored
 from .store import Store
@@ -27,8 +28,11 @@ def create(url: str, settings: dict[str, Any], instance_path: str) -> Store | No
     if url == "none":
         return NoStore()
     if url.startswith(("postgresql://", "postgres://")):
-        from .postgres import Postgres
-
+        try:
+            from .postgres import Postgres
+        except ImportError as exc:
+            raise ConfigError(f"CHAT_STORE_URL is a PostgreSQL URL, which needs psycopg 3 ({exc}): "
+                              "pip install 'psycopg[binary]'") from None
         return Store(Postgres(url), settings)
     from .sqlite import SQLite, path_of
 
