@@ -68,6 +68,8 @@ class Server:
         self.env.setdefault("CHAT_STORE_URL", f"sqlite:///{self._store.name}/chat.db")
         self.process: subprocess.Popen | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"chat-server-{self.port}.log"
+        # A port is reused by later servers: this one's log starts empty (a restart appends to it).
+        self.log_path.unlink(missing_ok=True)
 
     @property
     def url(self) -> str:
