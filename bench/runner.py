@@ -53,7 +53,7 @@ def measure(server: str, scenario: Scenario, logs: Path, tag: str) -> dict:
             backend_url=redis.url if redis else None, pinned=pinned,
         ) as running,
     ):
-        config = scenario.loadgen(running.url, run, running.protocol, welcome=spec.chat)
+        config = scenario.loadgen(running.url, run, running.protocol, chat=spec.chat)
         with Generator(config, log=logs / f"{tag}.loadgen.log") as gen:
             ready = gen.expect("ready", 30)
             empty = snapshot(running.pid, redis)

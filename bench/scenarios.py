@@ -11,7 +11,7 @@ class Scenario:
 
     ``rooms`` > 0 spreads the clients over that many rooms (client i in room
     i mod rooms, sender i sending into its own); ``query`` is added to every
-    connection's URL; ``concurrency`` is the handshakes in flight while the
+    connection's URL to a chat server; ``concurrency`` is the handshakes in flight while the
     clients connect; ``storm`` marks a scenario about that connect phase (the
     time until every client has joined, the presence frames each received).
     Which servers run it: ``chat_only`` for this project's servers alone,
@@ -67,8 +67,13 @@ class Scenario:
             return False
         return self.threads or not server.threaded
 
-    def loadgen(self, url: str, run: str, protocol: str = "ws", welcome: bool = False) -> dict:
-        """Return the configuration for bench/loadgen.js; welcome: the server greets each joiner."""
+    def loadgen(self, url: str, run: str, protocol: str = "ws", chat: bool = False) -> dict:
+        """Return the configuration for bench/loadgen.js against this project's server (chat) or a peer.
+
+        The chat server greets each joiner, so the generator waits for the
+        welcomes; the query (v=2) is for it alone, since the peers route on the
+        whole path.
+        """
         return {
             "url": url,
             "protocol": protocol,
@@ -82,9 +87,9 @@ class Scenario:
             "stall": self.stall,
             "extra": self.limit is not None,
             "rooms": self.rooms,
-            "query": self.query,
+            "query": self.query if chat else "",
             "connectConcurrency": self.concurrency,
-            "welcome": welcome,
+            "welcome": chat,
             "settleMax": 60 if self.storm else 30,
         }
 

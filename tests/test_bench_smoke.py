@@ -26,9 +26,9 @@ def node_packages():
     deps.node_packages()
 
 
-def drive(server: servers.Running, scenario: Scenario, welcome: bool = False, **options) -> dict:
+def drive(server: servers.Running, scenario: Scenario, chat: bool = False, **options) -> dict:
     """Run scenario against a started server and return the generator's report, with the connect phase's."""
-    config = {**scenario.loadgen(server.url, secrets.token_hex(4), server.protocol, welcome), **options}
+    config = {**scenario.loadgen(server.url, secrets.token_hex(4), server.protocol, chat), **options}
     with Generator(config) as gen:
         gen.expect("ready", 10)
         gen.proceed()
@@ -44,7 +44,7 @@ def drive(server: servers.Running, scenario: Scenario, welcome: bool = False, **
 def run(scenario: Scenario, name: str = "chat") -> dict:
     """Run scenario against a fresh chat server and return the generator's report."""
     with servers.start(name, scenario.connections) as server:
-        return drive(server, scenario, welcome=True)
+        return drive(server, scenario, chat=True)
 
 
 def assert_complete(done: dict, audience: int | None = None) -> None:
@@ -102,7 +102,7 @@ def test_generator_reports_the_join_storm(node_packages):
     """Against a server that sends every joiner 3 join frames and a welcome, each client counts 3 and is joined."""
     scenario = Scenario(0, "self-test", 30, "idle", duration=0.2, concurrency=10, storm=True)
     with servers.faulty("ws", {"presence": 3}) as server:
-        storm = drive(server, scenario, welcome=True)["connected"]["storm"]
+        storm = drive(server, scenario, chat=True)["connected"]["storm"]
     assert storm["joined"] == storm["welcomed"] == 30
     assert storm["presence_per_client"] == {"mean": 3, "p50": 3, "max": 3}
     assert 0 < storm["joined_s"] < 5
@@ -128,6 +128,9 @@ def test_scenarios_fit_the_servers_they_are_for():
     assert fitting[15] == {s for s in fitting[12] if servers.SERVERS[s].chat}
     assert set(scenarios(quick=True)) == set(FULL)
     assert servers.counterpart("chat-redis-gevent-w2", backend="memory", workers=1) == "chat-gevent"
+    # The peers route on the whole path, so v=2 goes to the chat server alone.
+    assert (FULL[12].loadgen("ws://h/ws", "r", chat=True)["query"], FULL[12].loadgen("ws://h/ws", "r")["query"]) == (
+        "v=2", "")
 
 
 def test_redis_rows_measure_their_own_redis_server(tmp_path):
