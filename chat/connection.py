@@ -42,7 +42,7 @@ class Connection:
 
     __slots__ = (
         "sock", "native", "fd", "ws", "room", "name", "user", "remote", "member", "started", "compress", "version",
-        "lock", "life", "outbox", "gate", "_on_backlog", "_on_closing", "_count", "_slow_wait",
+        "lock", "life", "outbox", "gate", "_on_backlog", "_on_closing", "_count", "_slow_wait", "__weakref__",
     )
 
     def __init__(

@@ -19,6 +19,7 @@ import os
 import selectors
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -177,7 +178,8 @@ class Fanout:
         assert self._wake is not None
         selector = selectors.DefaultSelector()
         selector.register(self._wake[0], selectors.EVENT_READ)
-        deadlines: list[tuple[float, int, Connection]] = []
+        # Weak: a connection that ended before its close deadline is not kept until then.
+        deadlines: list[tuple[float, int, weakref.ref[Connection]]] = []
         order = itertools.count()
         try:
             while True:
@@ -206,7 +208,7 @@ class Fanout:
                     for queue in (self._work, self._watch, self._closing, self._releases):
                         queue.clear()
                 for conn in closing:
-                    heapq.heappush(deadlines, (conn.deadline, next(order), conn))
+                    heapq.heappush(deadlines, (conn.deadline, next(order), weakref.ref(conn)))
                 for conn in watch:
                     self._guarded(selector, conn, self._register)
                 if work:
@@ -220,7 +222,9 @@ class Fanout:
                 for room, item in self._coalescer.take(now):
                     self._fan_out_digest(selector, room, item)
                 while deadlines and deadlines[0][0] <= now:
-                    heapq.heappop(deadlines)[2].expire()
+                    closing_conn = heapq.heappop(deadlines)[2]()
+                    if closing_conn is not None:
+                        closing_conn.expire()
         finally:
             selector.close()
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import inspect
+import itertools
 import selectors
 import socket
 import time
@@ -65,16 +66,19 @@ def header_timeout() -> float:
 class ThreadWorker(gthread.ThreadWorker):
     """gunicorn's gthread worker, with request heads read in its event loop under a deadline.
 
-    The event loop's thread owns ``_heads`` (per waiting connection, its
-    deadline and the bytes read so far) and ``_deadlines`` (the same
-    deadlines in the order they fall due); pool threads never touch them.
+    The event loop's thread owns ``_heads`` (per waiting connection's ticket,
+    the connection and the bytes read so far) and ``_deadlines`` (deadlines
+    and tickets in the order they fall due); pool threads never touch them.
+    A deadline names a ticket rather than its connection, so a connection
+    whose head came in time is not kept alive by it until it falls due.
     """
 
     def init_process(self) -> None:
         check()
         self.header_timeout = header_timeout()
-        self._heads: dict[gthread.TConn, tuple[float, bytearray]] = {}
-        self._deadlines: deque[tuple[float, gthread.TConn]] = deque()
+        self._heads: dict[int, tuple[gthread.TConn, bytearray]] = {}
+        self._deadlines: deque[tuple[float, int]] = deque()
+        self._tickets = itertools.count()
         super().init_process()
 
     def accept(self, listener: socket.socket) -> None:
@@ -96,13 +100,13 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def _await_head(self, conn: gthread.TConn) -> None:
         conn.sock.setblocking(False)
-        deadline = time.monotonic() + self.header_timeout
-        self._heads[conn] = (deadline, bytearray())
-        self._deadlines.append((deadline, conn))
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_readable, conn))
+        ticket = next(self._tickets)
+        self._heads[ticket] = (conn, bytearray())
+        self._deadlines.append((time.monotonic() + self.header_timeout, ticket))
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_head_readable, ticket))
 
-    def _on_head_readable(self, conn: gthread.TConn, client: socket.socket) -> None:
-        head = self._heads[conn][1]
+    def _on_head_readable(self, ticket: int, client: socket.socket) -> None:
+        conn, head = self._heads[ticket]
         try:
             data = client.recv(HEAD_LIMIT)
         except BlockingIOError:
@@ -110,16 +114,16 @@ class ThreadWorker(gthread.ThreadWorker):
         except OSError:
             data = b""
         if not data:
-            self._drop(conn)
+            self._drop(ticket)
             return
         start = max(0, len(head) - 3)
         head += data
         if head.find(b"\r\n\r\n", start) >= 0 or head.find(b"\n\n", start) >= 0:
-            self._forget(conn)
+            self._forget(ticket)
             future = self.tpool.submit(self._serve, conn, bytes(head))
             future.add_done_callback(lambda done: self.method_queue.defer(self.finish_request, conn, done))
         elif len(head) > HEAD_LIMIT:
-            self._drop(conn, TOO_LARGE)
+            self._drop(ticket, TOO_LARGE)
 
     def _serve(self, conn: gthread.TConn, head: bytes) -> bool:
         """Serve one request whose head was read already; runs in a pool thread."""
@@ -134,19 +138,19 @@ class ThreadWorker(gthread.ThreadWorker):
         now = time.monotonic() if self.alive else float("inf")
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
-            deadline, conn = deadlines.popleft()
-            waiting = self._heads.get(conn)
-            # A kept-alive connection waits again later under a new deadline.
-            if waiting is not None and waiting[0] == deadline:
-                self._drop(conn, TIMED_OUT)
+            _, ticket = deadlines.popleft()
+            # A head that came in time, or a connection that went away, left its ticket behind.
+            if ticket in self._heads:
+                self._drop(ticket, TIMED_OUT)
         super().murder_pending()
 
-    def _forget(self, conn: gthread.TConn) -> None:
-        del self._heads[conn]
+    def _forget(self, ticket: int) -> gthread.TConn:
+        conn, _ = self._heads.pop(ticket)
         self.poller.unregister(conn.sock)
+        return conn
 
-    def _drop(self, conn: gthread.TConn, answer: bytes = b"") -> None:
-        self._forget(conn)
+    def _drop(self, ticket: int, answer: bytes = b"") -> None:
+        conn = self._forget(ticket)
         if answer:
             try:
                 conn.sock.send(answer, socket.MSG_DONTWAIT)
