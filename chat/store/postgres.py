@@ -27,6 +27,8 @@ class Postgres(Database):
     """Keep the store in a PostgreSQL database."""
 
     errors = (psycopg.Error,)
+    # psycopg 3 waits on its socket through gevent when gevent has patched select.
+    cooperative = True
 
     def __init__(self, url: str) -> None:
         super().__init__()

@@ -3,7 +3,9 @@
 Only the writer thread writes (one connection); reads, from any thread, take
 one of a few pooled connections.  Driver errors become ``Unavailable``, and a
 failed transaction drops its connection, so the next one starts afresh.
-The tables and statements are in ``schema``.
+Under gevent, a driver that does not wait through gevent itself runs every
+call in gevent's threadpool (``green``).  The tables and statements are in
+``schema``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..backends import Unavailable
+from . import green
 from .records import STALE, Claim, Stored
 from .schema import COUNT_ROOM, INSERT, NEWEST, OLDEST, RELEASE, SCHEMA, STORED_CLAIM
 
@@ -28,6 +31,8 @@ class Database:
 
     #: The exceptions of the driver that mean the database cannot answer now.
     errors: tuple[type[BaseException], ...] = ()
+    #: Whether the driver waits through gevent's loop when gevent patched the process (else its calls are moved off it).
+    cooperative = False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -56,6 +61,10 @@ class Database:
     def sync(self) -> None:
         """Make what is committed survive a machine crash, where a commit alone does not."""
 
+    def run(self, work: Any, *args: Any) -> Any:
+        """Return work(*args), off gevent's loop if the driver would block it."""
+        return work(*args) if self.cooperative else green.call(work, *args)
+
     # Writing, from the writer thread only.
 
     def open(self) -> None:
@@ -69,6 +78,9 @@ class Database:
         A failure closes the writing connection, so that the next transaction
         starts on a fresh one (a server restart breaks every connection).
         """
+        return self.run(self._transaction, work)
+
+    def _transaction(self, work: Any) -> Any:
         conn = self._writer
         if conn is None:
             conn = self._writer = self.connect(write=True)
@@ -131,10 +143,10 @@ class Database:
         """Close every connection."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for conn in [*idle, self._writer]:
+        writer, self._writer = self._writer, None
+        for conn in [*idle, writer]:
             if conn is not None:
-                conn.close()
-        self._writer = None
+                self.run(conn.close)
 
     # Reading, from any thread.
 
@@ -164,27 +176,28 @@ class Database:
         return int(self._query("SELECT coalesce(max(top), 0) FROM chat_rooms", ())[0][0])
 
     def _query(self, statement: str, args: tuple) -> list[tuple]:
-        with self.reach(), self._reader() as conn:
-            cursor = conn.cursor()
-            cursor.execute(self.sql(statement), args)
-            return cursor.fetchall()
-
-    @contextmanager
-    def _reader(self) -> Iterator[Any]:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self.connect(write=False)
-        try:
-            yield conn
-        except BaseException:
-            conn.close()
-            raise
+        with self.reach():
+            rows, conn = self.run(self._execute, conn, self.sql(statement), args)
         with self._lock:
             if len(self._idle) < READERS:
                 self._idle.append(conn)
-                return
-        conn.close()
+                return rows
+        self.run(conn.close)
+        return rows
+
+    def _execute(self, conn: Any, statement: str, args: tuple) -> tuple[list[tuple], Any]:
+        """Run a read on conn (a new connection if None) and return its rows and the connection; close it on failure."""
+        if conn is None:
+            conn = self.connect(write=False)
+        try:
+            cursor = conn.cursor()
+            cursor.execute(statement, args)
+            return cursor.fetchall(), conn
+        except BaseException:
+            conn.close()
+            raise
 
     @contextmanager
     def reach(self) -> Iterator[None]:

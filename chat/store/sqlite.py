@@ -9,7 +9,8 @@ power cut can take to about a second) and copies it into the database file.
 A WAL still past ``WAL_LIMIT`` after it (other processes kept writing while
 it ran) is truncated by a checkpoint that waits for them.  Several
 processes of one host may share the file: SQLite serialises their write
-transactions and ``busy_timeout`` makes each wait its turn.
+transactions and ``busy_timeout`` makes each wait its turn.  sqlite3 knows
+nothing of gevent, so under it every call runs in gevent's threadpool.
 """
 
 from __future__ import annotations
@@ -62,9 +63,12 @@ class SQLite(Database):
         if conn is None:
             return
         with self.reach():
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            if os.path.getsize(self.path + "-wal") > WAL_LIMIT:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self.run(self._checkpoint, conn)
+
+    def _checkpoint(self, conn: Any) -> None:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        if os.path.getsize(self.path + "-wal") > WAL_LIMIT:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def path_of(url: str, instance_path: str) -> str:
