@@ -34,10 +34,13 @@ def index() -> Response:
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    """Report the connection count and whether the backend answers."""
+    """Report the connection count and whether the backend and the message store answer (503 if either does not)."""
     chat = state()
-    healthy = chat.hub.running() and chat.hub.backend.healthy()
-    body = {"status": "ok" if healthy else "unavailable", "connections": chat.hub.count(), "backend": healthy}
+    backend = chat.hub.running() and chat.hub.backend.healthy()
+    store = chat.hub.store.healthy()
+    healthy = backend and store
+    body = {"status": "ok" if healthy else "unavailable", "connections": chat.hub.count(), "backend": backend,
+            "store": store}
     return jsonify(body), 200 if healthy else 503
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import urllib.request
 
 import websocket
 from conftest import Client
@@ -40,8 +38,7 @@ def test_a_commit_waiting_for_the_write_lock_does_not_stall_the_gevent_worker(ma
         for n in range(20):
             talker.send(f"ping {n}")
             assert listener.next_where(lambda e: e["state"] == 2)["message"] == f"ping {n}"
-            with urllib.request.urlopen(server.url + "/healthz", timeout=10) as response:
-                assert json.load(response)["connections"] == 3
+            assert server.health()["connections"] == 3
         # The claim is still waiting for the lock: the worker served the rest around it.
         assert not answered(waiter)
     finally:

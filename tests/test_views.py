@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from postgres_server import PostgresServer
 
 from chat import create_app
 
@@ -27,11 +28,28 @@ def test_page_has_no_inline_script(client):
         assert tag.split(">", 1)[1].startswith("</script")
 
 
-def test_healthz_reports_connections_and_backend(client):
-    """/healthz answers 200 with the connection count and the backend state."""
+def test_healthz_reports_connections_backend_and_store(client):
+    """/healthz answers 200 with the connection count, the backend state and the store's."""
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json == {"status": "ok", "connections": 0, "backend": True}
+    assert response.json == {"status": "ok", "connections": 0, "backend": True, "store": True}
+
+
+def test_healthz_is_503_while_the_store_is_unreachable():
+    """With its PostgreSQL stopped, /healthz answers 503 and "store": false; the backend is still fine."""
+    pytest.importorskip("psycopg")
+    database = PostgresServer().start()
+    app = create_app({"STORE_URL": database.url})
+    try:
+        client = app.test_client()
+        assert client.get("/healthz").json["store"] is True
+        database.stop()
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json == {"status": "unavailable", "connections": 0, "backend": True, "store": False}
+    finally:
+        database.stop()
+        app.extensions["chat"].hub.stop()
 
 
 TOKEN = "scrape-me-0123456789"

@@ -175,6 +175,10 @@ class Database:
         """Return the largest id stored in any room (0 when empty)."""
         return int(self._query("SELECT coalesce(max(top), 0) FROM chat_rooms", ())[0][0])
 
+    def probe(self) -> None:
+        """Read from the tables; raise Unavailable if the database does not answer."""
+        self._query("SELECT 1 FROM chat_rooms LIMIT 1", ())
+
     def _query(self, statement: str, args: tuple) -> list[tuple]:
         with self._lock:
             conn = self._idle.pop() if self._idle else None

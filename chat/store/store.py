@@ -121,9 +121,13 @@ class Store:
         return floor
 
     def healthy(self) -> bool:
-        """Tell whether the last write succeeded (True before the first)."""
-        writer = self._writer
-        return writer is None or writer.healthy()
+        """Tell whether the store answers: its writer runs, its last write went through, and a read does."""
+        try:
+            writer = self._started()
+            self.database.probe()
+        except Unavailable:
+            return False
+        return writer.healthy()
 
     def close(self) -> None:
         """Store what is queued, stop the writer and close the database."""

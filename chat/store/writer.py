@@ -8,7 +8,8 @@ each claimant.  While it commits, more queues up, so a busy room gets bigger
 batches instead of more commits.  Between batches it syncs (once a second
 while there were writes) and prunes (one chunk at a time, when due).  If the
 database fails, the messages stay queued (and readable through ``pending``)
-and are retried with backoff; claims fail at once.
+and are retried with backoff (an empty transaction when nothing is queued,
+so that health comes back with the database); claims fail at once.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class Writer:
         """Raise Unavailable when the writer would not take a message now."""
         if self._stop.is_set():
             raise Unavailable("the message store is closed")
+        if not self._thread.is_alive():
+            raise Unavailable("the message store's writer has stopped")
         if self._backlog >= BACKLOG_LIMIT:
             raise Unavailable("the message store is not keeping up")
 
@@ -126,8 +129,8 @@ class Writer:
             return list(rows.values()) if rows else []
 
     def healthy(self) -> bool:
-        """Tell whether the last write succeeded."""
-        return not self._failing
+        """Tell whether the thread runs and its last write succeeded."""
+        return self._thread.is_alive() and not self._failing
 
     def flush(self, timeout: float) -> bool:
         """Wait until every message appended so far is committed; False if timeout passed first."""
@@ -150,7 +153,7 @@ class Writer:
         while True:
             with self._wake:
                 self._idle = True
-                while not (self._rows or self._tickets or self._releases or self._stop.is_set()):
+                while not (self._rows or self._tickets or self._releases or self._failing or self._stop.is_set()):
                     if not self._wake.wait(self._idle_for()):
                         break
                 self._idle = False
@@ -163,7 +166,9 @@ class Writer:
                 tickets, self._tickets = self._tickets, []
                 releases, self._releases = self._releases, []
                 stopping = self._stop.is_set()
-            if (rows or tickets or releases) and not self._commit(rows, tickets, releases):
+                # While failing, an empty transaction tells when the database is back.
+                retrying = self._failing and not stopping
+            if (rows or tickets or releases or retrying) and not self._commit(rows, tickets, releases):
                 failures += 1
                 if stopping and failures >= FINAL_ATTEMPTS:
                     log.error("the message store is unavailable: %d messages were not stored", self._backlog)
