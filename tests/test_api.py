@@ -14,6 +14,7 @@ import jwt
 import pytest
 from conftest import ROOT, Closed, wait_for
 from flask import Flask
+from redis_server import flushall
 from served import Served
 
 from chat import Chat
@@ -218,6 +219,29 @@ def test_publisher_in_another_process_posts_through_redis(make_server, connect, 
     for listener in listeners:
         frame = listener.next_where(lambda e: e["state"] == 2)
         assert (frame["id"], frame["name"], frame["message"]) == (finished.stdout.strip(), "ci", "Deploy finished")
+
+
+def test_what_a_publisher_posts_is_stored_and_outlives_a_restart(make_server, connect, clean_redis_url):
+    """A Publisher's messages are in the store under their ids: replayed and paged after a restart that Redis forgot."""
+    server = make_server(CHAT_BACKEND_URL=clean_redis_url)
+    script = ("from chat import Publisher\n"
+              "with Publisher(%r) as publisher:\n"
+              "    print(*(publisher.publish('deploys', f'step {n}', name='ci') for n in range(3)))")
+    finished = subprocess.run(
+        [sys.executable, "-c", script % clean_redis_url], cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+    assert finished.returncode == 0, finished.stderr
+    ids = finished.stdout.split()
+    server.stop()
+    flushall(clean_redis_url)
+    server.start()
+    with urllib.request.urlopen(f"{server.url}/api/rooms/deploys/messages?limit=10", timeout=5) as response:
+        page = json.load(response)
+    assert [(m["id"], m["name"], m["message"]) for m in page["messages"]] == [
+        (ids[n], "ci", f"step {n}") for n in range(3)]
+    listener = connect(server.ws_url + "?room=deploys")
+    listener.welcome()
+    assert [m["id"] for m in listener.chats(3)] == ids
 
 
 def test_the_api_posts_through_redis_to_every_worker(make_server, connect, clean_redis_url):
