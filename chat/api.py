@@ -7,7 +7,7 @@ import hmac
 from flask import Blueprint, Response, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import identity, protocol
+from . import identity, protocol, publisher
 from .backends import Unavailable
 from .mount import Mount, state
 from .publisher import TooBig
@@ -17,6 +17,8 @@ bp = Blueprint("chat_api", __name__)
 
 #: Longest Idempotency-Key taken.
 MAX_KEY_LENGTH = 255
+#: What an Idempotency-Key's claim in the store starts with: a space, which no v2 client id holds.
+KEY_CID = "key "
 #: JSON can spell one character in six bytes (\uXXXX), plus room for the other fields.
 JSON_OVERHEAD, JSON_SLACK = 6, 4096
 
@@ -45,7 +47,13 @@ def unavailable(error: Unavailable) -> tuple[Response, int]:
 
 @bp.post("/rooms/<room>/messages")
 def post_message(room: str) -> tuple[Response, int]:
-    """Publish {"message", "name", "user"} to room for the holder of CHAT_API_KEY; honour Idempotency-Key."""
+    """Publish {"message", "name", "user"} to room for the holder of CHAT_API_KEY; honour Idempotency-Key.
+
+    A key is claimed in the message store, as a v2 client id is: a retry
+    on any worker or host gets the first answer and delivers nothing, for as
+    long as retention keeps the message.  With CHAT_STORE_URL=none the
+    record is this process's, for CHAT_IDEMPOTENCY_TTL.
+    """
     chat = state()
     _require_key(chat)
     room = protocol.room(room)
@@ -60,6 +68,8 @@ def post_message(room: str) -> tuple[Response, int]:
     if key is not None:
         if not key or len(key) > MAX_KEY_LENGTH:
             abort(400, description=f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} characters")
+        if chat.hub.store.durable:
+            return jsonify(_post_once(chat, room, key, asked)), 201
         try:
             answer = chat.receipts.begin((room, key), asked)
         except Conflict as conflict:
@@ -75,6 +85,34 @@ def post_message(room: str) -> tuple[Response, int]:
     if key is not None:
         chat.receipts.finish((room, key), answer)
     return jsonify(answer), 201
+
+
+def _post_once(chat: Mount, room: str, key: str, asked: tuple) -> dict:
+    """Post under key's claim in the store, so that a retry on any worker or host gets the first answer."""
+    room, sender, text, user = publisher.check(chat.settings, room, *asked)
+    backend, store = chat.hub.backend, chat.hub.store
+    cid = KEY_CID + key
+    known = store.claim(room, cid)
+    if known is not None:
+        found = [row for row in store.oldest(room, 1, after=known - 1) if row.id == known]
+        if found and _as_stored(found[0].name, found[0].text, found[0].user) != _as_stored(sender, text, user):
+            abort(422, description="this Idempotency-Key was used for a different request")
+        return {"id": str(known), "room": room, "ts": found[0].ts if found else None}
+    try:
+        return publisher.post(backend, store, room, sender, text, user, cid)
+    except Unavailable as exc:
+        # A publish that may have gone through keeps its claim: a retry waits for it to go stale.
+        if not exc.maybe_done:
+            store.release(room, cid)
+        raise
+    except BaseException:
+        store.release(room, cid)
+        raise
+
+
+def _as_stored(*fields: str | None) -> tuple:
+    """Return fields as every store gives them back (PostgreSQL keeps NUL as U+FFFD)."""
+    return tuple(field and field.replace("\0", "\ufffd") for field in fields)
 
 
 @bp.get("/rooms/<room>/messages")

@@ -1,4 +1,9 @@
-"""Idempotency records of API posts: the answer given to each key, bounded in number and in age."""
+"""Idempotency records of API posts kept in this process, for CHAT_STORE_URL=none: the answer given to each key.
+
+Bounded in number and in age (CHAT_IDEMPOTENCY_TTL).  With a store, keys
+are claimed in it instead (``api``), so that a retry on another worker or
+host is answered too.
+"""
 
 from __future__ import annotations
 

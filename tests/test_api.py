@@ -125,9 +125,10 @@ def test_without_a_key_writes_and_sign_outs_are_not_there(chat_server):
         assert code == 404 and "CHAT_API_KEY" in body["error"]
 
 
-def test_a_retry_with_the_same_idempotency_key_is_delivered_once(chat_server, connect):
+@pytest.mark.parametrize("store", ["default", "none"])
+def test_a_retry_with_the_same_idempotency_key_is_delivered_once(chat_server, connect, store):
     """The same Idempotency-Key gets the same answer and one delivery; reused for another body it is 422."""
-    _, api, ws = chat_server()
+    _, api, ws = chat_server(**({"CHAT_STORE_URL": "none"} if store == "none" else {}))
     listener = connect(ws + "?room=ops")
     listener.welcome()
     first = api("POST", "/rooms/ops/messages", {"message": "once"}, Idempotency_Key="deploy-42")
@@ -258,6 +259,30 @@ def test_the_api_posts_through_redis_to_every_worker(make_server, connect, clean
         posted = json.load(response)
     for listener in listeners:
         assert listener.next_where(lambda e: e["state"] == 2)["id"] == posted["id"]
+
+
+def test_an_idempotent_retry_on_another_host_is_delivered_once(make_server, connect, clean_redis_url):
+    """Two hosts share Redis and the store: a POST retried on the other host gets the first answer, one delivery."""
+    first, second = (make_server(CHAT_BACKEND_URL=clean_redis_url, CHAT_API_KEY=KEY) for _ in range(2))
+    listener = connect(second.ws_url + "?room=ops")
+    listener.welcome()
+
+    def post(server, message: str, key: str | None = "deploy-7") -> tuple[int, dict]:
+        headers = {"Authorization": f"Bearer {KEY}", **({"Idempotency-Key": key} if key else {})}
+        request = urllib.request.Request(f"{server.url}/api/rooms/ops/messages", method="POST", headers=headers,
+                                         data=json.dumps({"message": message, "name": "ci"}).encode())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    sent = post(first, "deployed")
+    assert post(second, "deployed") == sent and sent[0] == 201
+    assert post(second, "something else")[0] == 422
+    post(second, "marker", key=None)
+    seen = [listener.next_where(lambda e: e["state"] == 2) for _ in range(2)]
+    assert [(e["id"], e["message"]) for e in seen] == [(sent[1]["id"], "deployed"), (seen[1]["id"], "marker")]
 
 
 def test_sign_out_reaches_every_host(make_server, connect, clean_redis_url):

@@ -18,6 +18,9 @@ CLAIM_WAIT = 10.0
 class NoStore:
     """Keep nothing: history is what the backend holds; a client id is known until this process stops."""
 
+    #: Whether what is recorded here outlives this process and is shared with the others.
+    durable = False
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sent = threading.Condition(self._lock)

@@ -31,6 +31,9 @@ _open: weakref.WeakSet[Store] = weakref.WeakSet()
 class Store:
     """Keep every chat message in a database, written in batches by one thread per process."""
 
+    #: Whether what is recorded here outlives this process and is shared with the others.
+    durable = True
+
     def __init__(self, database: Database, settings: dict[str, Any]) -> None:
         self.database = database
         self._retention = Retention(*settings["RETENTION"])
