@@ -7,6 +7,12 @@ who joined and left (names, while the room has at most ``limit`` members;
 counts only above that) and the exact online count after the last event.  So
 a storm of N joins into one room costs each v2 client a frame per interval,
 not N frames.
+
+A digest costs one delivery per member, so a big room's digests are spaced
+further apart: after a digest to n members, the room's next one waits
+``n / RATE`` seconds when that is longer than the interval.  A storm of N
+joins then costs about ``RATE`` deliveries a second in presence, instead of
+N per interval, which made the whole storm cost O(N²).
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from dataclasses import dataclass, field
 
 from . import protocol
 from .backends import Item, Position, Presence
+
+#: Deliveries a second that one room's digests may cost before its interval stretches.
+RATE = 4000
 
 
 @dataclass
@@ -36,15 +45,14 @@ class Coalescer:
         self.interval = interval
         self.limit = limit
         self._pending: dict[str, Pending] = {}
-        #: When each room last had a presence event sent, so the next waits an interval.
-        self._sent: dict[str, float] = {}
+        #: When each room that had a presence event sent may have the next one.
+        self._next: dict[str, float] = {}
 
     def add(self, room: str, said: Presence, at: Position) -> None:
         """Take one presence event of room."""
         pending = self._pending.get(room)
         if pending is None:
-            now = time.monotonic()
-            due = max(now, self._sent.get(room, 0.0) + self.interval)
+            due = max(time.monotonic(), self._next.get(room, 0.0))
             pending = self._pending[room] = Pending(due)
         if said.event == "join":
             pending.joins[said.member] = said.name
@@ -62,13 +70,13 @@ class Coalescer:
         events = []
         for room in ready:
             pending = self._pending.pop(room)
-            self._sent[room] = now
+            self._next[room] = now + max(self.interval, pending.online / RATE)
             listed = pending.online <= self.limit
             joins = sorted(pending.joins.values())[: self.limit] if listed else []
             leaves = sorted(pending.leaves.values())[: self.limit] if listed else []
             payload = protocol.digest(room, joins, leaves, len(pending.joins), len(pending.leaves), pending.online)
             events.append((room, Item(None, payload, None, pending.at)))
-        # Rooms quiet for an interval need no memory of their last event.
-        for room in [room for room, sent in self._sent.items() if now - sent > self.interval and room not in ready]:
-            del self._sent[room]
+        # Rooms quiet since their wait ended need no memory of their last event.
+        for room in [room for room, allowed in self._next.items() if allowed < now and room not in ready]:
+            del self._next[room]
         return events

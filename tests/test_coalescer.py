@@ -6,7 +6,7 @@ import json
 import time
 
 from chat.backends import Presence
-from chat.coalescer import Coalescer
+from chat.coalescer import RATE, Coalescer
 
 
 def taken(coalescer: Coalescer, now: float) -> list[dict]:
@@ -48,6 +48,18 @@ def test_the_next_digest_of_a_room_waits_an_interval():
     assert taken(coalescer, now + 1) == []
     assert coalescer.due() >= now + 10
     assert [d["joins"] for d in taken(coalescer, now + 10.5)] == [["Bob"]]
+
+
+def test_a_big_rooms_next_digest_waits_until_the_last_one_is_paid_for():
+    """After a digest to n members, the room's next waits n / RATE seconds when that is longer than the interval."""
+    coalescer = Coalescer(0.25, 200)
+    coalescer.add("big", Presence("join", "m1", "Ann", RATE * 4), (1, 1))
+    now = time.monotonic()
+    assert len(taken(coalescer, now)) == 1
+    coalescer.add("big", Presence("join", "m2", "Bob", RATE * 4 + 1), (1, 2))
+    assert taken(coalescer, now + 1) == []
+    assert coalescer.due() >= now + 4
+    assert [d["online"] for d in taken(coalescer, now + 4)] == [RATE * 4 + 1]
 
 
 def test_above_the_list_limit_a_digest_has_counts_only():
