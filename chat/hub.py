@@ -40,6 +40,7 @@ class Hub:
         self.settings = settings
         self.stats = stats
         self._sender = Sender(backend, self.store, stats, moderate)
+        self._replays = history.Replays(self.store)
         self.limit: int = settings["MAX_CONNECTIONS"] or 1000
         self.fanout = Fanout(self.members, stats, settings["PRESENCE_INTERVAL"], settings["PRESENCE_LIST_LIMIT"])
         # Made once and shared: a bound method per connection would cost 64 bytes each.
@@ -110,7 +111,7 @@ class Hub:
         with self._lock:
             self._entered.add(conn)
         limit, cap = self.settings["HISTORY_REPLAY"], self.settings["HISTORY_SIZE"]
-        replay = history.joined(self.store, room, entry.replay, since, entry.position[0], limit, cap)
+        replay = self._replays.joined(room, entry.replay, since, entry.position[0], limit, cap)
         payloads = [protocol.presence("welcome", room, conn.name, entry.online, entry.users)]
         if replay.gap:
             payloads.append(protocol.gap(room, replay.missed))

@@ -25,6 +25,7 @@ from chat.fanout import Batch
 from chat.hub import Hub
 from chat.metrics import Metrics
 from chat.reader import Reader
+from chat.store import Stored, create
 
 
 def make_hub(**overrides) -> Hub:
@@ -309,4 +310,67 @@ def test_a_connection_that_fails_to_build_gives_its_place_back(monkeypatch):
     finally:
         server.shutdown()
         serving.join(5)
+        hub.stop()
+
+
+def stored_hub(tmp_path, **overrides) -> Hub:
+    """Return a hub on the memory backend with a SQLite store in tmp_path."""
+    settings = config.load({}, {"MAX_CONNECTIONS": 100, "MAX_CONNECTIONS_PER_IP": 100, **overrides})
+    store = create(f"sqlite:///{tmp_path / 'chat.db'}", settings, str(tmp_path))
+    return Hub(MemoryBackend(settings), settings, Metrics(), store=store)
+
+
+def counting_reads(hub: Hub) -> list[int]:
+    """Count the store's reads of a room's newest messages (one entry per read)."""
+    reads: list[int] = []
+    newest = hub.store.database.newest
+
+    def counted(*args, **kwargs):
+        reads.append(1)
+        return newest(*args, **kwargs)
+
+    hub.store.database.newest = counted
+    return reads
+
+
+def test_joins_into_a_room_the_backend_holds_whole_read_the_store_once(tmp_path):
+    """Twenty joins into a room with a short history read the store once between them, and each gets it all."""
+    hub = stored_hub(tmp_path, HISTORY_REPLAY=5)
+    try:
+        hub.start()
+        reads = counting_reads(hub)
+        hub.publish(open_connection(hub, name="ann")[0], "first")
+        hub.store.flush()
+        peers = []
+        for number in range(20):
+            conn, peer = open_connection(hub, name=f"u{number}")
+            assert hub.join(conn, None)
+            peers.append(peer)
+        assert len(reads) == 1
+        assert all([e.get("message") for e in peer.read(2)][1] == "first" for peer in peers)
+    finally:
+        hub.stop()
+
+
+def test_a_restarted_backend_replays_the_stores_tail_and_what_came_since(tmp_path):
+    """After a restart, joins get the stored messages and the new ones in order, the store read once."""
+    hub = stored_hub(tmp_path, HISTORY_REPLAY=5)
+    hub.start()
+    now = time.time_ns() // 1_000_000
+    for number in range(1, 4):
+        hub.store.append(Stored("lobby", number, now, "old", f"old{number}"))
+    hub.stop()
+    hub = stored_hub(tmp_path, HISTORY_REPLAY=5)
+    try:
+        hub.start()
+        reads = counting_reads(hub)
+        first, early = open_connection(hub, name="early")
+        assert hub.join(first, None)
+        hub.backend.publish("lobby", "new", "new1")
+        late, peer = open_connection(hub, name="late")
+        assert hub.join(late, None)
+        assert [e["message"] for e in early.read(4)[1:4]] == ["old1", "old2", "old3"]
+        assert [e["message"] for e in peer.read(5)[1:5]] == ["old1", "old2", "old3", "new1"]
+        assert len(reads) == 1
+    finally:
         hub.stop()

@@ -4,13 +4,18 @@ The backend holds a room's last ``CHAT_HISTORY_SIZE`` messages (none after a
 restart of the memory backend, or once Redis expired the room); the store
 holds everything retention keeps, except what another process has not
 committed yet, which is among the newest and so in the backend's window.
-Their union is complete.  The hub calls ``joined`` with the replay of a
-join; the mount calls ``page`` for the HTTP API.
+Their union is complete.  The hub asks its ``Replays`` for the replay of
+a join; the mount calls ``page`` for the HTTP API.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..backends import Backend, Item, Replay, Unavailable
@@ -22,36 +27,110 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Seconds a room's remembered tail is trusted: retention may remove some of it meanwhile.
+TAIL_TTL = 30.0
+#: Rooms whose tails are remembered, the least recently joined forgotten first.
+TAILS = 256
+#: Longest a join waits for another join's read of the same room before reading itself.
+READ_WAIT = 5.0
 
-def joined(
-    store: Store | NoStore, room: str, replay: Replay, since: int | None, upto: int, limit: int, cap: int,
-) -> Replay:
-    """Complete a join's replay with what only the store still has, up to the join's position upto.
 
-    Without since the client gets the last limit messages; with since, at
-    most cap messages after it (the newest), and a gap event counting the
-    rest, or of unknown size when retention removed some.  A store that cannot
-    answer leaves the backend's replay as it is.
+@dataclass
+class Tail:
+    """The store's newest messages of a room below an id (oldest first), and whether they are all it holds there."""
+
+    below: int
+    items: list[Item]
+    whole: bool
+    until: float
+
+    def older(self, before: int, limit: int) -> list[Item] | None:
+        """Return the last limit messages below before, or None when this tail cannot tell."""
+        if before > self.below or time.monotonic() >= self.until:
+            return None
+        items = self.items[: bisect.bisect_left(self.items, before, key=lambda item: item.id)]
+        if len(items) < limit and not self.whole:
+            return None
+        return items[-limit:] if limit else []
+
+
+class Replays:
+    """Complete joins' replays from the store, reading it once per room while the backend's window is short.
+
+    A join the backend gives fewer than ``limit`` messages asks the store for
+    older ones, and in a room whose history the backend holds entirely (a new
+    room, or any room after a restart of the memory backend) every join asks
+    the same question: what the store holds below the backend's oldest
+    message.  The answer changes only when retention removes messages, since
+    ids grow and the store gains only newer ones (what another process has not
+    committed yet is in the backend's window).  So each room's answer is kept,
+    as a ``Tail``, for ``TAIL_TTL`` seconds, and a storm of joins into a room
+    reads the store once, not once per joiner.  The lock guards the tails and
+    the reads under way; the store is read outside it.
     """
-    try:
-        if since is None:
-            return _last(store, room, replay, upto, limit)
-        if not replay.gap:
+
+    def __init__(self, store: Store | NoStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._tails: OrderedDict[str, Tail] = OrderedDict()
+        #: Per room, the read of its tail under way, which the joins that miss meanwhile wait for.
+        self._reading: dict[str, threading.Event] = {}
+
+    def joined(self, room: str, replay: Replay, since: int | None, upto: int, limit: int, cap: int) -> Replay:
+        """Complete a join's replay with what only the store still has, up to the join's position upto.
+
+        Without since the client gets the last limit messages; with since, at
+        most cap messages after it (the newest), and a gap event counting the
+        rest, or of unknown size when retention removed some.  A store that
+        cannot answer leaves the backend's replay as it is.
+        """
+        try:
+            if since is None:
+                have = replay.messages
+                if len(have) >= limit:
+                    return replay
+                older = self.older(room, have[0].id if have else upto + 1, limit - len(have))
+                return Replay(older + have, last=replay.last) if older else replay
+            if not replay.gap:
+                return replay
+            return _resume(self.store, room, replay, since, upto, cap)
+        except Unavailable as exc:
+            log.warning("replaying %s from the backend alone: %s", room, exc)
             return replay
-        return _resume(store, room, replay, since, upto, cap)
-    except Unavailable as exc:
-        log.warning("replaying %s from the backend alone: %s", room, exc)
-        return replay
 
+    def older(self, room: str, before: int, limit: int) -> list[Item]:
+        """Return the store's last limit messages of room below before, oldest first, from its tail when it can tell."""
+        waited = False
+        while True:
+            with self._lock:
+                tail = self._tails.get(room)
+                found = tail.older(before, limit) if tail is not None else None
+                if found is not None:
+                    self._tails.move_to_end(room)
+                    return found
+                reading = self._reading.get(room)
+                if reading is None or waited:
+                    mine = threading.Event()
+                    if reading is None:
+                        self._reading[room] = mine
+                    break
+            # Another join is reading this room: its answer is likely this one's too.
+            reading.wait(READ_WAIT)
+            waited = True
+        try:
+            items = [row.item() for row in self.store.newest(room, limit, before=before)]
+            with self._lock:
+                self._tails[room] = Tail(before, items, len(items) < limit, time.monotonic() + TAIL_TTL)
+                self._tails.move_to_end(room)
+                while len(self._tails) > TAILS:
+                    self._tails.popitem(last=False)
+            return items
+        finally:
+            with self._lock:
+                if self._reading.get(room) is mine:
+                    del self._reading[room]
+            mine.set()
 
-def _last(store: Store | NoStore, room: str, replay: Replay, upto: int, limit: int) -> Replay:
-    have = replay.messages
-    if len(have) >= limit:
-        return replay
-    older = store.newest(room, limit - len(have), before=have[0].id if have else upto + 1)
-    if not older:
-        return replay
-    return Replay([row.item() for row in older] + have, last=replay.last)
 
 
 def _resume(store: Store | NoStore, room: str, replay: Replay, since: int, upto: int, cap: int) -> Replay:
