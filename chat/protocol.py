@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from functools import lru_cache
 from json import dumps, loads
 from json.encoder import encode_basestring as _quote
 
@@ -105,18 +106,19 @@ def presence(
     users: list[str] | None = None,
 ) -> bytes:
     """Build a state-3 join, leave or welcome event."""
-    body: dict[str, object] = {
-        "state": 3,
-        "message": _presence_text(event, who, online),
-        "event": event,
-        "room": room_name,
-        "name": who,
-        "online": online,
-    }
-    if event == "welcome":
-        body["you"] = who
-        body["users"] = users or []
-    return _encode(body)
+    quoted = _quote(who)
+    head = '{"state":3,"message":%s,"event":%s,"room":%s,"name":%s,"online":%d' % (
+        _quote(_presence_text(event, who, online)), _quote(event), _quote(room_name), quoted, online,
+    )
+    if event != "welcome":
+        return (head + "}").encode()
+    # Every joiner of a room is sent the same list: it is encoded once.
+    return b"".join(((head + ',"you":%s,"users":' % quoted).encode(), _names(tuple(users or ())), b"}"))
+
+
+@lru_cache(maxsize=256)
+def _names(users: tuple[str, ...]) -> bytes:
+    return _encode(list(users))
 
 
 def digest(room_name: str, joins: list[str], leaves: list[str], joined: int, left: int, online: int) -> bytes:
@@ -164,5 +166,5 @@ def ack(cid: str, message_id: int) -> bytes:
     return ('{"state":5,"message":"","ack":%s,"id":"%d"}' % (_quote(cid), message_id)).encode()
 
 
-def _encode(body: dict[str, object]) -> bytes:
+def _encode(body: object) -> bytes:
     return dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

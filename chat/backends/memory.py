@@ -30,6 +30,8 @@ class MemoryBackend:
         #: Per room: member -> (presence key, name), and presence key -> (connections, name).
         self._members: dict[str, dict[str, tuple[str, str]]] = {}
         self._online: dict[str, dict[str, list]] = {}
+        #: Per room, the sorted names of its first list-limit keys online, made again only when those change.
+        self._names: dict[str, list[str]] = {}
         self._newest_epoch = 0
         self._deliver: Deliver | None = None
 
@@ -100,13 +102,17 @@ class MemoryBackend:
             return self._replay_locked(room, since, limit)
 
     def _replay_locked(self, room: str, since: int | None, limit: int) -> Replay:
-        history = list(self._history.get(room, ()))
+        window = self._history.get(room, ())
         last = self._last.get(room)
         epoch = self._epochs.get(room)
         if last is None or epoch is None:
             last = epoch = self._epoch_locked()
         if since is None:
-            return Replay(history[-limit:] if limit else [], last=last)
+            # From the newest end: a join costs the replay's length, not the history's.
+            newest = list(islice(reversed(window), limit))
+            newest.reverse()
+            return Replay(newest, last=last)
+        history = list(window)
         oldest = history[0].id if history else last + 1
         return resume(history, since, last, epoch, oldest)
 
@@ -124,12 +130,23 @@ class MemoryBackend:
                 counted = online.get(key)
                 if counted is None:
                     online[key] = [1, name]
+                    if len(online) <= self._list_limit:
+                        self._names.pop(room, None)
                     self._announce_locked(room, Presence("join", member, name, len(online)))
                 else:
                     counted[0] += 1
             self._counter_locked(room)
-            names = sorted(entry[1] for entry in islice(online.values(), self._list_limit))
+            names = self._names_locked(room, online)
             return Entry(self._replay_locked(room, since, limit), len(online), names, self._positions[room])
+
+    def _names_locked(self, room: str, online: dict[str, list]) -> list[str]:
+        """Return the sorted names of the room's first list-limit keys online (a list its callers only read)."""
+        names = self._names.get(room)
+        if names is None:
+            names = sorted(entry[1] for entry in islice(online.values(), self._list_limit))
+            if online:
+                self._names[room] = names
+        return names
 
     def exit(self, room: str, member: str) -> int:
         """Remove a member from the room's presence (its leave is fanned out with its key's last connection)."""
@@ -147,6 +164,7 @@ class MemoryBackend:
             counted[0] -= 1
             if counted[0] <= 0:
                 del online[entry[0]]
+                self._names.pop(room, None)
                 if not online:
                     self._online.pop(room, None)
                 self._announce_locked(room, Presence("leave", leaver, entry[1], len(online)))
@@ -169,7 +187,7 @@ class MemoryBackend:
         """Return how many are online in the room, and (at most the list limit of) their names."""
         with self._lock:
             online = self._online.get(room, {})
-            return len(online), sorted(entry[1] for entry in islice(online.values(), self._list_limit))
+            return len(online), list(self._names_locked(room, online))
 
     def users(self, room: str) -> list[str]:
         """Return (at most the list limit of) the names online in the room."""
