@@ -138,9 +138,14 @@ def _resume(store: Store | NoStore, room: str, replay: Replay, since: int, upto:
     if floor is None:
         # The store knows nothing of the room: the backend's verdict stands.
         return replay
-    messages = union(store.newest(room, cap, after=since, before=upto + 1), replay.messages)[-cap:] if cap else []
+    stored = store.newest(room, cap, after=since, before=upto + 1) if cap else []
+    found = union(stored, replay.messages)
+    messages = found[-cap:] if cap else []
     if since < floor:
         return Replay(messages, gap=True, missed=None, last=replay.last)
+    if cap and len(stored) < cap and len(found) <= cap:
+        # Every stored message after since is in messages: none was missed, and there is nothing to count.
+        return Replay(messages, last=replay.last)
     missed = store.count(room, since, messages[0].id if messages else upto + 1)
     return Replay(messages, gap=missed > 0, missed=missed if missed else None, last=replay.last)
 
