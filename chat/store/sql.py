@@ -13,12 +13,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any
 
 from ..backends import Unavailable
 from . import green
 from .records import STALE, Claim, Stored
-from .schema import COUNT_ROOM, INSERT, NEWEST, OLDEST, RELEASE, SCHEMA, STORED_CLAIM
+from .schema import COUNT_ROOM, INSERT_ROWS, NEWEST, OLDEST, RELEASE, SCHEMA, STORED_CLAIM, insert
 
 #: Bounds of an open range of ids.
 LOWEST, HIGHEST = -1, 2**63 - 1
@@ -106,7 +107,9 @@ class Database:
             cursor = conn.cursor()
             if rows:
                 ordered = sorted(rows, key=lambda row: (row.room, row.id))
-                cursor.executemany(self.sql(INSERT), ordered)
+                for start in range(0, len(ordered), INSERT_ROWS):
+                    part = ordered[start:start + INSERT_ROWS]
+                    cursor.execute(self.sql(insert(len(part))), list(chain.from_iterable(part)))
                 rooms: dict[str, list[int]] = {}
                 for row in ordered:
                     counted = rooms.setdefault(row.room, [row.id, row.id, 0])

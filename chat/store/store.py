@@ -43,6 +43,10 @@ class Store:
         self._closed = False
 
     def _started(self) -> Writer:
+        # Set once under the lock, then only read: a message need not take the lock.
+        writer = self._writer
+        if writer is not None:
+            return writer
         with self._lock:
             if self._closed:
                 raise Unavailable("the message store is closed")
