@@ -54,8 +54,31 @@ class Ticket:
         self.error: Unavailable | None = None
 
 
+class Batch:
+    """What one transaction writes: messages with their callbacks, claims, and claims given back."""
+
+    __slots__ = ("rows", "tickets", "releases")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Stored, OnStored | None]] = []
+        self.tickets: list[Ticket] = []
+        self.releases: list[tuple[str, str]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.tickets or self.releases)
+
+    def keep(self, failed: Batch) -> None:
+        """Put a failed batch's messages and releases back in front of this one (its claims have failed)."""
+        self.rows[:0] = failed.rows
+        self.releases[:0] = failed.releases
+
+
 class Writer:
-    """Commit queued messages and claims in batches on one named thread."""
+    """Commit queued messages and claims in batches on one named thread.
+
+    The lock guards the queued batch, the pending messages and the counts;
+    the thread alone sets the rest (failing, dirty, synced).
+    """
 
     def __init__(self, database: Database, retention: Retention, prune_every: float) -> None:
         self._db = database
@@ -63,18 +86,19 @@ class Writer:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
-        self._rows: list[tuple[Stored, OnStored | None]] = []
-        self._tickets: list[Ticket] = []
-        self._releases: list[tuple[str, str]] = []
+        self._queued = Batch()
         #: Per room, the messages queued or being written: readable before they are committed.
         self._pending: dict[str, dict[int, Stored]] = {}
         self._backlog = 0
         self._appended = self._committed = 0
-        self._failing = False
-        self._dirty = False
         #: The thread waits for work (not for the batch to fill): only then does a message wake it.
         self._idle = False
-        self._synced = self._started = time.monotonic()
+        self._failing = False
+        #: The thread has returned (or died): a flag, since is_alive() yields to gevent's hub on every call.
+        self._ended = False
+        #: Committed messages not yet synced.
+        self._dirty = False
+        self._synced = self._opened = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="chat-store", daemon=True)
 
     def start(self) -> None:
@@ -87,7 +111,7 @@ class Writer:
         """Raise Unavailable when the writer would not take a message now."""
         if self._stop.is_set():
             raise Unavailable("the message store is closed")
-        if not self._thread.is_alive():
+        if self._ended:
             raise Unavailable("the message store's writer has stopped")
         if self._backlog >= BACKLOG_LIMIT:
             raise Unavailable("the message store is not keeping up")
@@ -95,7 +119,7 @@ class Writer:
     def append(self, row: Stored, on_stored: OnStored | None = None) -> None:
         """Queue a message; on_stored(row) is called on the writer thread once it is committed."""
         with self._lock:
-            self._rows.append((row, on_stored))
+            self._queued.rows.append((row, on_stored))
             self._pending.setdefault(row.room, {})[row.id] = row
             self._backlog += 1
             self._appended += 1
@@ -108,7 +132,7 @@ class Writer:
         with self._lock:
             if self._stop.is_set():
                 raise Unavailable("the message store is closed")
-            self._tickets.append(ticket)
+            self._queued.tickets.append(ticket)
             self._wake.notify()
         if not ticket.done.wait(CLAIM_WAIT):
             raise Unavailable("the message store did not answer in time")
@@ -119,7 +143,7 @@ class Writer:
     def release(self, room: str, cid: str) -> None:
         """Give back a claim whose message was not sent."""
         with self._lock:
-            self._releases.append((room, cid))
+            self._queued.releases.append((room, cid))
             self._wake.notify()
 
     def pending(self, room: str) -> list[Stored]:
@@ -130,7 +154,7 @@ class Writer:
 
     def healthy(self) -> bool:
         """Tell whether the thread runs and its last write succeeded."""
-        return self._thread.is_alive() and not self._failing
+        return not (self._ended or self._failing)
 
     def flush(self, timeout: float) -> bool:
         """Wait until every message appended so far is committed; False if timeout passed first."""
@@ -149,31 +173,23 @@ class Writer:
     # The thread.
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._ended = True
+
+    def _serve(self) -> None:
         failures = 0
         while True:
-            with self._wake:
-                self._idle = True
-                while not (self._rows or self._tickets or self._releases or self._failing or self._stop.is_set()):
-                    if not self._wake.wait(self._idle_for()):
-                        break
-                self._idle = False
-                # At most one commit per BATCH_EVERY, so what a busy room sends meanwhile shares it;
-                # a claim does not wait for it, since its sender waits for the claim.
-                self._wake.wait_for(lambda: self._tickets or self._stop.is_set(),
-                                    self._started + BATCH_EVERY - time.monotonic())
-                self._started = time.monotonic()
-                rows, self._rows = self._rows, []
-                tickets, self._tickets = self._tickets, []
-                releases, self._releases = self._releases, []
-                stopping = self._stop.is_set()
-                # While failing, an empty transaction tells when the database is back.
-                retrying = self._failing and not stopping
-            if (rows or tickets or releases or retrying) and not self._commit(rows, tickets, releases):
+            batch, stopping = self._next()
+            # While failing, an empty transaction tells when the database is back.
+            if (batch or (self._failing and not stopping)) and not self._commit(batch):
                 failures += 1
                 if stopping and failures >= FINAL_ATTEMPTS:
                     log.error("the message store is unavailable: %d messages were not stored", self._backlog)
                     return
                 delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (failures - 1))
+                # Once stopping, the stop event no longer waits.
                 if stopping:
                     time.sleep(delay)
                 else:
@@ -183,8 +199,24 @@ class Writer:
             self._housekeep(stopping)
             if stopping:
                 with self._lock:
-                    if not (self._rows or self._tickets or self._releases):
+                    if not self._queued:
                         return
+
+    def _next(self) -> tuple[Batch, bool]:
+        """Wait for work (or for housekeeping to fall due), then for the batch to fill; take it and say if stopping."""
+        with self._wake:
+            self._idle = True
+            while not (self._queued or self._failing or self._stop.is_set()):
+                if not self._wake.wait(self._idle_for()):
+                    break
+            self._idle = False
+            # At most one commit per BATCH_EVERY, so what a busy room sends meanwhile shares it;
+            # a claim does not wait for it, since its sender waits for the claim.
+            self._wake.wait_for(lambda: self._queued.tickets or self._stop.is_set(),
+                                self._opened + BATCH_EVERY - time.monotonic())
+            self._opened = time.monotonic()
+            batch, self._queued = self._queued, Batch()
+            return batch, self._stop.is_set()
 
     def _idle_for(self) -> float | None:
         waits = []
@@ -195,39 +227,38 @@ class Writer:
             waits.append(prune_in)
         return max(0.0, min(waits)) if waits else None
 
-    def _commit(self, rows: list[tuple[Stored, OnStored | None]], tickets: list[Ticket],
-                releases: list[tuple[str, str]]) -> bool:
+    def _commit(self, batch: Batch) -> bool:
+        """Write batch in one transaction, then tell its claimants and callbacks; False if the database failed."""
         try:
-            outcomes = self._db.write(
-                [row for row, _ in rows], [(ticket.room, ticket.cid) for ticket in tickets], releases, time.time(),
-            )
+            outcomes = self._db.write([row for row, _ in batch.rows],
+                                      [(ticket.room, ticket.cid) for ticket in batch.tickets], batch.releases,
+                                      time.time())
         except Unavailable as exc:
             if not self._failing:
                 log.warning("%s; retrying", exc)
+            self._failing = True
             with self._lock:
-                self._failing = True
-                self._rows[:0] = rows
-                self._releases[:0] = releases
-            for ticket in tickets:
+                self._queued.keep(batch)
+            for ticket in batch.tickets:
                 ticket.error = exc
                 ticket.done.set()
             return False
+        self._failing = False
+        self._dirty = self._dirty or bool(batch.rows)
         with self._wake:
-            self._failing = False
-            self._dirty = self._dirty or bool(rows)
-            for row, _ in rows:
+            for row, _ in batch.rows:
                 waiting = self._pending.get(row.room)
                 if waiting is not None:
                     waiting.pop(row.id, None)
                     if not waiting:
                         del self._pending[row.room]
-            self._backlog -= len(rows)
-            self._committed += len(rows)
+            self._backlog -= len(batch.rows)
+            self._committed += len(batch.rows)
             self._wake.notify_all()
-        for ticket, outcome in zip(tickets, outcomes, strict=True):
+        for ticket, outcome in zip(batch.tickets, outcomes, strict=True):
             ticket.outcome = outcome
             ticket.done.set()
-        for row, on_stored in rows:
+        for row, on_stored in batch.rows:
             if on_stored is not None:
                 try:
                     on_stored(row)
