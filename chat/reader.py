@@ -10,7 +10,6 @@ frame that carries one; counts of rate-limit hits go to ``count``.
 from __future__ import annotations
 
 import logging
-import select
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from wsproto import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError
 
-from . import protocol
+from . import protocol, wire
 from .connection import INTERNAL, POLICY, TOO_BIG, UNSUPPORTED, Connection
 from .lifecycle import State
 
@@ -93,17 +92,13 @@ class Reader:
         life = conn.life
         heartbeat = settings["HEARTBEAT_INTERVAL"]
         ping_every, ping_timeout = settings["PING_INTERVAL"], settings["PING_TIMEOUT"]
-        poller = select.poll()
-        poller.register(conn.fd, select.POLLIN)
+        receive = wire.receiver(conn.sock, self.size).receive
         now = time.monotonic()
         next_beat, next_ping, pong_due = now + heartbeat, now + ping_every, 0.0
         while True:
             wake = min(next_beat, next_ping, pong_due or next_ping) if life.live else life.deadline
-            if poller.poll(max(0.0, wake - time.monotonic()) * 1000):
-                try:
-                    data = conn.sock.recv(self.size)
-                except OSError:
-                    data = b""
+            data = receive(max(0.0, wake - time.monotonic()))
+            if data is not None:
                 if not data:
                     conn.lose()
                     return

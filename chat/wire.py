@@ -4,6 +4,10 @@ flask-sock hands each route a ``simple_websocket.Server`` that has done the
 handshake and would start a reader thread.  This server reads the socket from
 the connection's own thread instead, so the reader thread is replaced by one
 that never starts, and the route takes over the socket and the wsproto state.
+Under gunicorn the route then takes the socket from gunicorn too (``detach``)
+and serves the connection on a greenlet or thread of its own (``spawn``), so
+that the request's objects (the WSGI environ, gunicorn's parser, Flask's
+contexts, simple-websocket's Server) are freed once the handshake is done.
 ``check()`` fails loudly if an upgrade of simple-websocket changes what is used.
 """
 
@@ -11,9 +15,11 @@ from __future__ import annotations
 
 import _socket
 import inspect
+import select
 import ssl
 import struct
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +84,90 @@ def take_over(ws: simple_websocket.Server) -> tuple[Any, Connection]:
     return sock, protocol
 
 
+def detach(ws: simple_websocket.Server, sock: Any) -> Any | None:
+    """Return a socket object of the route's own for sock's connection, or None where the server keeps it.
+
+    gunicorn closes (and may first half-close) its socket object once the
+    route returns; detached, that object no longer refers to the
+    connection, which lives on in the returned one.  The development server
+    writes to its socket after the route returns, so there the connection is
+    served inline instead.
+    """
+    if ws.mode != "gunicorn":
+        return None
+    return type(sock)(fileno=sock.detach())
+
+
+def spawn(sock: Any, name: str, target: Callable[..., None], *args: Any) -> None:
+    """Run target(*args) on a greenlet of its own for a gevent socket, else on a new thread named name."""
+    if cooperative(sock):
+        import gevent
+
+        # A raw greenlet: no Greenlet object, links or spawning tree to keep for the connection's life.
+        gevent.spawn_raw(target, *args)
+        return
+    threading.Thread(target=target, args=args, name=name, daemon=True).start()
+
+
+def cooperative(sock: Any) -> bool:
+    """Tell whether sock is a gevent socket."""
+    return type(sock).__module__.startswith("gevent")
+
+
+class Polled:
+    """Receive from an operating-system socket, waiting in poll() so that its blocking mode is never changed.
+
+    The fan-out's non-blocking writes share the socket, so a socket timeout
+    (which makes every send wait for room) must not be set on it.
+    """
+
+    __slots__ = ("sock", "size", "poller")
+
+    def __init__(self, sock: Any, size: int) -> None:
+        self.sock, self.size = sock, size
+        self.poller = select.poll()
+        self.poller.register(sock.fileno(), select.POLLIN)
+
+    def receive(self, timeout: float) -> bytes | None:
+        """Return the next bytes, b"" once the peer is gone, or None if timeout seconds pass first."""
+        if not self.poller.poll(timeout * 1000):
+            return None
+        try:
+            return self.sock.recv(self.size)
+        except OSError:
+            return b""
+
+
+class Waited:
+    """Receive from a gevent socket, waiting on the socket's own watcher.
+
+    A gevent socket's timeout is its own: the operating-system socket under
+    it, which the fan-out writes to, stays non-blocking.  gevent's poll()
+    would make a watcher, an event and a result for every wait.
+    """
+
+    __slots__ = ("sock", "size")
+
+    def __init__(self, sock: Any, size: int) -> None:
+        self.sock, self.size = sock, size
+
+    def receive(self, timeout: float) -> bytes | None:
+        """Return the next bytes, b"" once the peer is gone, or None if timeout seconds pass first."""
+        sock = self.sock
+        sock.settimeout(timeout)
+        try:
+            return sock.recv(self.size)
+        except TimeoutError:
+            return None
+        except OSError:
+            return b""
+
+
+def receiver(sock: Any, size: int) -> Polled | Waited:
+    """Return what reads sock, at most size bytes at a time, with a timeout."""
+    return Waited(sock, size) if cooperative(sock) else Polled(sock, size)
+
+
 def native(sock: Any) -> Any:
     """Return the operating-system socket under a cooperative (gevent) socket.
 
@@ -85,7 +175,7 @@ def native(sock: Any) -> Any:
     MSG_DONTWAIT; the fan-out must never wait for one client, so it writes to
     the socket underneath, where a full buffer raises BlockingIOError at once.
     """
-    if not type(sock).__module__.startswith("gevent"):
+    if not cooperative(sock):
         return sock
     inner = getattr(sock, "_sock", None)
     if not isinstance(inner, _socket.socket):
@@ -108,6 +198,8 @@ def check() -> None:
     for attribute in ("self.sock", "self.ws", "self.connected"):
         if attribute not in setup:
             raise RuntimeError(f"simple_websocket's Base no longer sets {attribute}")
+    if "self.mode = 'gunicorn'" not in inspect.getsource(simple_websocket.Server.__init__):
+        raise RuntimeError("simple_websocket's Server no longer sets mode = 'gunicorn' for gunicorn's sockets")
     server = simple_websocket.ws.ConnectionType.SERVER
     if not hasattr(WSConnection(server), "connection"):
         raise RuntimeError("wsproto.WSConnection no longer has .connection")

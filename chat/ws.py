@@ -1,4 +1,10 @@
-"""The /ws endpoint: check the handshake, then run one connection on this thread."""
+"""The /ws endpoint: check the handshake, then run one connection on a greenlet or thread of its own.
+
+Under gunicorn the route returns once the client is admitted, so that what
+the request held (environ, parser, Flask's contexts) is freed, and the
+connection lives on with only what it needs; under the development server
+it is served on the request's thread.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,18 @@ import logging
 import select
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
 
-from flask import Blueprint, Request, abort, request
+from flask import Blueprint, Flask, Request, abort, current_app, request
 from flask_sock import Sock
+from wsproto.connection import Connection as Protocol
 from wsproto.utilities import RemoteProtocolError
 
 from . import identity, protocol, wire
 from .backends import Unavailable
 from .connection import CLOSE_WAIT, INTERNAL, POLICY, TRY_AGAIN, Connection
-from .mount import state
+from .mount import Mount, state
 from .reader import Reader
 
 log = logging.getLogger(__name__)
@@ -70,7 +79,7 @@ def remote_address(req: Request, trust_proxy: bool) -> str:
 
 @sock.route("/ws", bp=bp)
 def chat_socket(ws: object) -> None:
-    """Serve one chat client until it leaves."""
+    """Check one chat client's handshake and admit it, then serve it until it leaves."""
     chat = state()
     settings = chat.settings
     raw, ws_protocol = wire.take_over(ws)
@@ -84,54 +93,95 @@ def chat_socket(ws: object) -> None:
         # An identified connection is named by its identity, whatever the query says.
         name = who.name if who is not None else protocol.name(request.args.get("name"))
     except protocol.ProtocolError as exc:
-        refuse(raw, POLICY, str(exc))
+        refuse(chat, raw, POLICY, str(exc))
         return
     except identity.Refusal as refused:
         log.info("refused %s: %s", address, refused.reason)
-        refuse(raw, refused.code, refused.reason)
+        refuse(chat, raw, refused.code, refused.reason)
         return
     except Exception:
         log.exception("identifying %s failed", address)
-        refuse(raw, INTERNAL, "internal error")
+        refuse(chat, raw, INTERNAL, "internal error")
         return
     user = who.id if who is not None else None
-    hub = chat.hub
-    refusal = hub.admit(address)
+    refusal = chat.hub.admit(address)
     if refusal is not None:
         log.info("refused %s: %s", address, refusal[1])
-        refuse(raw, *refusal)
+        refuse(chat, raw, *refusal)
         return
+    log.info("connect %s room=%s user=%s", address, room, user)
+    details = {"room": room, "name": name, "user": user, "remote": address, "version": version}
+    app = current_app._get_current_object()
+    own = None
+    try:
+        own = wire.detach(ws, raw)
+        if own is not None:
+            wire.spawn(own, f"chat-{address}", serve, chat, app, own, ws_protocol, since, details, True)
+            return
+    except BaseException:
+        chat.hub.release(address)
+        if own is not None:
+            own.close()
+        raise
+    serve(chat, app, raw, ws_protocol, since, details)
+
+
+def serve(
+    chat: Mount, app: Flask, raw: socket.socket, ws_protocol: Protocol, since: int | None, details: dict[str, Any],
+    owned: bool = False,
+) -> None:
+    """Join an admitted client to its room and read it until it leaves; then give back its place (and owned socket)."""
+    hub, address = chat.hub, details["remote"]
     conn: Connection | None = None
     try:
-        conn = hub.connection(raw, ws_protocol, room=room, name=name, user=user, remote=address, version=version)
-        log.info("connect %s room=%s user=%s", address, room, user)
+        conn = hub.connection(raw, ws_protocol, **details)
         if hub.join(conn, since):
-            Reader(conn, settings, hub.publish, chat.metrics.count).serve()
+            Reader(conn, chat.settings, in_app(app, hub.publish), chat.metrics.count).serve()
     except Unavailable:
         log.warning("backend unavailable: closing %s", address)
-        linger(raw, conn, TRY_AGAIN, "chat backend unavailable, try again later")
+        linger(chat, raw, conn, TRY_AGAIN, "chat backend unavailable, try again later")
     except Exception:
         log.exception("connection %s failed", address)
-        linger(raw, conn, INTERNAL, "internal error")
+        linger(chat, raw, conn, INTERNAL, "internal error")
     finally:
         try:
             if conn is not None:
                 hub.leave(conn)
         finally:
-            hub.release(address)
             shut(raw)
-        if conn is not None:
-            code = conn.close_code or 1006
-            chat.metrics.closed(code)
-            log.info(
-                "disconnect %s room=%s code=%s duration=%.1fs reason=%s",
-                address, room, code, time.monotonic() - conn.started, conn.close_reason,
-            )
+            if owned:
+                raw.close()
+            try:
+                if conn is not None:
+                    ended(chat, conn)
+            finally:
+                # Last, so that a connection counted gone has nothing left to do on its thread.
+                hub.release(address)
 
 
-def refuse(raw: socket.socket, code: int, reason: str) -> None:
+def ended(chat: Mount, conn: Connection) -> None:
+    """Count and log a connection that is over."""
+    code = conn.close_code or 1006
+    chat.metrics.closed(code)
+    log.info(
+        "disconnect %s room=%s code=%s duration=%.1fs reason=%s",
+        conn.remote, conn.room, code, time.monotonic() - conn.started, conn.close_reason,
+    )
+
+
+def in_app(app: Flask, publish: Callable[..., None]) -> Callable[..., None]:
+    """Wrap publish so that it runs in app's context, as the host's on_message hook may expect."""
+
+    def publish_in_app(*args: Any) -> None:
+        with app.app_context():
+            publish(*args)
+
+    return publish_in_app
+
+
+def refuse(chat: Mount, raw: socket.socket, code: int, reason: str) -> None:
     """Close a connection that was never admitted, and let the client read why."""
-    state().metrics.closed(code)
+    chat.metrics.closed(code)
     try:
         raw.sendall(wire.close_frame(code, reason))
         raw.shutdown(socket.SHUT_WR)
@@ -141,10 +191,10 @@ def refuse(raw: socket.socket, code: int, reason: str) -> None:
     shut(raw)
 
 
-def linger(raw: socket.socket, conn: Connection | None, code: int, reason: str) -> None:
+def linger(chat: Mount, raw: socket.socket, conn: Connection | None, code: int, reason: str) -> None:
     """Close conn, send the close frame, and give the client a moment to read it."""
     if conn is None:
-        refuse(raw, code, reason)
+        refuse(chat, raw, code, reason)
         return
     conn.close(code, reason)
     conn.finish()

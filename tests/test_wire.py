@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _socket
+import socket
 from importlib.metadata import version
 
 import pytest
@@ -104,3 +105,90 @@ def test_long_close_reason_is_cut_on_a_character_boundary():
     frame = wire.close_frame(1008, "é" * 100)
     assert frame[1] <= 125
     assert frame[4:].decode() == "é" * 61
+
+
+def test_check_fails_when_server_no_longer_marks_gunicorn_sockets(monkeypatch):
+    """If simple-websocket stops telling gunicorn's sockets apart (mode), check() says so, not detach() later."""
+    import simple_websocket
+
+    def changed(self, environ, subprotocols=None, receive_bytes=4096, ping_interval=None, max_message_size=None,
+                thread_class=None, event_class=None, selector_class=None):
+        """Stand in for a Server.__init__ that no longer sets mode."""
+
+    monkeypatch.setattr(simple_websocket.Server, "__init__", changed)
+    with pytest.raises(RuntimeError, match="mode"):
+        wire.check()
+
+
+def accepted(mode_key: str) -> tuple[object, socket.socket, socket.socket]:
+    """Return a real simple-websocket Server accepted over a socket pair as mode_key's server hands it over."""
+    import simple_websocket
+
+    server_side, client_side = socket.socketpair()
+    environ = {
+        mode_key: server_side, "REQUEST_METHOD": "GET", "PATH_INFO": "/ws", "QUERY_STRING": "",
+        "HTTP_HOST": "localhost", "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade",
+        "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==", "HTTP_SEC_WEBSOCKET_VERSION": "13",
+    }
+    ws = simple_websocket.Server(environ, **wire.server_options())
+    assert client_side.recv(4096).startswith(b"HTTP/1.1 101")
+    return ws, server_side, client_side
+
+
+def test_detached_socket_outlives_gunicorn_closing_its_own():
+    """Once detached, gunicorn's half-close and close of its socket object leave the connection open."""
+    ws, server_side, client_side = accepted("gunicorn.socket")
+    own = wire.detach(ws, server_side)
+    try:
+        with pytest.raises(OSError):
+            server_side.shutdown(socket.SHUT_WR)
+        server_side.close()
+        own.sendall(b"still here")
+        assert client_side.recv(100) == b"still here"
+    finally:
+        own.close()
+        client_side.close()
+
+
+def test_the_development_server_keeps_its_socket():
+    """Under werkzeug, which writes to its socket after the route returns, detach() hands nothing over."""
+    ws, server_side, client_side = accepted("werkzeug.socket")
+    try:
+        assert wire.detach(ws, server_side) is None
+    finally:
+        server_side.close()
+        client_side.close()
+
+
+def test_polled_receiver_times_out_reads_and_sees_the_close():
+    """An OS socket's receiver returns None when the time passes, the bytes sent, then b"" once the peer is gone."""
+    mine, peer = socket.socketpair()
+    try:
+        receiver = wire.receiver(mine, 1024)
+        assert isinstance(receiver, wire.Polled)
+        assert receiver.receive(0.01) is None
+        peer.sendall(b"frame")
+        assert receiver.receive(5) == b"frame"
+        peer.close()
+        assert receiver.receive(5) == b""
+        assert mine.gettimeout() is None, "the socket's blocking mode is the fan-out's too: it must not change"
+    finally:
+        mine.close()
+
+
+def test_gevent_receiver_times_out_reads_and_sees_the_close():
+    """A gevent socket's receiver returns None when the time passes, the bytes sent, then b"" once the peer is gone."""
+    import gevent.socket
+
+    mine, peer = gevent.socket.socketpair()
+    try:
+        receiver = wire.receiver(mine, 1024)
+        assert isinstance(receiver, wire.Waited)
+        assert receiver.receive(0.01) is None
+        peer.sendall(b"frame")
+        assert receiver.receive(5) == b"frame"
+        peer.close()
+        assert receiver.receive(5) == b""
+        assert not wire.native(mine).getblocking(), "the OS socket under it stays non-blocking for the fan-out"
+    finally:
+        mine.close()
