@@ -601,3 +601,41 @@ def test_a_process_swept_after_an_outage_writes_all_its_members_back(make_redis)
     assert join(other, "lobby", "b1", "Bob") == 1
     join(alive, "lobby", "a3", "Amy")
     wait_for(lambda: other.users("lobby") == ["Abe", "Amy", "Ann", "Bob"], 5, "the swept members to come back")
+
+
+def evalsha_calls(admin: redis.Redis) -> int:
+    """Return how many scripts Redis ran by their digest."""
+    return admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+def test_messages_sent_while_a_group_is_on_its_way_go_out_together(make_redis, clean_redis_url):
+    """Publishes to a room whose last group Redis has not answered wait for it, then go out as one script call."""
+    backend = make_redis()
+    inbox = started(backend, "busy")
+    first = backend.publish("busy", "ann", "before")
+    admin = redis.Redis.from_url(clean_redis_url)
+    before = evalsha_calls(admin)
+    admin.client_pause(30_000, all=False)
+    waiting = [threading.Event() for _ in range(20)]
+
+    def send(index: int) -> int:
+        waiting[index].set()
+        return backend.publish("busy", f"t{index}", f"m{index}")
+
+    try:
+        with ThreadPoolExecutor(21, thread_name_prefix="test-sender") as pool:
+            held = pool.submit(backend.publish, "busy", "ann", "held")
+            wait_for(lambda: admin.info("clients")["blocked_clients"] == 1, message="the first group to be held")
+            queued = [pool.submit(send, index) for index in range(20)]
+            wait_for(lambda: all(event.is_set() for event in waiting), message="every sender to publish")
+            admin.client_unpause()
+            ids = [held.result(10)] + [future.result(10) for future in queued]
+    finally:
+        admin.client_unpause()
+    assert sorted(ids) == list(range(first + 1, first + 22))
+    assert ids[0] == first + 1
+    assert evalsha_calls(admin) - before <= 10
+    inbox.wait(lambda box: len(box.ids("busy")) == 22)
+    assert inbox.ids("busy") == list(range(first, first + 22))
+    texts = [json.loads(payload)["message"] for payload in inbox.payloads("busy")[2:]]
+    assert sorted(texts) == sorted(f"m{index}" for index in range(20))

@@ -18,7 +18,8 @@ cluster slot):
     the stream to the last ``max(HISTORY_SIZE, RETAIN)`` chat messages.
 ``chat:{R}:live``
     Sharded pub/sub channel: each entry as the script appends it, with the id
-    of the entry before it (``reader.py`` fills gaps from the stream).
+    of the entry before it (``reader.py`` fills gaps from the stream); the
+    chat messages of one group as one JSON array.
 ``chat:{R}:online``, ``:names``, ``:on``, ``:alive``
     Presence (``presence.py``): online counts connections per key (a user id,
     or a guest's member id), so a user in two tabs is one entry; names maps a
@@ -32,7 +33,9 @@ room is occupied.  Commands time out after ``TIMEOUT`` and are never retried
 (a retried publish could store a message twice); one that cannot reach Redis
 raises ``Unavailable``.  A process holds at most ``POOL`` connections and a
 command waits up to ``POOL_WAIT`` for one, so a join storm queues instead of
-being refused.
+being refused.  A room's messages published while its last group is on its
+way go out together as the next group (``group.py``): one round trip per
+group under load, none added when the room is idle.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from redis.retry import Retry
 from ... import protocol
 from .. import Deliver, Entry, Item, Presence, Replay, SignOut, Unavailable, resume
 from . import keys, scripts
+from .group import Groups, Message
 from .presence import Keeper, Record
 from .reader import ControlReader, StreamId, Subscriber, sid
 
@@ -119,6 +123,7 @@ class RedisBackend:
         self._closed = False
         self._up = True
         self._next_check = 0.0
+        self._groups = Groups(self._send, POOL_WAIT + 2 * TIMEOUT)
 
     # Connections, made on first use so that nothing happens before gunicorn forks.
 
@@ -174,15 +179,20 @@ class RedisBackend:
 
     def publish(self, room: str, name: str, text: str, user: str | None = None) -> int:
         """Store a chat message under the room's next id and return the id."""
+        self._redis()
+        return self._groups.publish(room, (name, text, time.time_ns() // 1_000_000, user or ""))
+
+    def _send(self, room: str, messages: list[Message]) -> list[int]:
+        """Store a group of room's chat messages under its next ids, in one script call, and return the ids."""
         client = self._redis()
-        ts = time.time_ns() // 1_000_000
+        args: list[Any] = [self._keep, self._expiry_ms]
+        for message in messages:
+            args.extend(message)
         with self._reach():
             raw = self._scripts["publish"](
-                keys=[keys.meta(room), keys.log(room), keys.channel(room)],
-                args=[name, text, ts, self._keep, self._expiry_ms, user or ""],
-                client=client,
+                keys=[keys.meta(room), keys.log(room), keys.channel(room)], args=args, client=client,
             )
-        return int(raw)
+        return [int(value) for value in raw]
 
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""

@@ -1,9 +1,10 @@
 """The Redis backend's reading side: each watched room's entries, in order and once.
 
-Live entries arrive on the room's sharded pub/sub channel, each with the id
-of the entry before it; the stream fills every gap (a subscription just made,
-a reconnect, a message missed).  So a process's cost per delivered message
-does not depend on how many rooms it watches.
+Live entries arrive on the room's sharded pub/sub channel (a group of chat
+messages as one channel message), each with the id of the entry before it;
+the stream fills every gap (a subscription just made, a reconnect, a message
+missed).  So a process's cost per delivered message does not depend on how
+many rooms it watches.
 
 A ``Subscriber`` owns the watched rooms (``_rooms``, under ``_lock``): how
 many local clients watch each, and the id of the last entry delivered.
@@ -31,6 +32,8 @@ from . import keys
 log = logging.getLogger(__name__)
 
 StreamId = tuple[int, int]
+#: One entry from a room's channel: the id of the entry before it, its id, its fields.
+Live = tuple[StreamId, StreamId, dict[bytes, bytes]]
 Parse = Callable[[str, StreamId, dict[bytes, bytes]], Item | None]
 #: Seconds a node reader waits for a message before it looks at its requests.
 POLL = 0.05
@@ -47,6 +50,12 @@ def sid(raw: bytes | str) -> StreamId:
     text = raw.decode() if isinstance(raw, bytes) else raw
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
+
+
+def live(body: dict[str, Any]) -> Live:
+    """Return the id before, the id and the fields of one entry as the channel carries it."""
+    prev, entry = sid(body.pop("p")), sid(body.pop("i"))
+    return prev, entry, {key.encode(): str(value).encode() for key, value in body.items()}
 
 
 @dataclass(eq=False)
@@ -130,14 +139,17 @@ class Subscriber:
 
     # On a node reader's thread.
 
-    def arrived(self, room: str, watch: Watch, prev: StreamId, entry: StreamId, fields: dict[bytes, bytes]) -> None:
-        """Deliver one live entry, first filling the gap before it if there is one."""
-        if entry <= watch.position:
-            return
-        if prev != watch.position:
-            self.catch_up({room: watch})
-            return
-        self._hand_on(room, watch, [(entry, fields)])
+    def arrived(self, room: str, watch: Watch, entries: list[Live]) -> None:
+        """Deliver live entries (in order, each with the id before it), first filling the gap before them if any."""
+        fresh = [live for live in entries if live[1] > watch.position]
+        expected = watch.position
+        for prev, entry, _ in fresh:
+            if prev != expected:
+                self.catch_up({room: watch})
+                return
+            expected = entry
+        if fresh:
+            self._hand_on(room, watch, [(entry, fields) for _, entry, fields in fresh])
 
     def catch_up(self, rooms: dict[str, Watch]) -> None:
         """Deliver what the streams of rooms hold after each one's position."""
@@ -322,12 +334,11 @@ class NodeReader(threading.Thread):
             return
         try:
             body = json.loads(data)
-            prev, entry = sid(body.pop("p")), sid(body.pop("i"))
-        except (ValueError, KeyError, TypeError) as exc:
+            entries = [live(one) for one in (body if isinstance(body, list) else [body])]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("room %s: skipping a malformed live entry: %r", room, exc)
             return
-        fields = {key.encode(): str(value).encode() for key, value in body.items()}
-        self.subscriber.arrived(room, watch, prev, entry, fields)
+        self.subscriber.arrived(room, watch, entries)
 
 
 class ControlReader(threading.Thread):

@@ -1,7 +1,20 @@
--- KEYS: meta, log, channel. ARGV: name, text, ts, keep, expiry ms, user.
-local n = counter(KEYS[1], KEYS[2]) + 1
-redis.call('HSET', KEYS[1], 'seq', fmt(n))
-append(KEYS[1], KEYS[2], KEYS[3], fmt(n) .. '-0', {'n', ARGV[1], 'x', ARGV[2], 'ts', ARGV[3], 'u', ARGV[6]})
-redis.call('XTRIM', KEYS[2], 'MINID', '~', fmt(n - tonumber(ARGV[4]) + 1))
-touch(ARGV[5], KEYS[1], KEYS[2])
-return fmt(n)
+-- A group of chat messages, in order, on one round trip and one channel message.
+-- KEYS: meta, log, channel. ARGV: keep, expiry ms, then name, text, ts, user for each message.
+-- Each message is a stream entry as append() makes it; the channel gets them
+-- as one JSON array (a single message as the object alone), each with the id before it.
+local n = counter(KEYS[1], KEYS[2])
+local prev = redis.call('HGET', KEYS[1], 'tail') or '0-0'
+local bodies, ids = {}, {}
+for i = 3, #ARGV, 4 do
+  n = n + 1
+  local id = fmt(n) .. '-0'
+  redis.call('XADD', KEYS[2], id, 'n', ARGV[i], 'x', ARGV[i + 1], 'ts', ARGV[i + 2], 'u', ARGV[i + 3])
+  bodies[#bodies + 1] = {p = prev, i = id, n = ARGV[i], x = ARGV[i + 1], ts = ARGV[i + 2], u = ARGV[i + 3]}
+  ids[#ids + 1] = fmt(n)
+  prev = id
+end
+redis.call('HSET', KEYS[1], 'seq', fmt(n), 'tail', prev)
+redis.call('SPUBLISH', KEYS[3], cjson.encode(#bodies == 1 and bodies[1] or bodies))
+redis.call('XTRIM', KEYS[2], 'MINID', '~', fmt(n - tonumber(ARGV[1]) + 1))
+touch(ARGV[2], KEYS[1], KEYS[2])
+return ids

@@ -1,0 +1,143 @@
+"""Group commit for publishing: the messages a room gets while its last group is on its way go out together.
+
+Each publish joins its room's queue.  When no group of that room is on its
+way, the publisher sends the head of the queue (at most ``MOST`` messages,
+``MOST_BYTES`` of text) as one script call and, once Redis answered, hands
+the room to the first message still queued, which sends the next group.  A
+message to an idle room goes at once; a busy room costs one round trip, one
+script and one channel message per group instead of per message, in every
+process that reads the room.
+
+``Groups`` owns the queues and every ``Slot``'s state, under its lock; the
+publisher of a slot waits on the slot's event until it is answered or told
+to lead.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .. import Unavailable
+
+#: Most messages, and most bytes of text, one group carries.
+MOST, MOST_BYTES = 100, 256 * 1024
+
+#: name, text, ts, user
+Message = tuple[str, str, int, str]
+Send = Callable[[str, list[Message]], list[int]]
+
+
+class Step(Enum):
+    """Where one message is: queued, sending its group, or answered."""
+
+    QUEUED = "queued"
+    LEADING = "leading"
+    DONE = "done"
+
+
+@dataclass(eq=False)
+class Slot:
+    """One message waiting for its id."""
+
+    message: Message
+    step: Step = Step.QUEUED
+    woken: threading.Event = field(default_factory=threading.Event)
+    id: int | None = None
+    error: Unavailable | None = None
+
+
+class Groups:
+    """Publish each room's messages in groups, one group of a room on its way at a time."""
+
+    def __init__(self, send: Send, wait: float) -> None:
+        self._send = send
+        self._wait = wait
+        self._lock = threading.Lock()
+        #: A room is here while one of its groups is on its way, or a slot has been told to send the next.
+        self._queues: dict[str, deque[Slot]] = {}
+
+    def publish(self, room: str, message: Message) -> int:
+        """Send message with the room's group and return its id; raise Unavailable if that failed."""
+        slot = Slot(message)
+        with self._lock:
+            queue = self._queues.get(room)
+            if queue is None:
+                queue = self._queues[room] = deque()
+                slot.step = Step.LEADING
+            queue.append(slot)
+            step = slot.step
+        if step is Step.QUEUED:
+            step = self._await(room, queue, slot)
+        if step is Step.LEADING:
+            self._lead(room, queue)
+        with self._lock:
+            error, message_id = slot.error, slot.id
+        if error is not None:
+            raise error
+        assert message_id is not None
+        return message_id
+
+    def _await(self, room: str, queue: deque[Slot], slot: Slot) -> Step:
+        """Wait until slot is answered or told to lead; give up on it while it is still queued after the wait."""
+        deadline = time.monotonic() + self._wait
+        while True:
+            slot.woken.wait(max(0.0, deadline - time.monotonic()))
+            with self._lock:
+                if slot.step is not Step.QUEUED:
+                    return slot.step
+                if time.monotonic() < deadline:
+                    continue
+                if slot in queue:
+                    queue.remove(slot)
+                    slot.step = Step.DONE
+                    slot.error = Unavailable("redis did not take the room's messages in time")
+                    return slot.step
+                # Taken into a group on its way: its sender answers it, within the command timeouts.
+                deadline = time.monotonic() + self._wait
+
+    def _lead(self, room: str, queue: deque[Slot]) -> None:
+        """Send the head of room's queue as one group, answer its slots, and hand the room to the next."""
+        with self._lock:
+            group = [queue.popleft()]
+            size = len(group[0].message[1])
+            while queue and len(group) < MOST and size + len(queue[0].message[1]) <= MOST_BYTES:
+                size += len(queue[0].message[1])
+                group.append(queue.popleft())
+        ids: list[int] | None = None
+        failure: Unavailable | None = None
+        try:
+            ids = self._send(room, [slot.message for slot in group])
+            if len(ids) != len(group):
+                failure = Unavailable(f"redis answered {len(ids)} ids for {len(group)} messages", True)
+        except Unavailable as exc:
+            failure = exc
+        finally:
+            if ids is None and failure is None:
+                failure = Unavailable("publishing was interrupted", True)
+            self._answer(room, queue, group, ids, failure)
+
+    def _answer(
+        self, room: str, queue: deque[Slot], group: list[Slot], ids: list[int] | None, failure: Unavailable | None
+    ) -> None:
+        with self._lock:
+            for index, slot in enumerate(group):
+                slot.step = Step.DONE
+                if failure is None and ids is not None:
+                    slot.id = ids[index]
+                elif failure is not None:
+                    # One exception per sender: each raises its own.
+                    slot.error = failure if index == 0 else Unavailable(str(failure), failure.maybe_done)
+            following = queue[0] if queue else None
+            if following is None:
+                del self._queues[room]
+            else:
+                following.step = Step.LEADING
+        for slot in group[1:]:
+            slot.woken.set()
+        if following is not None:
+            following.woken.set()
