@@ -2,10 +2,11 @@
 
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import proc, redis_server, servers
@@ -17,16 +18,47 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Snapshot:
-    """The server's process tree, its redis-server (if any) and its workers' sockets at one moment."""
+    """The server's process tree, its redis-server (if any) and its workers' sockets at one moment.
+
+    ``commands`` holds the redis-server's calls and microseconds per command
+    name, as ``INFO commandstats`` counts them.
+    """
 
     server: proc.Sample
     redis: proc.Sample | None
     sockets: list[int]
+    commands: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def commandstats(port: int) -> dict[str, tuple[int, int]]:
+    """Return the calls and microseconds per command of the redis-server on port (empty if it does not answer)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            conn.sendall(b"INFO commandstats\r\n")
+            header = b""
+            while not header.endswith(b"\r\n"):
+                header += conn.recv(1)
+            size = int(header[1:-2])
+            body = b""
+            while len(body) < size + 2:
+                body += conn.recv(size + 2 - len(body))
+    except (OSError, ValueError):
+        return {}
+    stats = {}
+    for line in body.decode().splitlines():
+        name, _, values = line.partition(":")
+        if name.startswith("cmdstat_"):
+            fields = dict(pair.split("=", 1) for pair in values.split(","))
+            stats[name[len("cmdstat_"):]] = (int(fields["calls"]), int(fields["usec"]))
+    return stats
 
 
 def snapshot(pid: int, redis: redis_server.Redis | None) -> Snapshot:
     """Sample the server's process tree and its redis-server."""
-    return Snapshot(proc.sample(pid), proc.sample(redis.pid) if redis else None, proc.sockets_per_child(pid))
+    commands = commandstats(redis.port) if redis else {}
+    return Snapshot(
+        proc.sample(pid), proc.sample(redis.pid) if redis else None, proc.sockets_per_child(pid), commands
+    )
 
 
 @contextmanager
@@ -123,12 +155,24 @@ def costs(empty: Snapshot, loaded: Snapshot, after: Snapshot, done: dict, busy: 
             now - before for now, before in zip(loaded.sockets, empty.sockets, strict=False)
         ]
     if redis is not None:
+        out["redis_commands"] = commands_per_message(loaded.commands, after.commands, done["sent"])
         out.update(
             redis_cpu_s=redis,
             redis_cpu_per_delivery_us=redis / done["received"] * 1e6 if done["received"] else None,
             redis_connect_cpu_s=loaded.redis.cpu_s - empty.redis.cpu_s,
             redis_rss_kb={"empty": empty.redis.rss_kb, "loaded": loaded.redis.rss_kb, "after": after.redis.rss_kb},
         )
+    return out
+
+
+def commands_per_message(before: dict, after: dict, messages: int) -> dict:
+    """Return, per Redis command run between two snapshots, its calls per message sent and microseconds per call."""
+    out = {}
+    for name, (calls, usec) in after.items():
+        ran = calls - before.get(name, (0, 0))[0]
+        if ran > 0 and messages:
+            spent = usec - before.get(name, (0, 0))[1]
+            out[name] = {"per_message": ran / messages, "usec_per_call": spent / ran}
     return out
 
 
@@ -205,6 +249,9 @@ def summary(result: dict) -> str:
             parts.append(f"{result['cpu_per_delivery_us']:.1f} µs CPU/delivery")
         if result.get("redis_cpu_per_delivery_us") is not None:
             parts.append(f"+ Redis {result['redis_cpu_per_delivery_us']:.1f} µs")
+        commands = sorted(result.get("redis_commands", {}).items(), key=lambda item: -item[1]["per_message"])
+        if commands:
+            parts.append("Redis per message " + " ".join(f"{name} {c['per_message']:.2f}" for name, c in commands[:3]))
     else:
         parts += [f"{result['rss_per_conn_kb']:.0f} KB/conn", f"{result['threads_per_conn']:.2f} threads/conn"]
     storm = result["connect"].get("storm")
