@@ -20,6 +20,7 @@ import ssl
 import struct
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,25 @@ from wsproto.connection import Connection
 
 TESTED_VERSIONS = {"simple-websocket": "1.1.0", "wsproto": "1.3.2", "flask-sock": "0.7.0"}
 PING = b"\x89\x00"
+
+
+class NoEvents:
+    """Stand in for wsproto's queue of pending events, which only receive_data(None) fills.
+
+    Nothing here calls receive_data(None), so the queue would stay empty for
+    the connection's life, and an empty deque costs 760 bytes.
+    """
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def append(self, event: object) -> None:
+        raise RuntimeError("wsproto queued an event: chat.wire's NoEvents no longer fits wsproto.Connection")
+
+
+NO_EVENTS = NoEvents()
 
 
 class DormantThread:
@@ -81,6 +101,7 @@ def take_over(ws: simple_websocket.Server) -> tuple[Any, Connection]:
     # handshake's h11 state is not needed any more: let it go.
     ws.connected = False
     ws.ws = None
+    protocol._events = NO_EVENTS
     return sock, protocol
 
 
@@ -203,6 +224,12 @@ def check() -> None:
     server = simple_websocket.ws.ConnectionType.SERVER
     if not hasattr(WSConnection(server), "connection"):
         raise RuntimeError("wsproto.WSConnection no longer has .connection")
+    if not isinstance(getattr(Connection(server), "_events", None), deque):
+        raise RuntimeError("wsproto.Connection no longer keeps its pending events in a deque at ._events")
+    # Made at __init__, filled by receive_data(None) alone, drained by events(): NoEvents stands in for it.
+    uses = sum(inspect.getsource(f).count("self._events") for f in vars(Connection).values() if inspect.isfunction(f))
+    if uses != 4:
+        raise RuntimeError("wsproto.Connection uses ._events in new ways: re-check chat.wire.NoEvents")
     frames = getattr(Connection(server), "_proto", None)
     if not isinstance(getattr(frames, "extensions", None), list):
         raise RuntimeError("wsproto.Connection no longer keeps its negotiated extensions in ._proto.extensions")

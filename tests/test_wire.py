@@ -192,3 +192,37 @@ def test_gevent_receiver_times_out_reads_and_sees_the_close():
         assert not wire.native(mine).getblocking(), "the OS socket under it stays non-blocking for the fan-out"
     finally:
         mine.close()
+
+
+def test_check_fails_when_wsproto_uses_its_event_queue_in_new_ways(monkeypatch):
+    """If wsproto's Connection touches ._events anywhere new, check() says so before NoEvents stands in for it."""
+    original = Protocol.send
+
+    def send(self, event):
+        """Stand in for a Connection.send that queues an event."""
+        self._events.append(event)
+        return original(self, event)
+
+    monkeypatch.setattr(Protocol, "send", send)
+    with pytest.raises(RuntimeError, match="_events"):
+        wire.check()
+
+
+def test_taken_over_connection_still_reads_frames_and_pings():
+    """With NoEvents in place of wsproto's queue, frames, pings and the close still come through."""
+    from wsproto.events import Ping
+
+    ws, server_side, client_side = accepted("gunicorn.socket")
+    try:
+        _, protocol = wire.take_over(ws)
+        client = Protocol(ConnectionType.CLIENT)
+        protocol.receive_data(client.send(TextMessage(data="hi")) + client.send(Ping(b"p")))
+        first, second = protocol.events()
+        assert isinstance(first, TextMessage) and first.data == "hi"
+        assert isinstance(second, Ping) and second.payload == b"p"
+        protocol.receive_data(client.send(CloseConnection(code=1000)))
+        (closed,) = protocol.events()
+        assert isinstance(closed, CloseConnection) and closed.code == 1000
+    finally:
+        server_side.close()
+        client_side.close()
