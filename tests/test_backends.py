@@ -21,6 +21,7 @@ from chat import backends, config, protocol
 from chat.backends import Backend, Unavailable
 from chat.backends import redis as redis_backend
 from chat.backends.redis import keys as redis_keys
+from chat.backends.redis import presence as redis_presence
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE, REPLAY = 5, 3
@@ -510,6 +511,18 @@ def test_members_of_a_killed_process_vanish_within_the_ttl(make_redis, clean_red
     finally:
         ghost.kill()
         ghost.wait(5)
+
+
+def test_a_process_in_more_rooms_than_one_renewal_pipeline_stays_in_every_one(make_redis):
+    """Renewal reaches every room of a process in more rooms than one pipeline carries: none is swept."""
+    ttl = 1.0
+    alive, other = make_redis(PRESENCE_TTL=ttl), make_redis(PRESENCE_TTL=ttl)
+    started(alive)
+    rooms = [f"r{index}" for index in range(redis_presence.CHUNK * 2 + 10)]
+    for room in rooms:
+        join(alive, room, "a", "Ann")
+    assert holds(lambda: all(other.users(room) == ["Ann"] for room in (rooms[0], rooms[-1])), ttl * 3)
+    assert all(other.users(room) == ["Ann"] for room in rooms)
 
 
 def test_presence_is_written_again_after_redis_forgets_it(make_redis, clean_redis_url):

@@ -26,11 +26,12 @@ def is_welcome(event: dict) -> bool:
 def worker_of(server: Server, ws: websocket.WebSocket) -> int:
     """Return the pid of the gunicorn worker that holds the server side of ws's connection."""
     port = ws.sock.getsockname()[1]
-    inodes = [
+    # A set: read while sockets come and go, the table can list one twice.
+    inodes = sorted({
         fields[9]
         for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
         if int(fields[1].rsplit(":", 1)[1], 16) == server.port and int(fields[2].rsplit(":", 1)[1], 16) == port
-    ]
+    })
     assert len(inodes) == 1, inodes
     for pid in server.worker_pids():
         for fd in Path(f"/proc/{pid}/fd").iterdir():

@@ -3,8 +3,10 @@
 Each room's presence lives in Redis as a hash of every process's members
 (``<pid>/<member>`` -> key and name) and a sorted set of each process's
 liveness deadline, ``PRESENCE_TTL`` ahead; the ``Keeper`` thread renews every
-room's deadline each third of the TTL, so the members of a process that dies
-leave within the TTL (the next join or leave in the room sweeps them).  When a renewal finds this process's record gone
+room's deadline each third of the TTL, ``CHUNK`` rooms per pipeline, so the
+members of a process that dies leave within the TTL (the next join or leave
+in the room sweeps them).  A renewal also renews the room's expiry once a
+tenth of it has passed.  When a renewal finds this process's record gone
 (Redis lost its data, or swept the process after an outage longer than the
 TTL), the keeper writes it again from ``Record``.
 """
@@ -25,6 +27,9 @@ from . import keys
 FAILURES = (redis.RedisError, RedisClusterException)
 
 log = logging.getLogger(__name__)
+
+#: Rooms renewed (or restored) per pipeline.
+CHUNK = 100
 
 
 class Record:
@@ -129,22 +134,26 @@ class Keeper(threading.Thread):
             args: list[Any] = [self.pid, self.ttl_ms, self.expiry_ms]
             for member, (key, name) in self.record.members(room).items():
                 args += [member, key, name]
-            return self.scripts["restore"](keys=keys.presence(room), args=args, client=client)
+            return self.scripts["restore"](
+                keys=[keys.meta(room), keys.log(room), *keys.presence(room)], args=args, client=client,
+            )
 
         self.each(list(rooms), write)
         log.info("restored this process's presence in %d rooms", len(rooms))
 
     def each(self, rooms: list[str], call: Any) -> list[Any]:
-        """Run call(room, client) for every room: pipelined on one server, one by one on a cluster."""
-        if not rooms:
-            return []
+        """Run call(room, client) for every room: pipelined by CHUNK on one server, one by one on a cluster."""
         if isinstance(self.client, RedisCluster):
             # A cluster pipeline cannot carry scripts.
             return [call(room, self.client) for room in rooms]
-        with self.client.pipeline(transaction=False) as pipe:
-            for room in rooms:
-                call(room, pipe)
-            return pipe.execute()
+        replies: list[Any] = []
+        # Chunks, so that packing and parsing thousands of calls never holds up delivery for long.
+        for start in range(0, len(rooms), CHUNK):
+            with self.client.pipeline(transaction=False) as pipe:
+                for room in rooms[start:start + CHUNK]:
+                    call(room, pipe)
+                replies.extend(pipe.execute())
+        return replies
 
     def stop(self) -> None:
         """Stop renewing and join the thread."""
