@@ -178,7 +178,8 @@ class Waited:
         sock.settimeout(timeout)
         try:
             return sock.recv(self.size)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
+            # With a timeout of 0 gevent raises BlockingIOError rather than time out.
             return None
         except OSError:
             return b""

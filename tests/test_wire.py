@@ -167,6 +167,7 @@ def test_polled_receiver_times_out_reads_and_sees_the_close():
         receiver = wire.receiver(mine, 1024)
         assert isinstance(receiver, wire.Polled)
         assert receiver.receive(0.01) is None
+        assert receiver.receive(0) is None, "a timer already due is no lost connection"
         peer.sendall(b"frame")
         assert receiver.receive(5) == b"frame"
         peer.close()
@@ -185,6 +186,7 @@ def test_gevent_receiver_times_out_reads_and_sees_the_close():
         receiver = wire.receiver(mine, 1024)
         assert isinstance(receiver, wire.Waited)
         assert receiver.receive(0.01) is None
+        assert receiver.receive(0) is None, "a timer already due is no lost connection"
         peer.sendall(b"frame")
         assert receiver.receive(5) == b"frame"
         peer.close()
