@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import threading
+import urllib.request
 
+import pytest
 import websocket
-from conftest import Client
+from conftest import Client, wait_for
+from postgres_server import clean_postgres_url, postgres_url  # noqa: F401  (fixtures)
 from test_exactly_once import frame
 
 
@@ -50,4 +55,54 @@ def test_a_commit_waiting_for_the_write_lock_does_not_stall_the_gevent_worker(ma
         waiter.send(frame("claimed under the lock", "held-1"))
         answer = waiter.next_where(lambda e: e["state"] == 5)
     assert answer["state"] == 5 and answer["ack"] == "held-1"
+    assert listener.next_where(lambda e: e["state"] == 2)["id"] == answer["id"]
+
+
+@pytest.mark.parametrize("wait", ["gevent", "c"])
+def test_reads_and_claims_waiting_on_postgresql_locks_do_not_stall_the_gevent_worker(
+    make_server, connect, request, wait,
+):
+    """A page read and a v2 claim wait on tables another session locked; chat and /healthz go on.
+
+    psycopg waits through gevent, or in its C wait (which blocks whatever thread
+    calls it) when told to, or when it was imported before gevent patched select.
+    """
+    psycopg = pytest.importorskip("psycopg")
+    database = request.getfixturevalue("clean_postgres_url")
+    chosen = {"PSYCOPG_WAIT_FUNC": "wait_c"} if wait == "c" else {}
+    server = make_server("gevent", CHAT_RATE_LIMIT="off", CHAT_STORE_URL=database, **chosen)
+    listener = connect(server.ws_url + "?room=held")
+    listener.welcome()
+    talker = connect(server.ws_url + "?room=held")
+    talker.welcome()
+    waiter = connect(server.ws_url + "?room=held&v=2")
+    waiter.welcome()
+    pages: list[dict] = []
+
+    def read_page() -> None:
+        with urllib.request.urlopen(server.url + "/api/rooms/held/messages?limit=5", timeout=30) as response:
+            pages.append(json.load(response))
+
+    reader = threading.Thread(target=read_page, name="test-page-reader")
+    with psycopg.connect(database, autocommit=True) as holder, \
+            psycopg.connect(database, autocommit=True) as watcher:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE chat_messages, chat_claims IN ACCESS EXCLUSIVE MODE")
+        try:
+            reader.start()
+            waiter.send(frame("claimed under the lock", "held-1"))
+            wait_for(lambda: watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'chat-store'"
+                " AND wait_event_type = 'Lock'").fetchone()[0] == 2, 10, "the page read and the claim to wait")
+            for n in range(20):
+                talker.send(f"ping {n}")
+                assert listener.next_where(lambda e: e["state"] == 2)["message"] == f"ping {n}"
+                assert server.health()["connections"] == 3
+            assert not answered(waiter) and not pages
+        finally:
+            holder.execute("ROLLBACK")
+        reader.join(30)
+    assert pages and len(pages[0]["messages"]) == 5
+    answer = waiter.next_where(lambda e: e["state"] == 5)
+    assert answer["ack"] == "held-1"
     assert listener.next_where(lambda e: e["state"] == 2)["id"] == answer["id"]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+import psycopg.waiting
 
 from .records import Claim, Stored
 from .sql import Database
@@ -27,8 +28,9 @@ class Postgres(Database):
     """Keep the store in a PostgreSQL database."""
 
     errors = (psycopg.Error,)
-    # psycopg 3 waits on its socket through gevent when gevent has patched select.
-    cooperative = True
+    # psycopg waits on its socket through gevent when gevent had patched select before psycopg was
+    # imported; its C wait (imported before, or chosen with PSYCOPG_WAIT_FUNC) blocks the loop.
+    cooperative = psycopg.waiting.wait is not getattr(psycopg.waiting, "wait_c", None)
 
     def __init__(self, url: str) -> None:
         super().__init__()
