@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from .. import Unavailable
@@ -46,7 +46,8 @@ class Slot:
 
     message: Message
     step: Step = Step.QUEUED
-    woken: threading.Event = field(default_factory=threading.Event)
+    #: Made only for a slot that waits (one that leads at once never does).
+    woken: threading.Event | None = None
     id: int | None = None
     error: Unavailable | None = None
 
@@ -69,6 +70,8 @@ class Groups:
             if queue is None:
                 queue = self._queues[room] = deque()
                 slot.step = Step.LEADING
+            else:
+                slot.woken = threading.Event()
             queue.append(slot)
             step = slot.step
         if step is Step.QUEUED:
@@ -84,6 +87,7 @@ class Groups:
 
     def _await(self, room: str, queue: deque[Slot], slot: Slot) -> Step:
         """Wait until slot is answered or told to lead; give up on it while it is still queued after the wait."""
+        assert slot.woken is not None
         deadline = time.monotonic() + self._wait
         while True:
             slot.woken.wait(max(0.0, deadline - time.monotonic()))
@@ -137,7 +141,6 @@ class Groups:
                 del self._queues[room]
             else:
                 following.step = Step.LEADING
-        for slot in group[1:]:
-            slot.woken.set()
-        if following is not None:
-            following.woken.set()
+        for slot in [*group, following]:
+            if slot is not None and slot.woken is not None:
+                slot.woken.set()
