@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 import weakref
 from typing import Any
 
 from flask import current_app
 
 from . import identity, protocol, publisher
-from .backends import Unavailable
 from .hub import Hub
 from .metrics import Metrics
 from .receipts import Receipts
-from .store import Stored, history
+from .store import history
 
 #: Most messages one page of history holds.
 PAGE_LIMIT = 200
-#: Seconds a post waits for its message to be stored before answering.
-STORE_WAIT = 10.0
 
 
 class Mount:
@@ -40,19 +35,7 @@ class Mount:
     def publish(self, room: str, text: str, name: str | None = None, user: str | None = None) -> dict[str, Any]:
         """Send text to room as name (and user), store it, and return its id, room and ts; raise ProtocolError."""
         room, sender, text, user = publisher.check(self.settings, room, text, name, user)
-        backend, store = self.hub.backend, self.hub.store
-        store.ready()
-        ts = time.time_ns() // 1_000_000
-        message_id = backend.publish(room, sender, text, user)
-        # The backend stamps the message; read it back so that the answer's ts is the frame's.
-        for item in backend.replay(room, message_id - 1, 1).messages:
-            if item.id == message_id:
-                ts = json.loads(item.payload)["ts"]
-        stored = threading.Event()
-        store.append(Stored(room, message_id, ts, sender, text, user), lambda _: stored.set())
-        if not stored.wait(STORE_WAIT):
-            raise Unavailable("the message store did not answer in time", maybe_done=True)
-        return {"id": str(message_id), "room": room, "ts": ts}
+        return publisher.post(self.hub.backend, self.hub.store, room, sender, text, user)
 
     def history(
         self, room: str, since: int | None = None, limit: int | None = None, before: int | None = None,

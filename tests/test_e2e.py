@@ -209,7 +209,7 @@ def test_churn_leaves_registry_empty(shared, connect):
 
 
 def test_thread_count_does_not_grow_with_churn(make_server):
-    """Connection threads are returned: a second round of clients needs no new threads."""
+    """Connection threads end with their connections: later rounds of clients leave none behind."""
     server = make_server(CHAT_HEARTBEAT_INTERVAL="0.2")
     (worker,) = server.worker_pids()
 
@@ -223,7 +223,8 @@ def test_thread_count_does_not_grow_with_churn(make_server):
         return server.threads_of(worker)
 
     first = round_of(40)
-    assert round_of(40) <= first
+    # gunicorn's pool serves only handshakes, and may grow by the few that overlapped, never by a round's 40.
+    assert max(round_of(40) for _ in range(3)) < first + 10
 
 
 def test_frames_stay_whole_under_concurrent_pings(shared, connect):
