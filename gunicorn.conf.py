@@ -20,8 +20,9 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
-# Every open WebSocket holds one thread for its whole life, so threads is the
-# connection limit of a worker; a few are kept for plain HTTP requests.
+# After its handshake every open WebSocket runs on a thread of its own, and the
+# pool (started as needed) serves handshakes and plain HTTP. threads, less a few
+# kept for plain HTTP, is also a worker's connection limit: an OS thread each.
 threads = 1000
 # Each connection is a file descriptor: stop accepting before the process runs
 # out of them, rather than fail in accept().
