@@ -47,6 +47,8 @@ class Coalescer:
         self._pending: dict[str, Pending] = {}
         #: When each room that had a presence event sent may have the next one.
         self._next: dict[str, float] = {}
+        #: When _next is next swept of rooms whose wait has ended.
+        self._sweep = 0.0
 
     def add(self, room: str, said: Presence, at: Position) -> None:
         """Take one presence event of room."""
@@ -76,7 +78,10 @@ class Coalescer:
             leaves = sorted(pending.leaves.values())[: self.limit] if listed else []
             payload = protocol.digest(room, joins, leaves, len(pending.joins), len(pending.leaves), pending.online)
             events.append((room, Item(None, payload, None, pending.at)))
-        # Rooms quiet since their wait ended need no memory of their last event.
-        for room in [room for room, allowed in self._next.items() if allowed < now and room not in ready]:
-            del self._next[room]
+        # Rooms quiet since their wait ended need no memory of their last event. The fan-out calls this
+        # on every round, so the sweep (which walks every room that sent one lately) runs once an interval.
+        if now >= self._sweep:
+            self._sweep = now + self.interval
+            for room in [room for room, allowed in self._next.items() if allowed < now and room not in ready]:
+                del self._next[room]
         return events

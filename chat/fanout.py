@@ -242,14 +242,15 @@ class Fanout:
             by_room.setdefault(room, []).extend(items)
         started = time.perf_counter()
         for room, items in by_room.items():
-            recipients = self._members(room)
-            if not recipients:
-                continue
             for item in items:
                 if item.presence is not None:
                     self._coalescer.add(room, item.presence, item.at)
             batch = Batch.of(items, self._limit)
+            # A big room's presence goes only into digests: its members are not copied for it.
             if batch.empty():
+                continue
+            recipients = self._members(room)
+            if not recipients:
                 continue
             for conn in recipients:
                 self._guarded(selector, conn, self._deliver_to, batch)
