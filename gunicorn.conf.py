@@ -123,6 +123,9 @@ def worker_exit(server, worker):
     stopping, closer = worker.chat_shutdown
     stopping.set()
     closer.join(timeout=graceful_timeout)
+    # Thawed, what start-up froze is collected while the interpreter is still whole, not torn down
+    # piecemeal with its modules (a logging handler's finaliser would then find gevent half gone).
+    gc.unfreeze()
 
 
 def child_exit(server, worker):
