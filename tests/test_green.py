@@ -27,15 +27,18 @@ def answered(client: Client) -> bool:
     return any(event["state"] in (4, 5) for event in client.events)
 
 
+def three(connect, url: str) -> tuple[Client, Client, Client]:
+    """Return a listener and a talker (v1), and a v2 waiter, all welcomed into url's room."""
+    clients = (connect(url), connect(url), connect(url + "&v=2"))
+    for client in clients:
+        client.welcome()
+    return clients
+
+
 def test_a_commit_waiting_for_the_write_lock_does_not_stall_the_gevent_worker(make_server, connect, own_store):
     """A v2 claim waits on SQLite's write lock, held by another process; meanwhile chat and /healthz go on."""
     server = make_server("gevent", CHAT_RATE_LIMIT="off")
-    listener = connect(server.ws_url + "?room=held")
-    listener.welcome()
-    talker = connect(server.ws_url + "?room=held")
-    talker.welcome()
-    waiter = connect(server.ws_url + "?room=held&v=2")
-    waiter.welcome()
+    listener, talker, waiter = three(connect, server.ws_url + "?room=held")
     holder = sqlite3.connect(own_store, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
@@ -71,12 +74,7 @@ def test_reads_and_claims_waiting_on_postgresql_locks_do_not_stall_the_gevent_wo
     database = request.getfixturevalue("clean_postgres_url")
     chosen = {"PSYCOPG_WAIT_FUNC": "wait_c"} if wait == "c" else {}
     server = make_server("gevent", CHAT_RATE_LIMIT="off", CHAT_STORE_URL=database, **chosen)
-    listener = connect(server.ws_url + "?room=held")
-    listener.welcome()
-    talker = connect(server.ws_url + "?room=held")
-    talker.welcome()
-    waiter = connect(server.ws_url + "?room=held&v=2")
-    waiter.welcome()
+    listener, talker, waiter = three(connect, server.ws_url + "?room=held")
     pages: list[dict] = []
 
     def read_page() -> None:
