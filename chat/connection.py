@@ -243,7 +243,7 @@ class Connection:
             if self.life.state is not State.JOINING:
                 return False
             gate = self.gate
-            gate.floor = max(gate.floor, floor)
+            gate.start(floor)
             started = self._write_locked(b"".join([self._frame_locked(p) for p in payloads]), grace=True)
             encode = self._encoder()
             for batch in gate.release():

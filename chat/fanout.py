@@ -55,6 +55,8 @@ class Batch:
     last_at: Position
     #: Per version, the positions of the first and last events that version gets.
     spans: dict[int, tuple[Position, Position]]
+    #: Whether this is a v2 presence digest, which a gate measures against its digests' floor.
+    is_digest: bool = False
 
     @classmethod
     def of(cls, items: list[Item], limit: int) -> Batch:
@@ -67,7 +69,9 @@ class Batch:
     @classmethod
     def digest(cls, item: Item) -> Batch:
         """Encode a v2 presence digest, which v1 clients do not get."""
-        return cls.viewed([], [(item, wire.text_frame(item.payload))], item.at, item.at)
+        batch = cls.viewed([], [(item, wire.text_frame(item.payload))], item.at, item.at)
+        batch.is_digest = True
+        return batch
 
     @classmethod
     def viewed(cls, v1: list, v2: list, first: Position, last: Position) -> Batch:

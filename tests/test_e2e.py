@@ -292,3 +292,24 @@ def test_compression_is_negotiated_only_when_enabled(make_server, setting):
                 buffer = ""
     assert next(e for e in received if e["state"] == 2)["message"] == text
     sock.close()
+
+
+def test_a_presence_digest_arrives_after_a_message_sent_while_it_waited(shared, connect):
+    """A join whose digest waits for the room's interval still reaches a v2 watcher that got a message meanwhile."""
+    watcher = connect(room_url(shared, "digest-wait", v="2", name="watcher"))
+    watcher.welcome()
+    talker = connect(room_url(shared, "digest-wait", name="talker"))
+    talker.welcome()
+    # The talker's join made the room's digest just now: the next one waits an interval.
+    late = connect(room_url(shared, "digest-wait", v="2", name="late"))
+    late.welcome()
+    talker.send("sent while the digest waits")
+    assert watcher.next_where(lambda e: e["state"] == 2)["message"] == "sent while the digest waits"
+    # The shared server's heartbeats (every 0.2 s) bound each read, so the deadline holds.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        event = watcher.next(skip_heartbeats=False)
+        if event.get("event") == "presence" and "late" in event["joins"]:
+            assert event["online"] == 3
+            return
+    raise AssertionError(f"no digest named late within 5 s: {watcher.events}")

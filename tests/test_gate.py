@@ -80,3 +80,15 @@ def test_events_a_version_does_not_get_leave_its_floor_where_it_was():
     assert gate.floor == (1, 1)
     digest = Item(None, protocol.digest("lobby", ["bob"], [], 1, 0, 2), None, (1, 2))
     assert gate.render(Batch.digest(digest), 2, None) == wire.text_frame(digest.payload)
+
+
+def test_a_digest_older_than_a_message_delivered_meanwhile_still_arrives():
+    """A digest stands at its last presence event; a chat message delivered while it waited does not drop it."""
+    gate = Gate()
+    gate.start((1, 0))
+    assert gate.render(Batch.of([chat(2)], LIMIT), 2, None) == wire.text_frame(chat(2).payload)
+    digest = Item(None, protocol.digest("lobby", ["bob"], ["guest-1"], 1, 1, 2), None, (1, 2))
+    assert gate.render(Batch.digest(digest), 2, None) == wire.text_frame(digest.payload)
+    assert gate.render(Batch.digest(digest), 2, None) == b"", "a digest comes once"
+    stale = Item(None, protocol.digest("lobby", ["carol"], [], 1, 0, 3), None, (0, 5))
+    assert gate.render(Batch.digest(stale), 2, None) == b"", "a digest the welcome covers is dropped"
