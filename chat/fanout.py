@@ -61,9 +61,13 @@ class Batch:
     @classmethod
     def of(cls, items: list[Item], limit: int) -> Batch:
         """Encode live items (which carry their positions, in order) for each protocol version."""
-        encoded = [(item, wire.text_frame(item.payload)) for item in items]
-        v1 = [pair for pair in encoded if pair[0].presence is None or pair[0].presence.online <= limit]
-        v2 = [pair for pair in encoded if pair[0].presence is None]
+        # Only what some version gets is encoded: a big room's presence goes into digests alone.
+        v1 = [
+            (item, wire.text_frame(item.payload))
+            for item in items
+            if item.presence is None or item.presence.online <= limit
+        ]
+        v2 = [pair for pair in v1 if pair[0].presence is None]
         return cls.viewed(v1, v2, items[0].at, items[-1].at)
 
     @classmethod
