@@ -10,7 +10,10 @@ process that reads the room.
 
 ``Groups`` owns the queues and every ``Slot``'s state, under its lock; the
 publisher of a slot waits on the slot's event until it is answered or told
-to lead.
+to lead.  A publisher stopped on the way (a greenlet killed, a timeout, an
+interrupt) takes its slot back, and hands the room on if it held the lead
+or had just been handed it, so the room never waits for a publisher that is
+gone.
 """
 
 from __future__ import annotations
@@ -74,10 +77,15 @@ class Groups:
                 slot.woken = threading.Event()
             queue.append(slot)
             step = slot.step
-        if step is Step.QUEUED:
-            step = self._await(room, queue, slot)
-        if step is Step.LEADING:
-            self._lead(room, queue)
+        try:
+            if step is Step.QUEUED:
+                step = self._await(room, queue, slot)
+            if step is Step.LEADING:
+                self._lead(room, queue)
+        except BaseException:
+            # Killed, timed out or interrupted: whatever this slot held must not stop the room.
+            self._withdraw(room, queue, slot)
+            raise
         with self._lock:
             error, message_id = slot.error, slot.id
         if error is not None:
@@ -104,6 +112,21 @@ class Groups:
                 # Taken into a group on its way: its sender answers it, within the command timeouts.
                 deadline = time.monotonic() + self._wait
 
+    def _withdraw(self, room: str, queue: deque[Slot], slot: Slot) -> None:
+        """Take back a slot whose publisher stopped: out of the queue if still in it, and the room to the next
+        if it held the lead (or had just been handed it)."""
+        with self._lock:
+            if slot.step is Step.DONE or slot not in queue:
+                # Answered, or taken into a group on its way, whose sender answers it.
+                return
+            queue.remove(slot)
+            leading = slot.step is Step.LEADING
+            slot.step = Step.DONE
+            slot.error = Unavailable("publishing was interrupted")
+            following = self._hand_locked(room, queue) if leading else None
+        if following is not None and following.woken is not None:
+            following.woken.set()
+
     def _lead(self, room: str, queue: deque[Slot]) -> None:
         """Send the head of room's queue as one group, answer its slots, and hand the room to the next."""
         with self._lock:
@@ -125,6 +148,15 @@ class Groups:
                 failure = Unavailable("publishing was interrupted", True)
             self._answer(room, queue, group, ids, failure)
 
+    def _hand_locked(self, room: str, queue: deque[Slot]) -> Slot | None:
+        """Tell the first slot still queued to lead, and return it; forget the room when none is."""
+        following = queue[0] if queue else None
+        if following is None:
+            del self._queues[room]
+        else:
+            following.step = Step.LEADING
+        return following
+
     def _answer(
         self, room: str, queue: deque[Slot], group: list[Slot], ids: list[int] | None, failure: Unavailable | None
     ) -> None:
@@ -136,11 +168,7 @@ class Groups:
                 elif failure is not None:
                     # One exception per sender: each raises its own.
                     slot.error = failure if index == 0 else Unavailable(str(failure), failure.maybe_done)
-            following = queue[0] if queue else None
-            if following is None:
-                del self._queues[room]
-            else:
-                following.step = Step.LEADING
+            following = self._hand_locked(room, queue)
         for slot in [*group, following]:
             if slot is not None and slot.woken is not None:
                 slot.woken.set()

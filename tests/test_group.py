@@ -1,0 +1,145 @@
+"""Redis group commit: a room keeps publishing whatever happens to its waiting publishers, and groups count bytes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+#: Runs in a fresh interpreter that gevent patched: greenlets publishing to one room are killed, or time out,
+#: while queued, while leading, and just after being handed the lead; prints what the room stored.
+GREEN = r"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import json
+import sys
+import time
+
+import gevent
+import redis
+
+from chat import backends
+from chat.backends import redis as redis_backend
+from chat.backends.redis.group import Groups
+
+# A group held by the pause waits for the test, not for the socket timeout.
+redis_backend.TIMEOUT = 30
+url = sys.argv[1]
+backend = backends.create(url, {"HISTORY_SIZE": 50, "HISTORY_REPLAY": 3, "PRESENCE_TTL": 30, "ROOM_EXPIRY": 600})
+admin = redis.Redis.from_url(url)
+
+
+def until(condition, what):
+    deadline = time.monotonic() + 10
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        gevent.sleep(0.005)
+
+
+def queued(groups, room, count):
+    until(lambda: len(groups._queues.get(room, ())) == count, f"{count} queued in {room}")
+
+
+def held():
+    until(lambda: admin.info("clients")["blocked_clients"] == 1, "a group held by the pause")
+
+
+def bounded(text):
+    try:
+        with gevent.Timeout(0.01):
+            backend.publish("busy", "ann", text)
+    except gevent.Timeout:
+        return "timed out"
+    return "sent"
+
+
+groups = backend._groups
+first = backend.publish("busy", "ann", "before")
+admin.client_pause(30_000, all=False)
+try:
+    leader = gevent.spawn(backend.publish, "busy", "ann", "held")
+    held()
+    killed = gevent.spawn(backend.publish, "busy", "ann", "killed while queued")
+    queued(groups, "busy", 1)
+    killed.kill()
+    timed = gevent.spawn(bounded, "timed out while queued")
+    timed.join()
+    queued(groups, "busy", 0)
+    follower = gevent.spawn(backend.publish, "busy", "ann", "after the leader")
+    queued(groups, "busy", 1)
+    leader.kill()
+finally:
+    admin.client_unpause()
+follower_id = follower.get(timeout=10)
+
+victims = []
+
+
+def send(room, messages):
+    ids = backend._send(room, messages)
+    for victim in victims:
+        victim.kill(block=False)
+    return ids
+
+
+handing = Groups(send, 30)
+admin.client_pause(30_000, all=False)
+try:
+    holder = gevent.spawn(handing.publish, "handed", ("ann", "held", int(time.time() * 1000), ""))
+    held()
+    victim = gevent.spawn(handing.publish, "handed", ("ann", "handed the lead", int(time.time() * 1000), ""))
+    queued(handing, "handed", 1)
+    behind = gevent.spawn(handing.publish, "handed", ("ann", "behind the victim", int(time.time() * 1000), ""))
+    queued(handing, "handed", 2)
+    victims.append(victim)
+finally:
+    admin.client_unpause()
+holder.get(timeout=10)
+behind_id = behind.get(timeout=10)
+victim.join(timeout=10)
+victims.clear()
+
+later = [backend.publish("busy", "ann", f"later {n}") for n in range(3)]
+together = [gevent.spawn(backend.publish, "busy", "ann", f"together {n}") for n in range(5)]
+gevent.joinall(together, timeout=10, raise_error=True)
+last = backend.publish("handed", "ann", "last")
+print(json.dumps({
+    "first": first,
+    "follower": follower_id,
+    "later": later,
+    "together": [greenlet.value for greenlet in together],
+    "timed": timed.value,
+    "victim": type(victim.value).__name__,
+    "behind": behind_id,
+    "last": last,
+    "busy": [json.loads(item.payload)["message"] for item in backend.replay("busy", None, 50).messages],
+    "handed": [json.loads(item.payload)["message"] for item in backend.replay("handed", None, 50).messages],
+}))
+backend.close()
+"""
+
+
+def test_a_room_keeps_publishing_after_its_greenlets_are_killed_or_time_out(clean_redis_url):
+    """Under gevent, a publisher killed while queued, one that timed out, a killed leader and one killed just
+    after it was handed the lead leave the room publishing, in order."""
+    finished = subprocess.run(
+        [sys.executable, "-c", GREEN, clean_redis_url], cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert finished.returncode == 0, finished.stderr
+    seen = json.loads(finished.stdout)
+    assert seen["timed"] == "timed out"
+    assert seen["victim"] == "GreenletExit"
+    ids = [seen["first"], seen["follower"], *seen["later"], *sorted(seen["together"])]
+    assert ids == sorted(set(ids))
+    busy = [text for text in seen["busy"] if text != "held"]
+    assert busy[:2] == ["before", "after the leader"]
+    assert busy[2:5] == [f"later {n}" for n in range(3)]
+    assert sorted(busy[5:]) == [f"together {n}" for n in range(5)]
+    assert seen["handed"][0] == "held" and seen["handed"][-2:] == ["behind the victim", "last"]
+    assert "killed while queued" not in seen["busy"] and "timed out while queued" not in seen["busy"]
+    assert seen["behind"] < seen["last"]
