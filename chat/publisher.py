@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,17 +43,7 @@ def post(
 ) -> dict[str, Any]:
     """Publish a checked message, wait until record stored it (under cid if given); return {"id", "room", "ts"}."""
     record.ready()
-    ts = time.time_ns() // 1_000_000
-    message_id = backend.publish(room, name, text, user)
-    # The backend stamps the message; read it back so that the store's ts (and the answer's) is the frame's.
-    # The message is out once publish returned: a failed read-back keeps the ts taken here instead of
-    # failing a post whose retry would then deliver it again.
-    try:
-        for item in backend.replay(room, message_id - 1, 1).messages:
-            if item.id == message_id:
-                ts = json.loads(item.payload)["ts"]
-    except Unavailable:
-        pass
+    message_id, ts = backend.publish(room, name, text, user)
     stored = threading.Event()
     record.append(Stored(room, message_id, ts, name, text, user, cid), lambda _: stored.set())
     if not stored.wait(STORE_WAIT):

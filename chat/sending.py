@@ -10,7 +10,6 @@ and fanned it out, so the fast path never waits for the store.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -56,8 +55,7 @@ class Sender:
                     return
                 text = moderated
             store.ready()
-            ts = time.time_ns() // 1_000_000
-            message_id = self._backend.publish(room, conn.name, text, conn.user)
+            message_id, ts = self._backend.publish(room, conn.name, text, conn.user)
         except Unavailable as exc:
             # A publish that may have gone through keeps its claim: a resend waits for it to go stale.
             if claimed and not exc.maybe_done:

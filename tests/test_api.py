@@ -16,6 +16,7 @@ from conftest import ROOT, Closed, wait_for
 from flask import Flask
 from redis_server import flushall
 from served import Served
+from test_exactly_once import frame
 
 from chat import Chat
 
@@ -87,6 +88,32 @@ def test_a_post_is_delivered_like_any_message(chat_server, connect):
     assert frame["message"] == "Deploy finished"
     listener.send("after it")
     assert int(listener.next_where(lambda e: e["state"] == 2)["id"]) > int(body["id"])
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_stored_message_has_the_ts_of_its_frame(chat_server, connect, request, backend):
+    """The store keeps each message with the ts its frame went out with: sent by v1 and v2 clients, and posted."""
+    settings = {"CHAT_RATE_LIMIT": "off"}
+    if backend == "redis":
+        settings["CHAT_BACKEND_URL"] = request.getfixturevalue("clean_redis_url")
+    chat, api, ws = chat_server(**settings)
+    listener, plain, acked = connect(ws + "?room=ts"), connect(ws + "?room=ts"), connect(ws + "?room=ts&v=2")
+    for client in (listener, plain, acked):
+        client.welcome()
+    count = 500
+    for n in range(count):
+        plain.send(f"v1 {n}")
+        acked.send(frame(f"v2 {n}", f"c{n}"))
+    acks = [acked.next_where(lambda e: e["state"] == 5) for _ in range(count)]
+    status, posted, _ = api("POST", "/rooms/ts/messages", {"message": "posted"})
+    assert status == 201
+    frames = {int(event["id"]): event["ts"] for event in listener.chats(2 * count + 1)}
+    store = chat._mount().hub.store
+    assert store.flush()
+    stored = {row.id: row.ts for row in store.newest("ts", 2 * count + 1)}
+    assert stored == frames
+    assert frames[int(posted["id"])] == posted["ts"]
+    assert {int(ack["id"]) for ack in acks} <= set(stored)
 
 
 @pytest.mark.parametrize(

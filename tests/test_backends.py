@@ -146,7 +146,7 @@ def started(backend: Backend, *rooms: str) -> Inbox:
 
 def publish_many(backend: Backend, room: str, count: int, prefix: str = "m") -> list[int]:
     """Publish count numbered messages from ann and return their ids."""
-    return [backend.publish(room, "ann", f"{prefix}{i}") for i in range(count)]
+    return [backend.publish(room, "ann", f"{prefix}{i}").id for i in range(count)]
 
 
 # Both backends.
@@ -160,7 +160,7 @@ def test_ids_increase_per_room_under_concurrent_publishers(backend):
         mine: dict[str, list[int]] = {"red": [], "blue": []}
         for i in range(40):
             room = "red" if (index + i) % 2 else "blue"
-            mine[room].append(backend.publish(room, f"t{index}", f"{index}:{i}"))
+            mine[room].append(backend.publish(room, f"t{index}", f"{index}:{i}").id)
         return mine
 
     results = concurrently(8, work)
@@ -178,9 +178,9 @@ def test_ids_increase_per_room_under_concurrent_publishers(backend):
 def test_deliveries_keep_publish_order_with_presence_between(backend):
     """Deliveries come in id order, join and leave events where they happened, with their counts."""
     inbox = started(backend, "lobby")
-    first = backend.publish("lobby", "ann", "one")
+    first = backend.publish("lobby", "ann", "one").id
     assert join(backend, "lobby", "m1", "Bob") == 1
-    second = backend.publish("lobby", "ann", "two")
+    second = backend.publish("lobby", "ann", "two").id
     assert leave(backend, "lobby", "m1") == 0
     inbox.wait(lambda box: len(box.payloads("lobby")) >= 4)
     history = backend.replay("lobby", None, 2).messages
@@ -217,14 +217,15 @@ def test_presence_counts_arrive_in_the_order_they_changed(backend):
 
 
 def test_payload_is_protocol_chat(backend):
-    """A stored message's payload is byte for byte protocol.chat of its fields."""
+    """A message's payload, delivered and stored, is byte for byte protocol.chat of its fields and its ts."""
+    inbox = started(backend, "lobby")
     text = '{"looks": "like json"} \u5fc3\u8df3 \\ "quoted"'
-    message_id = backend.publish("lobby", "Ada \u00e9", text)
+    message_id, ts = backend.publish("lobby", "Ada \u00e9", text)
     [(replayed_id, payload, _, _)] = backend.replay("lobby", None, 1).messages
-    body = json.loads(payload)
     assert replayed_id == message_id
-    assert payload == protocol.chat(message_id, "lobby", "Ada \u00e9", text, body["ts"])
-    assert abs(body["ts"] - time.time() * 1000) < 60_000
+    assert payload == protocol.chat(message_id, "lobby", "Ada \u00e9", text, ts)
+    inbox.wait(lambda box: box.payloads("lobby") == [payload])
+    assert abs(ts - time.time() * 1000) < 60_000
 
 
 def test_replay_without_since_returns_the_last_limit(backend):
@@ -337,12 +338,12 @@ def test_watch_counts_clients_and_unwatch_stops_reading(make_redis):
     reader, writer = make_redis(), make_redis()
     inbox = started(reader, "lobby", "lobby")
     reader.unwatch("lobby")
-    kept = writer.publish("lobby", "ann", "still watched")
+    kept = writer.publish("lobby", "ann", "still watched").id
     inbox.wait(lambda box: box.ids("lobby") == [kept])
     reader.unwatch("lobby")
     writer.publish("lobby", "ann", "nobody watches")
     reader.watch("other")
-    marker = writer.publish("other", "ann", "marker")
+    marker = writer.publish("other", "ann", "marker").id
     inbox.wait(lambda box: box.ids("other") == [marker])
     assert inbox.ids("lobby") == [kept]
 
@@ -354,7 +355,7 @@ def test_watch_sees_everything_added_after_it_returns(make_redis):
     for index in range(20):
         room = f"room-{index}"
         reader.watch(room)
-        message_id = writer.publish(room, "ann", "first")
+        message_id = writer.publish(room, "ann", "first").id
         inbox.wait(lambda box, room=room, message_id=message_id: box.ids(room) == [message_id], timeout=0.9)
 
 
@@ -374,7 +375,7 @@ def test_reader_survives_a_redis_crash_without_loss_or_duplicates(persistent, fa
         while not stop.is_set():
             count += 1
             try:
-                acknowledged.append(writer.publish("lobby", "ann", f"during {count}"))
+                acknowledged.append(writer.publish("lobby", "ann", f"during {count}").id)
             except Unavailable:
                 failures += 1
                 stop.wait(0.01)
@@ -432,7 +433,7 @@ def test_unreachable_redis_raises_unavailable_quickly(persistent, factory):
     persistent.start()
     wait_for(backend.healthy, 15, "healthy() to turn true")
     assert [item for item in backend.replay("lobby", None, 10).messages if b"while down" in item.payload] == []
-    later = backend.publish("lobby", "ann", "after")
+    later = backend.publish("lobby", "ann", "after").id
     inbox.wait(lambda box: box.ids("lobby")[-1:] == [later], timeout=15)
 
 
@@ -449,7 +450,7 @@ def test_a_backend_started_while_redis_is_down_recovers(persistent, factory):
     persistent.start()
     wait_for(backend.healthy, 15, "healthy() once Redis is up")
     backend.watch("lobby")
-    message_id = backend.publish("lobby", "ann", "on time")
+    message_id = backend.publish("lobby", "ann", "on time").id
     inbox.wait(lambda box: box.ids("lobby") == [message_id])
 
 
@@ -459,17 +460,17 @@ def test_ids_keep_growing_after_a_restart_and_after_data_loss(persistent, factor
     before = publish_many(backend, "lobby", 3)
     persistent.restart()
     wait_for(backend.healthy, 15, "healthy() after the restart")
-    resumed = backend.publish("lobby", "ann", "resumed")
+    resumed = backend.publish("lobby", "ann", "resumed").id
     assert resumed == before[-1] + 1
     client = redis.Redis.from_url(persistent.url)
     client.delete("chat:{lobby}:meta")
     client.close()
-    recounted = backend.publish("lobby", "ann", "counter lost, stream kept")
+    recounted = backend.publish("lobby", "ann", "counter lost, stream kept").id
     assert recounted > resumed
     replay = backend.replay("lobby", resumed, REPLAY)
     assert (replay.gap, replay.missed, [item.id for item in replay.messages]) == (True, None, [recounted])
     flushall(persistent.url)
-    fresh = backend.publish("lobby", "ann", "after the loss")
+    fresh = backend.publish("lobby", "ann", "after the loss").id
     assert fresh > recounted + 1
     replay = backend.replay("lobby", resumed, REPLAY)
     assert (replay.gap, replay.missed) == (True, None)
@@ -572,7 +573,7 @@ def test_rooms_empty_and_silent_past_the_expiry_are_forgotten(url, factory):
     started(backend, "gone", "kept")
     join(backend, "gone", "m1", "ann")
     leave(backend, "gone", "m1")
-    last = max(backend.publish("gone", "ann", f"old {n}") for n in range(3))
+    last = max(backend.publish("gone", "ann", f"old {n}").id for n in range(3))
     join(backend, "kept", "m2", "bob")
     backend.publish("kept", "bob", "still here")
 
@@ -587,7 +588,7 @@ def test_rooms_empty_and_silent_past_the_expiry_are_forgotten(url, factory):
     assert b"still here" in backend.replay("kept", None, REPLAY).messages[-1][1]
     resumed = backend.replay("gone", last, REPLAY)
     assert resumed.gap and resumed.missed is None
-    assert backend.publish("gone", "ann", "new") > last
+    assert backend.publish("gone", "ann", "new").id > last
 
 
 def test_an_identified_sender_is_carried_on_the_message(backend):
@@ -625,7 +626,7 @@ def test_messages_sent_while_a_group_is_on_its_way_go_out_together(make_redis, c
     """Publishes to a room whose last group Redis has not answered wait for it, then go out as one script call."""
     backend = make_redis()
     inbox = started(backend, "busy")
-    first = backend.publish("busy", "ann", "before")
+    first = backend.publish("busy", "ann", "before").id
     admin = redis.Redis.from_url(clean_redis_url)
     before = evalsha_calls(admin)
     admin.client_pause(30_000, all=False)
@@ -633,7 +634,7 @@ def test_messages_sent_while_a_group_is_on_its_way_go_out_together(make_redis, c
 
     def send(index: int) -> int:
         waiting[index].set()
-        return backend.publish("busy", f"t{index}", f"m{index}")
+        return backend.publish("busy", f"t{index}", f"m{index}").id
 
     try:
         with ThreadPoolExecutor(21, thread_name_prefix="test-sender") as pool:
@@ -642,7 +643,7 @@ def test_messages_sent_while_a_group_is_on_its_way_go_out_together(make_redis, c
             queued = [pool.submit(send, index) for index in range(20)]
             wait_for(lambda: all(event.is_set() for event in waiting), message="every sender to publish")
             admin.client_unpause()
-            ids = [held.result(10)] + [future.result(10) for future in queued]
+            ids = [held.result(10).id] + [future.result(10) for future in queued]
     finally:
         admin.client_unpause()
     assert sorted(ids) == list(range(first + 1, first + 22))

@@ -75,7 +75,7 @@ try:
     leader.kill()
 finally:
     admin.client_unpause()
-follower_id = follower.get(timeout=10)
+follower_id = follower.get(timeout=10).id
 
 victims = []
 
@@ -100,19 +100,19 @@ try:
 finally:
     admin.client_unpause()
 holder.get(timeout=10)
-behind_id = behind.get(timeout=10)
+behind_id = behind.get(timeout=10).id
 victim.join(timeout=10)
 victims.clear()
 
-later = [backend.publish("busy", "ann", f"later {n}") for n in range(3)]
+later = [backend.publish("busy", "ann", f"later {n}").id for n in range(3)]
 together = [gevent.spawn(backend.publish, "busy", "ann", f"together {n}") for n in range(5)]
 gevent.joinall(together, timeout=10, raise_error=True)
-last = backend.publish("handed", "ann", "last")
+last = backend.publish("handed", "ann", "last").id
 print(json.dumps({
-    "first": first,
+    "first": first.id,
     "follower": follower_id,
     "later": later,
-    "together": [greenlet.value for greenlet in together],
+    "together": [greenlet.value.id for greenlet in together],
     "timed": timed.value,
     "victim": type(victim.value).__name__,
     "behind": behind_id,

@@ -39,6 +39,13 @@ class Item(NamedTuple):
     at: Position | None = None
 
 
+class Published(NamedTuple):
+    """A chat message as its backend sent it out: its id, and the ts its frame carries."""
+
+    id: int
+    ts: int
+
+
 Deliver = Callable[[str, list[Item]], None]
 SignOut = Callable[[str], None]
 
@@ -109,8 +116,8 @@ class Backend(Protocol):
     def sign_out(self, user: str) -> None:
         """Tell every other process sharing this backend to close the connections of user."""
 
-    def publish(self, room: str, name: str, text: str, user: str | None = None) -> int:
-        """Store a chat message (from an identified user, if given), fan it out, and return its id."""
+    def publish(self, room: str, name: str, text: str, user: str | None = None) -> Published:
+        """Store a chat message (from an identified user, if given), fan it out, and return its id and ts."""
 
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""

@@ -9,7 +9,7 @@ from itertools import islice
 from typing import Any
 
 from .. import protocol
-from . import Deliver, Entry, Item, Position, Presence, Replay, SignOut, resume
+from . import Deliver, Entry, Item, Position, Presence, Published, Replay, SignOut, resume
 
 
 class MemoryBackend:
@@ -76,8 +76,8 @@ class MemoryBackend:
     def sign_out(self, user: str) -> None:
         """Do nothing: there is no other process."""
 
-    def publish(self, room: str, name: str, text: str, user: str | None = None) -> int:
-        """Store a chat message, fan it out, and return its id."""
+    def publish(self, room: str, name: str, text: str, user: str | None = None) -> Published:
+        """Store a chat message, fan it out, and return its id and ts."""
         ts = time.time_ns() // 1_000_000
         with self._lock:
             self._use_locked(room)
@@ -94,7 +94,7 @@ class MemoryBackend:
             # only enqueues, so no I/O happens here.
             if self._deliver is not None:
                 self._deliver(room, [item])
-        return message_id
+        return Published(message_id, ts)
 
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""

@@ -58,7 +58,7 @@ from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, 
 from redis.retry import Retry
 
 from ... import protocol
-from .. import Deliver, Entry, Item, Presence, Replay, SignOut, Unavailable, resume
+from .. import Deliver, Entry, Item, Presence, Published, Replay, SignOut, Unavailable, resume
 from . import keys, scripts
 from .group import Groups, Message
 from .presence import Keeper, Record
@@ -177,8 +177,8 @@ class RedisBackend:
         with self._reach():
             client.publish(keys.CONTROL, json.dumps({"signout": user}))
 
-    def publish(self, room: str, name: str, text: str, user: str | None = None) -> int:
-        """Store a chat message under the room's next id and return the id."""
+    def publish(self, room: str, name: str, text: str, user: str | None = None) -> Published:
+        """Store a chat message under the room's next id and return the id and the ts its frame carries."""
         self._redis()
         return self._groups.publish(room, (name, text, time.time_ns() // 1_000_000, user or ""))
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from .. import Unavailable
+from .. import Published, Unavailable
 
 #: Most messages, and most bytes of text, one group carries.
 MOST, MOST_BYTES = 100, 256 * 1024
@@ -65,8 +65,8 @@ class Groups:
         #: A room is here while one of its groups is on its way, or a slot has been told to send the next.
         self._queues: dict[str, deque[Slot]] = {}
 
-    def publish(self, room: str, message: Message) -> int:
-        """Send message with the room's group and return its id; raise Unavailable if that failed."""
+    def publish(self, room: str, message: Message) -> Published:
+        """Send message with the room's group and return its id and ts; raise Unavailable if that failed."""
         slot = Slot(message)
         with self._lock:
             queue = self._queues.get(room)
@@ -91,7 +91,7 @@ class Groups:
         if error is not None:
             raise error
         assert message_id is not None
-        return message_id
+        return Published(message_id, message[2])
 
     def _await(self, room: str, queue: deque[Slot], slot: Slot) -> Step:
         """Wait until slot is answered or told to lead; give up on it while it is still queued after the wait."""
