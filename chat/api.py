@@ -90,29 +90,10 @@ def post_message(room: str) -> tuple[Response, int]:
 def _post_once(chat: Mount, room: str, key: str, asked: tuple) -> dict:
     """Post under key's claim in the store, so that a retry on any worker or host gets the first answer."""
     room, sender, text, user = publisher.check(chat.settings, room, *asked)
-    backend, store = chat.hub.backend, chat.hub.store
-    cid = KEY_CID + key
-    known = store.claim(room, cid)
-    if known is not None:
-        found = [row for row in store.oldest(room, 1, after=known - 1) if row.id == known]
-        if found and _as_stored(found[0].name, found[0].text, found[0].user) != _as_stored(sender, text, user):
-            abort(422, description="this Idempotency-Key was used for a different request")
-        return {"id": str(known), "room": room, "ts": found[0].ts if found else None}
     try:
-        return publisher.post(backend, store, room, sender, text, user, cid)
-    except Unavailable as exc:
-        # A publish that may have gone through keeps its claim: a retry waits for it to go stale.
-        if not exc.maybe_done:
-            store.release(room, cid)
-        raise
-    except BaseException:
-        store.release(room, cid)
-        raise
-
-
-def _as_stored(*fields: str | None) -> tuple:
-    """Return fields as every store gives them back (PostgreSQL keeps NUL as U+FFFD)."""
-    return tuple(field and field.replace("\0", "\ufffd") for field in fields)
+        return publisher.post(chat.hub.backend, chat.hub.store, room, sender, text, user, KEY_CID + key)
+    except publisher.Reused:
+        abort(422, description="this Idempotency-Key was used for a different request")
 
 
 @bp.get("/rooms/<room>/messages")

@@ -1,11 +1,18 @@
-"""Publishing from outside a client: the checks and storing every API applies, and a Publisher for other processes."""
+"""Publishing: the checks every API applies, the claim, publish and store every message goes through, and a Publisher.
+
+``send`` is the way of every message, from a client or an API: a client id
+(a v2 cid, an Idempotency-Key) is claimed in the store first, so that a
+resend is answered with the first one's id instead of being sent again;
+the backend gives the message its id and ts and fans it out; the store then
+records it.  ``post`` waits for the store; a client's message does not.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from . import backends, config, protocol, store
 from .backends import Backend, Unavailable
@@ -15,6 +22,21 @@ from .store import NoStore, Store, Stored
 DEFAULT_NAME = "system"
 #: Seconds a post waits for its message to be stored before answering.
 STORE_WAIT = 10.0
+
+#: Look at a message's text before it is sent: return the text to send, or None to drop the message.
+Vet = Callable[[str], str | None]
+
+
+class Posted(NamedTuple):
+    """A message sent: its id and its frame's ts; or, when its client id was claimed before, the first one's id."""
+
+    id: int
+    #: None when the message was not sent again, its client id being known.
+    ts: int | None
+
+
+class Reused(Exception):
+    """A client id posted again with another message than the first."""
 
 
 class TooBig(protocol.ProtocolError):
@@ -37,18 +59,73 @@ def check(settings: Mapping[str, Any], room: Any, text: Any, name: Any = None, u
     return room, sender, text, user
 
 
+def send(
+    backend: Backend, record: Store | NoStore, room: str, name: str, text: str, user: str | None = None,
+    cid: str | None = None, vet: Vet | None = None, on_stored: Callable[[Stored], None] | None = None,
+) -> Posted | None:
+    """Publish a checked message under cid's claim (if given) and queue it for record; on_stored runs once stored.
+
+    A cid claimed before sends nothing: the answer is the id it went out
+    under.  vet may change the text, or drop the message (the answer is
+    None).  The claim is given back when the message was not sent, and kept
+    when the publish may have gone through, so that a resend waits until it
+    goes stale instead of sending the message twice.
+    """
+    record.ready()
+    if cid is not None:
+        known = record.claim(room, cid)
+        if known is not None:
+            return Posted(known, None)
+    try:
+        vetted = text if vet is None else vet(text)
+        sent = None if vetted is None else backend.publish(room, name, vetted, user)
+    except Unavailable as exc:
+        if cid is not None and not exc.maybe_done:
+            record.release(room, cid)
+        raise
+    except BaseException:
+        if cid is not None:
+            record.release(room, cid)
+        raise
+    if sent is None:
+        if cid is not None:
+            record.release(room, cid)
+        return None
+    record.append(Stored(room, sent.id, sent.ts, name, vetted, user, cid), on_stored)
+    return Posted(sent.id, sent.ts)
+
+
 def post(
     backend: Backend, record: Store | NoStore, room: str, name: str, text: str, user: str | None = None,
     cid: str | None = None,
 ) -> dict[str, Any]:
-    """Publish a checked message, wait until record stored it (under cid if given); return {"id", "room", "ts"}."""
-    record.ready()
-    message_id, ts = backend.publish(room, name, text, user)
+    """Send a checked message (under cid, if given), wait until record stored it, and return {"id", "room", "ts"}.
+
+    A cid claimed before is answered as the first post was (ts None when
+    the store no longer holds it); Reused is raised when that was another
+    message.
+    """
     stored = threading.Event()
-    record.append(Stored(room, message_id, ts, name, text, user, cid), lambda _: stored.set())
+    posted = send(backend, record, room, name, text, user, cid, on_stored=lambda _: stored.set())
+    assert posted is not None, "send drops a message only when told to vet it"
+    if posted.ts is None:
+        return _first(record, room, posted.id, (name, text, user))
     if not stored.wait(STORE_WAIT):
         raise Unavailable("the message store did not answer in time", maybe_done=True)
-    return {"id": str(message_id), "room": room, "ts": ts}
+    return {"id": str(posted.id), "room": room, "ts": posted.ts}
+
+
+def _first(record: Store | NoStore, room: str, known: int, asked: tuple[str, str, str | None]) -> dict[str, Any]:
+    """Answer a post whose client id went out before as message known; raise Reused if that was another message."""
+    found = [row for row in record.oldest(room, 1, after=known - 1) if row.id == known]
+    if found and _as_stored(found[0].name, found[0].text, found[0].user) != _as_stored(*asked):
+        raise Reused("this client id was sent before with another message")
+    return {"id": str(known), "room": room, "ts": found[0].ts if found else None}
+
+
+def _as_stored(*fields: str | None) -> tuple:
+    """Return fields as every store gives them back (PostgreSQL keeps NUL as U+FFFD)."""
+    return tuple(field and field.replace("\0", "\ufffd") for field in fields)
 
 
 class Publisher:
