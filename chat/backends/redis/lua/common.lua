@@ -19,14 +19,20 @@ local function counter(meta, log)
   return n
 end
 
--- Append an entry to the stream and publish it on the room's channel with
--- the id of the entry before it, so that a subscriber can tell a gap.
-local function append(meta, log, channel, id, fields)
-  local prev = redis.call('HGET', meta, 'tail') or '0-0'
+-- Add an entry to the stream after the entry prev, and return it as the
+-- room's channel carries it: its fields, its id and prev, so that a
+-- subscriber can tell a gap.
+local function add(log, prev, id, fields)
   redis.call('XADD', log, id, unpack(fields))
-  redis.call('HSET', meta, 'tail', id)
   local body = {p = prev, i = id}
   for i = 1, #fields, 2 do body[fields[i]] = fields[i + 1] end
+  return body
+end
+
+-- Append an entry to the stream and publish it on the room's channel.
+local function append(meta, log, channel, id, fields)
+  local body = add(log, redis.call('HGET', meta, 'tail') or '0-0', id, fields)
+  redis.call('HSET', meta, 'tail', id)
   redis.call('SPUBLISH', channel, cjson.encode(body))
 end
 

@@ -1,6 +1,6 @@
 -- A group of chat messages, in order, on one round trip and one channel message.
 -- KEYS: meta, log, channel. ARGV: keep, expiry ms, then name, text, ts, user for each message.
--- Each message is a stream entry as append() makes it; the channel gets them
+-- Each message is a stream entry as add() makes it; the channel gets them
 -- as one JSON array (a single message as the object alone), each with the id before it.
 local n = counter(KEYS[1], KEYS[2])
 local prev = redis.call('HGET', KEYS[1], 'tail') or '0-0'
@@ -8,8 +8,7 @@ local bodies, ids = {}, {}
 for i = 3, #ARGV, 4 do
   n = n + 1
   local id = fmt(n) .. '-0'
-  redis.call('XADD', KEYS[2], id, 'n', ARGV[i], 'x', ARGV[i + 1], 'ts', ARGV[i + 2], 'u', ARGV[i + 3])
-  bodies[#bodies + 1] = {p = prev, i = id, n = ARGV[i], x = ARGV[i + 1], ts = ARGV[i + 2], u = ARGV[i + 3]}
+  bodies[#bodies + 1] = add(KEYS[2], prev, id, {'n', ARGV[i], 'x', ARGV[i + 1], 'ts', ARGV[i + 2], 'u', ARGV[i + 3]})
   ids[#ids + 1] = fmt(n)
   prev = id
 end
