@@ -5,8 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
-from conftest import ROOT
+import pytest
+import redis
+from conftest import ROOT, wait_for
+
+from chat import backends, config
+from chat.backends.redis import group
+from chat.backends.redis import keys as redis_keys
+
+SETTINGS = {**config.DEFAULTS, "HISTORY_SIZE": 50, "HISTORY_REPLAY": 3, "PRESENCE_TTL": 30}
 
 #: Runs in a fresh interpreter that gevent patched: greenlets publishing to one room are killed, or time out,
 #: while queued, while leading, and just after being handed the lead; prints what the room stored.
@@ -143,3 +152,45 @@ def test_a_room_keeps_publishing_after_its_greenlets_are_killed_or_time_out(clea
     assert seen["handed"][0] == "held" and seen["handed"][-2:] == ["behind the victim", "last"]
     assert "killed while queued" not in seen["busy"] and "timed out while queued" not in seen["busy"]
     assert seen["behind"] < seen["last"]
+
+
+def queued(backend, room: str) -> int:
+    """Return how many of room's messages wait behind its group on the way."""
+    groups = backend._groups
+    with groups._lock:
+        return len(groups._queues.get(room, ()))
+
+
+@pytest.mark.parametrize(("letter", "groups"), [("x", [4]), ("\u00e9", [2, 2])], ids=["ascii", "two-byte"])
+def test_a_group_carries_at_most_its_bytes_of_text_in_utf_8(clean_redis_url, letter, groups):
+    """Messages that wait together go in groups of at most MOST_BYTES of UTF-8 text, whatever their length in
+    characters: four quarters of it in ASCII go as one group, the same in a two-byte letter as two."""
+    backend = backends.create(clean_redis_url, SETTINGS)
+    admin = redis.Redis.from_url(clean_redis_url)
+    channel = admin.pubsub()
+    text = letter * (group.MOST_BYTES // 4)
+    try:
+        channel.ssubscribe(redis_keys.channel("big"))
+        wait_for(lambda: channel.get_message(timeout=0.1), message="the subscription")
+        admin.client_pause(30_000, all=False)
+        try:
+            with ThreadPoolExecutor(5, thread_name_prefix="test-sender") as pool:
+                held = pool.submit(backend.publish, "big", "ann", "held")
+                wait_for(lambda: admin.info("clients")["blocked_clients"] == 1, message="the first group to be held")
+                waiting = [pool.submit(backend.publish, "big", "ann", text) for _ in range(4)]
+                wait_for(lambda: queued(backend, "big") == 4, message="four messages to wait")
+                admin.client_unpause()
+                ids = [held.result(10).id] + [future.result(10).id for future in waiting]
+        finally:
+            admin.client_unpause()
+        sizes: list[int] = []
+        while sum(sizes) < 5:
+            message = wait_for(lambda: channel.get_message(timeout=0.1), message="the groups on the channel")
+            body = json.loads(message["data"])
+            sizes.append(len(body) if isinstance(body, list) else 1)
+    finally:
+        channel.close()
+        admin.close()
+        backend.close()
+    assert sizes == [1, *groups]
+    assert sorted(ids) == list(range(ids[0], ids[0] + 5))

@@ -2,7 +2,7 @@
 
 Each publish joins its room's queue.  When no group of that room is on its
 way, the publisher sends the head of the queue (at most ``MOST`` messages,
-``MOST_BYTES`` of text) as one script call and, once Redis answered, hands
+``MOST_BYTES`` of UTF-8 text) as one script call and, once Redis answered, hands
 the room to the first message still queued, which sends the next group.  A
 message to an idle room goes at once; a busy room costs one round trip, one
 script and one channel message per group instead of per message, in every
@@ -27,7 +27,7 @@ from enum import Enum
 
 from .. import Published, Unavailable
 
-#: Most messages, and most bytes of text, one group carries.
+#: Most messages, and most bytes of text (in UTF-8), one group carries.
 MOST, MOST_BYTES = 100, 256 * 1024
 
 #: name, text, ts, user
@@ -48,6 +48,8 @@ class Slot:
     """One message waiting for its id."""
 
     message: Message
+    #: The bytes of the message's text in UTF-8.
+    size: int
     step: Step = Step.QUEUED
     #: Made only for a slot that waits (one that leads at once never does).
     woken: threading.Event | None = None
@@ -67,7 +69,9 @@ class Groups:
 
     def publish(self, room: str, message: Message) -> Published:
         """Send message with the room's group and return its id and ts; raise Unavailable if that failed."""
-        slot = Slot(message)
+        text = message[1]
+        # An ASCII text's length is its size, known without encoding it.
+        slot = Slot(message, len(text) if text.isascii() else len(text.encode()))
         with self._lock:
             queue = self._queues.get(room)
             if queue is None:
@@ -131,9 +135,9 @@ class Groups:
         """Send the head of room's queue as one group, answer its slots, and hand the room to the next."""
         with self._lock:
             group = [queue.popleft()]
-            size = len(group[0].message[1])
-            while queue and len(group) < MOST and size + len(queue[0].message[1]) <= MOST_BYTES:
-                size += len(queue[0].message[1])
+            size = group[0].size
+            while queue and len(group) < MOST and size + queue[0].size <= MOST_BYTES:
+                size += queue[0].size
                 group.append(queue.popleft())
         ids: list[int] | None = None
         failure: Unavailable | None = None
