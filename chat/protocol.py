@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cached_property
 from json import dumps, loads
 from json.encoder import encode_basestring as _quote
 
@@ -98,27 +99,34 @@ def chat(message_id: int, room_name: str, sender: str, text: str, ts: int, user:
     ).encode()
 
 
+class Names(tuple[str, ...]):
+    """The names a welcome lists, in order, encoded once for every welcome that lists them.
+
+    A backend that keeps a room's list until it changes keeps it as Names.
+    """
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """Return the names as a JSON array."""
+        return _encode(list(self))
+
+
 def presence(
     event: str,
     room_name: str,
     who: str,
     online: int,
-    users: list[str] | None = None,
+    users: Sequence[str] | None = None,
 ) -> bytes:
-    """Build a state-3 join, leave or welcome event."""
+    """Build a state-3 join, leave or welcome event (a welcome lists users)."""
     quoted = _quote(who)
     head = '{"state":3,"message":%s,"event":%s,"room":%s,"name":%s,"online":%d' % (
         _quote(_presence_text(event, who, online)), _quote(event), _quote(room_name), quoted, online,
     )
     if event != "welcome":
         return (head + "}").encode()
-    # Every joiner of a room is sent the same list: it is encoded once.
-    return b"".join(((head + ',"you":%s,"users":' % quoted).encode(), _names(tuple(users or ())), b"}"))
-
-
-@lru_cache(maxsize=256)
-def _names(users: tuple[str, ...]) -> bytes:
-    return _encode(list(users))
+    listed = users.encoded if isinstance(users, Names) else _encode(list(users or ()))
+    return b"".join(((head + ',"you":%s,"users":' % quoted).encode(), listed, b"}"))
 
 
 def digest(room_name: str, joins: list[str], leaves: list[str], joined: int, left: int, online: int) -> bytes:

@@ -305,6 +305,25 @@ def test_presence_counts_are_exact_under_concurrent_joins_and_leaves(backend):
     assert backend.users("lobby") == [f"user {i:02}" for i in range(1, members, 2)]
 
 
+def test_the_memory_welcome_list_is_made_again_only_when_a_listed_member_leaves(factory):
+    """Past the list limit, members beyond it come and go without remaking the room's list (encoded once for
+    every welcome); a listed member's leave brings the next one in."""
+    backend = factory("memory://", PRESENCE_LIST_LIMIT=3)
+    for index in range(5):
+        join(backend, "lobby", f"m{index}", f"u{index}")
+    listed = backend.enter("lobby", "m5", "u5", None, 0).users
+    assert list(listed) == ["u0", "u1", "u2"]
+    leave(backend, "lobby", "m4")
+    assert backend.enter("lobby", "m6", "u6", None, 0).users is listed
+    leave(backend, "lobby", "m1")
+    relisted = backend.enter("lobby", "m7", "u7", None, 0).users
+    assert list(relisted) == ["u0", "u2", "u3"]
+    assert backend.presence("lobby") == (6, ["u0", "u2", "u3"])
+    welcome = protocol.presence("welcome", "lobby", "u7", 6, relisted)
+    assert welcome == protocol.presence("welcome", "lobby", "u7", 6, ["u0", "u2", "u3"])
+    assert json.loads(welcome)["users"] == ["u0", "u2", "u3"]
+
+
 # Redis only: several processes, failures, and what lives in Redis.
 
 

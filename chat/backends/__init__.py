@@ -11,7 +11,7 @@ delivers the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -83,8 +83,9 @@ class Entry:
 
     replay: Replay
     online: int
-    #: The names online (at most the presence list limit of them).
-    users: list[str]
+    #: The names online (at most the presence list limit of them), sorted: protocol.Names when the backend keeps
+    #: the room's list, so that its welcomes encode it once.
+    users: Sequence[str]
     #: The position of the last event covered by the replay and the counts; live delivery starts after it.
     position: Position
 

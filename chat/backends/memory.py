@@ -30,8 +30,9 @@ class MemoryBackend:
         #: Per room: member -> (presence key, name), and presence key -> (connections, name).
         self._members: dict[str, dict[str, tuple[str, str]]] = {}
         self._online: dict[str, dict[str, list]] = {}
-        #: Per room, the sorted names of its first list-limit keys online, made again only when those change.
-        self._names: dict[str, list[str]] = {}
+        #: Per room, which keys are its first list-limit keys online and their names, sorted; made again only
+        #: when those keys change.
+        self._names: dict[str, tuple[frozenset[str], protocol.Names]] = {}
         self._newest_epoch = 0
         self._deliver: Deliver | None = None
 
@@ -139,13 +140,15 @@ class MemoryBackend:
             names = self._names_locked(room, online)
             return Entry(self._replay_locked(room, since, limit), len(online), names, self._positions[room])
 
-    def _names_locked(self, room: str, online: dict[str, list]) -> list[str]:
-        """Return the sorted names of the room's first list-limit keys online (a list its callers only read)."""
-        names = self._names.get(room)
-        if names is None:
-            names = sorted(entry[1] for entry in islice(online.values(), self._list_limit))
-            if online:
-                self._names[room] = names
+    def _names_locked(self, room: str, online: dict[str, list]) -> protocol.Names:
+        """Return the sorted names of the room's first list-limit keys online."""
+        cached = self._names.get(room)
+        if cached is not None:
+            return cached[1]
+        listed = list(islice(online.items(), self._list_limit))
+        names = protocol.Names(sorted(entry[1] for _, entry in listed))
+        if online:
+            self._names[room] = (frozenset(key for key, _ in listed), names)
         return names
 
     def exit(self, room: str, member: str) -> int:
@@ -164,7 +167,10 @@ class MemoryBackend:
             counted[0] -= 1
             if counted[0] <= 0:
                 del online[entry[0]]
-                self._names.pop(room, None)
+                cached = self._names.get(room)
+                if cached is not None and entry[0] in cached[0]:
+                    # Only a listed key's leave changes the list.
+                    del self._names[room]
                 if not online:
                     self._online.pop(room, None)
                 self._announce_locked(room, Presence("leave", leaver, entry[1], len(online)))
