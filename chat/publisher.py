@@ -67,9 +67,10 @@ def send(
 
     A cid claimed before sends nothing: the answer is the id it went out
     under.  vet may change the text, or drop the message (the answer is
-    None).  The claim is given back when the message was not sent, and kept
-    when the publish may have gone through, so that a resend waits until it
-    goes stale instead of sending the message twice.
+    None).  The claim is given back when the message was not sent (dropped,
+    vet raised, the backend refused it), and kept when the publish may have
+    gone through (it timed out, or was interrupted), so that a resend waits
+    until the claim goes stale instead of sending the message twice.
     """
     record.ready()
     if cid is not None:
@@ -78,21 +79,25 @@ def send(
             return Posted(known, None)
     try:
         vetted = text if vet is None else vet(text)
-        sent = None if vetted is None else backend.publish(room, name, vetted, user)
-    except Unavailable as exc:
-        if cid is not None and not exc.maybe_done:
-            record.release(room, cid)
-        raise
     except BaseException:
-        if cid is not None:
-            record.release(room, cid)
+        _release(record, room, cid)
         raise
-    if sent is None:
-        if cid is not None:
-            record.release(room, cid)
+    if vetted is None:
+        _release(record, room, cid)
         return None
+    try:
+        sent = backend.publish(room, name, vetted, user)
+    except Unavailable as exc:
+        if not exc.maybe_done:
+            _release(record, room, cid)
+        raise
     record.append(Stored(room, sent.id, sent.ts, name, vetted, user, cid), on_stored)
     return Posted(sent.id, sent.ts)
+
+
+def _release(record: Store | NoStore, room: str, cid: str | None) -> None:
+    if cid is not None:
+        record.release(room, cid)
 
 
 def post(

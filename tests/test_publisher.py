@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from conftest import ROOT
 from redis_server import RedisServer
 
 from chat import backends, config, publisher, store
@@ -135,3 +138,58 @@ def test_a_post_under_a_client_id_sent_before_answers_as_the_first(record, make)
     with pytest.raises(publisher.Reused):
         publisher.post(backend, record, "r", "ci", "another", None, "key 1")
     assert [item.id for item in backend.replay("r", None, 10).messages] == [int(first["id"])]
+
+
+#: Runs in a fresh interpreter that gevent patched: a greenlet whose publish Redis holds is killed; then another
+#: message is sent and stored.
+CUT = r"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import sys
+import threading
+import time
+
+import gevent
+import redis
+
+from chat import backends, config, publisher, store
+from chat.backends import redis as redis_backend
+
+# The held publish waits for the kill, not for the socket timeout.
+redis_backend.TIMEOUT = 30
+url, path = sys.argv[1], sys.argv[2]
+settings = {**config.DEFAULTS, "HISTORY_SIZE": 10, "HISTORY_REPLAY": 3}
+backend = backends.create(url, settings)
+record = store.create(f"sqlite:///{path}", settings, "")
+record.start()
+admin = redis.Redis.from_url(url)
+admin.client_pause(30_000, all=False)
+try:
+    cut = gevent.spawn(publisher.send, backend, record, "r", "ann", "cut", None, "cut")
+    deadline = time.monotonic() + 10
+    while admin.info("clients")["blocked_clients"] != 1:
+        if time.monotonic() > deadline:
+            raise SystemExit("the publish was not held")
+        gevent.sleep(0.005)
+    cut.kill()
+finally:
+    admin.client_unpause()
+stored = threading.Event()
+publisher.send(backend, record, "r", "ann", "later", None, "later", on_stored=lambda row: stored.set())
+if not stored.wait(10):
+    raise SystemExit("the later message was not stored")
+record.close()
+backend.close()
+"""
+
+
+def test_a_publish_interrupted_on_its_way_keeps_its_claim(clean_redis_url, path):
+    """Under gevent, a greenlet killed while Redis holds its publish (which may still run) leaves its cid claimed."""
+    finished = subprocess.run(
+        [sys.executable, "-c", CUT, clean_redis_url, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert claim_of(path, "r", "cut") == (None,)
+    assert claim_of(path, "r", "later") is not None

@@ -117,8 +117,7 @@ class Groups:
                 deadline = time.monotonic() + self._wait
 
     def _withdraw(self, room: str, queue: deque[Slot], slot: Slot) -> None:
-        """Take back a slot whose publisher stopped: out of the queue if still in it, and the room to the next
-        if it held the lead (or had just been handed it)."""
+        """Take back a stopped publisher's slot, and hand the room on if the slot led or had just been told to."""
         with self._lock:
             if slot.step is Step.DONE or slot not in queue:
                 # Answered, or taken into a group on its way, whose sender answers it.
@@ -126,7 +125,6 @@ class Groups:
             queue.remove(slot)
             leading = slot.step is Step.LEADING
             slot.step = Step.DONE
-            slot.error = Unavailable("publishing was interrupted")
             following = self._hand_locked(room, queue) if leading else None
         if following is not None and following.woken is not None:
             following.woken.set()
