@@ -120,9 +120,11 @@ def _close_on(stopping, chats):
 
 def worker_exit(server, worker):
     """Wait for the connections to close and the fan-out thread to stop."""
-    stopping, closer = worker.chat_shutdown
-    stopping.set()
-    closer.join(timeout=graceful_timeout)
+    # A worker that failed to boot never got as far as post_worker_init.
+    if hasattr(worker, "chat_shutdown"):
+        stopping, closer = worker.chat_shutdown
+        stopping.set()
+        closer.join(timeout=graceful_timeout)
     # Thawed, what start-up froze is collected while the interpreter is still whole, not torn down
     # piecemeal with its modules (a logging handler's finaliser would then find gevent half gone).
     gc.unfreeze()

@@ -54,7 +54,7 @@ class Chat:
         backend = backends.create(settings["BACKEND_URL"], settings)
         record = store.create(settings["STORE_URL"], settings, app.instance_path)
         hub = Hub(backend, settings, metrics, moderate=self._moderate, store=record)
-        mount = app.extensions["chat"] = Mount(settings, hub, metrics, self._identity)
+        mount = app.extensions["chat"] = Mount(settings, hub, metrics, self._identity, self._identifies)
         register(mount)
         self._mounts.append(mount)
         prefix = self.url_prefix or None
@@ -92,6 +92,9 @@ class Chat:
 
     def _identity(self) -> Any:
         return None if self._identify is None else self._identify()
+
+    def _identifies(self) -> bool:
+        return self._identify is not None
 
     def _moderate(self, conn: Connection, text: str) -> str | None:
         hook = self._on_message

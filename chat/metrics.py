@@ -52,6 +52,10 @@ class Metrics:
         self.events = Counter(
             "chat_events", "Slow-client closes and rate-limit hits", ["kind"], registry=registry
         )
+        self.handshakes = Counter(
+            "chat_handshakes", "WebSocket handshakes answered, by the worker itself or through Flask", ["by"],
+            registry=registry,
+        )
         self.closes = Counter("chat_closes", "Closed connections by close code", ["code"], registry=registry)
         self.fanout = Histogram(
             "chat_fanout_seconds", "Time to hand one batch to every local connection",

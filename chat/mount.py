@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
@@ -21,12 +22,21 @@ PAGE_LIMIT = 200
 class Mount:
     """Hold one app's chat, and publish, read and sign out through it."""
 
-    def __init__(self, settings: dict[str, Any], hub: Hub, metrics: Metrics, identify: identity.Identify) -> None:
+    def __init__(
+        self, settings: dict[str, Any], hub: Hub, metrics: Metrics, identify: identity.Identify,
+        identifies: Callable[[], bool],
+    ) -> None:
         self.settings = settings
         self.hub = hub
         self.metrics = metrics
         self.receipts = Receipts(ttl=settings["IDEMPOTENCY_TTL"])
         self._identify = identify
+        self._identifies = identifies
+
+    @property
+    def native(self) -> bool:
+        """Tell whether knowing who a client is needs nothing of Flask's request (no identify callback reads it)."""
+        return not self._identifies()
 
     def identity(self, token: str | None = None) -> identity.Identity | None:
         """Return who the current request is, from token if given, else from the host's callback."""

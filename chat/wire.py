@@ -26,7 +26,7 @@ from typing import Any
 
 import simple_websocket
 from wsproto import ConnectionState, WSConnection
-from wsproto.connection import Connection
+from wsproto.connection import Connection, ConnectionType
 
 TESTED_VERSIONS = {"simple-websocket": "1.1.0", "wsproto": "1.3.2", "flask-sock": "0.7.0"}
 PING = b"\x89\x00"
@@ -105,6 +105,13 @@ def take_over(ws: simple_websocket.Server) -> tuple[Any, Connection]:
     return sock, protocol
 
 
+def server_protocol() -> Connection:
+    """Return the wsproto state of a server connection whose handshake was answered without wsproto."""
+    protocol = Connection(ConnectionType.SERVER)
+    protocol._events = NO_EVENTS
+    return protocol
+
+
 def detach(ws: simple_websocket.Server, sock: Any) -> Any | None:
     """Return a socket object of the route's own for sock's connection, or None where the server keeps it.
 
@@ -116,6 +123,11 @@ def detach(ws: simple_websocket.Server, sock: Any) -> Any | None:
     """
     if ws.mode != "gunicorn":
         return None
+    return take(sock)
+
+
+def take(sock: Any) -> Any:
+    """Return a socket object of the caller's own for sock's connection, leaving sock closed to it."""
     return type(sock)(fileno=sock.detach())
 
 

@@ -12,6 +12,14 @@ answered 408 and closed; headers over ``HEAD_LIMIT`` bytes get 431.
 gevent's worker already waits for headers under a ``gevent.Timeout``;
 ``GeventWorker`` only makes that timeout ``CHAT_HEADER_TIMEOUT``.
 
+Both answer a plain WebSocket handshake to the chat's path themselves when
+nothing would see the difference (``native_route``: no access log, request
+hook or middleware would run for it; see ``chat.upgrade``), and serve the
+client on a thread or greenlet of its own from there.  ``ThreadWorker`` does
+it straight from its event loop, with the head it has read: no pool thread,
+no gunicorn parser, no Flask request.  Every other request goes through
+gunicorn and Flask as before.
+
 gunicorn.conf.py puts these in place of the stock classes, so ``-k gthread``
 and ``-k gevent`` get them too.  They use gunicorn internals, checked by
 ``check()`` when a worker starts; the gunicorn version is pinned.
@@ -22,15 +30,21 @@ from __future__ import annotations
 import errno
 import inspect
 import itertools
+import logging
+import queue
 import selectors
 import socket
+import threading
 import time
 from collections import deque
 from functools import partial
+from typing import Any
 
 from gunicorn.workers import gthread
 
-from . import config
+from . import config, upgrade, wire, ws
+
+log = logging.getLogger(__name__)
 
 #: Largest request head read in the event loop; a bigger one gets 431.
 HEAD_LIMIT = 64 * 1024
@@ -56,6 +70,81 @@ def check() -> None:
             raise RuntimeError(f"gunicorn's gthread.TConn.{name} is gone: chat.worker needs it")
     if list(inspect.signature(gthread.TConn).parameters) != ["cfg", "sock", "client", "server"]:
         raise RuntimeError("gunicorn's gthread.TConn() changed: chat.worker needs (cfg, sock, client, server)")
+    check_hooks()
+
+
+def check_hooks() -> None:
+    """Raise RuntimeError if gunicorn's settings no longer tell a default request hook from one that was set."""
+    from gunicorn.config import Config
+
+    for hook in ("pre_request", "post_request"):
+        setting = Config().settings.get(hook)
+        if setting is None or not callable(getattr(setting, "default", None)) or setting.value is not setting.default:
+            raise RuntimeError(f"gunicorn's {hook} setting changed: chat.worker needs its value and default")
+
+
+def native_route(worker: Any) -> ws.Route | None:
+    """Return the chat route whose handshakes worker may answer itself, or None if gunicorn and Flask must see them.
+
+    gunicorn must see a request it would hand to a pre_request or
+    post_request hook (it writes no access-log line for a WebSocket either
+    way); Flask must see one its app would treat otherwise
+    (``ws.native_route``).  Which it is, and why, is logged.
+    """
+    cfg = worker.cfg
+    try:
+        for hook in ("pre_request", "post_request"):
+            setting = cfg.settings[hook]
+            if setting.value is not setting.default:
+                raise ws.Unfit(f"gunicorn has a {hook} hook")
+        route = ws.native_route(worker.wsgi)
+    except ws.Unfit as unfit:
+        log.info("WebSocket handshakes go through Flask: %s", unfit)
+        return None
+    log.info("WebSocket handshakes to %s are answered by the worker", route.path)
+    return route
+
+
+def counted(worker: Any) -> None:
+    """Count an answered handshake towards max_requests, as gunicorn counts every request."""
+    worker.nr += 1
+    if worker.nr >= worker.max_requests and worker.alive:
+        worker.log.info("Autorestarting worker after current request.")
+        worker.alive = False
+
+
+class Starter:
+    """Start a thread for each handshake the event loop answers, so that the loop never waits for one to start.
+
+    ``threading.Thread.start`` waits until the new thread runs, which, with
+    many threads about, costs the caller more than the rest of a join.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[ws.Route, socket.socket, upgrade.Upgrade] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="chat-starter")
+
+    def start(self) -> None:
+        """Start starting threads."""
+        self._thread.start()
+
+    def serve(self, route: ws.Route, sock: socket.socket, up: upgrade.Upgrade) -> None:
+        """Answer up and serve its client on a new thread of its own."""
+        self._jobs.put((route, sock, up))
+
+    def stop(self) -> None:
+        """Start the threads already asked for, then stop."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            route, sock, up = job
+            try:
+                threading.Thread(target=ws.answer, args=job, name=f"chat-{up.peer}", daemon=True).start()
+            except RuntimeError:
+                log.exception("no thread for a connection from %s: closed", up.peer)
+                sock.close()
 
 
 def header_timeout() -> float:
@@ -79,7 +168,17 @@ class ThreadWorker(gthread.ThreadWorker):
         self._heads: dict[int, tuple[gthread.TConn, bytearray]] = {}
         self._deadlines: deque[tuple[float, int]] = deque()
         self._tickets = itertools.count()
+        self._limits = upgrade.Limits.of(self.cfg)
+        self._starter = Starter()
         super().init_process()
+
+    def run(self) -> None:
+        self._route = native_route(self)
+        self._starter.start()
+        try:
+            super().run()
+        finally:
+            self._starter.stop()
 
     def accept(self, listener: socket.socket) -> None:
         """Accept a connection and wait for its request head without a thread."""
@@ -120,10 +219,37 @@ class ThreadWorker(gthread.ThreadWorker):
         head += data
         if head.find(b"\r\n\r\n", start) >= 0 or head.find(b"\n\n", start) >= 0:
             self._forget(ticket)
+            if self._answer(conn, bytes(head)):
+                return
             future = self.tpool.submit(self._serve, conn, bytes(head))
             future.add_done_callback(lambda done: self.method_queue.defer(self.finish_request, conn, done))
         elif len(head) > HEAD_LIMIT:
             self._drop(ticket, TOO_LARGE)
+
+    def _answer(self, conn: gthread.TConn, head: bytes) -> bool:
+        """Take a plain handshake to the chat from gunicorn and answer it on a thread of its own; False if not one."""
+        route = self._route
+        if route is None or not isinstance(conn.client, tuple):
+            return False
+        peer = conn.client[0]
+        secure = self._secure(peer)
+        up = None if secure is None else upgrade.parse(head, peer, route.path, self._limits, secure)
+        if up is None or not route.takes(up):
+            return False
+        self.nr_conns -= 1
+        counted(self)
+        conn.sock.setblocking(True)
+        self._starter.serve(route, conn.sock, up)
+        return True
+
+    def _secure(self, peer: str) -> dict[str, str] | None:
+        """Return the scheme headers gunicorn would read from peer, or None if that takes gunicorn to tell."""
+        allowed = self.cfg.forwarded_allow_ips
+        if "*" in allowed or peer in allowed:
+            return self.cfg.secure_scheme_headers
+        if any("/" in entry for entry in allowed):
+            return None
+        return {}
 
     def _serve(self, conn: gthread.TConn, head: bytes) -> bool:
         """Serve one request whose head was read already; runs in a pool thread."""
@@ -160,17 +286,48 @@ class ThreadWorker(gthread.ThreadWorker):
         conn.close()
 
 
+def check_gevent() -> None:
+    """Raise RuntimeError if gunicorn's gevent worker no longer works the way GeventWorker needs."""
+    from gunicorn.workers import base_async, ggevent
+
+    check_hooks()
+    method = getattr(ggevent.GeventWorker, "handle_request", None)
+    if method is None or list(inspect.signature(method).parameters)[1:] != ["listener_name", "req", "sock", "addr"]:
+        raise RuntimeError(
+            "gunicorn's GeventWorker.handle_request changed: chat.worker needs (listener_name, req, sock, addr)"
+        )
+    if "except StopIteration" not in inspect.getsource(base_async.AsyncWorker.handle):
+        raise RuntimeError("gunicorn's AsyncWorker.handle no longer ends a connection on StopIteration")
+
+
 def gevent_worker() -> type:
     """Return gunicorn's gevent worker class with CHAT_HEADER_TIMEOUT as its request-head deadline."""
     import gevent
     from gunicorn.workers import ggevent
 
     class GeventWorker(ggevent.GeventWorker):
-        """gunicorn's gevent worker, waiting CHAT_HEADER_TIMEOUT for each request head."""
+        """gunicorn's gevent worker, with CHAT_HEADER_TIMEOUT for each request head, answering plain handshakes."""
 
         def init_process(self) -> None:
+            check_gevent()
             self.header_timeout = header_timeout()
             super().init_process()
+
+        def run(self) -> None:
+            self._route = native_route(self)
+            super().run()
+
+        def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+            route = self._route
+            up = None
+            if route is not None and isinstance(addr, tuple):
+                up = upgrade.from_request(req, addr[0], route.path)
+            if up is None or not route.takes(up):
+                return super().handle_request(listener_name, req, sock, addr)
+            counted(self)
+            gevent.spawn_raw(ws.answer, route, wire.take(sock), up)
+            # gunicorn's handle() then closes the socket object it has, which no longer refers to the connection.
+            raise StopIteration()
 
         def timeout_ctx(self) -> gevent.Timeout:
             return gevent.Timeout(self.header_timeout, False)

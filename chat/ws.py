@@ -3,7 +3,10 @@
 Under gunicorn the route returns once the client is admitted, so that what
 the request held (environ, parser, Flask's contexts) is freed, and the
 connection lives on with only what it needs; under the development server
-it is served on the request's thread.
+it is served on the request's thread.  The chat's own gunicorn workers skip
+the route altogether for a plain handshake when nothing in the app would see
+the difference (``native_route``): they hand it to ``answer``, which admits
+and serves the client the same way (``admit``, ``serve``).
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ import logging
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Flask, Request, abort, current_app, request
+from flask import Blueprint, Flask, abort, current_app, request, request_finished, request_started, request_tearing_down
 from flask_sock import Sock
+from werkzeug.exceptions import HTTPException
 from wsproto.connection import Connection as Protocol
 from wsproto.utilities import RemoteProtocolError
 
-from . import identity, protocol, wire
+from . import identity, protocol, upgrade, wire
 from .backends import Unavailable
 from .connection import CLOSE_WAIT, INTERNAL, POLICY, TRY_AGAIN, Connection
 from .mount import Mount, state
@@ -31,6 +36,12 @@ log = logging.getLogger(__name__)
 #: How long a refused client may take to answer the close frame: short, since
 #: a burst of refusals must not hold the threads kept for other requests.
 REFUSE_WAIT = 0.5
+
+#: A handshake's query parameters: Flask's request.args, or what upgrade.Upgrade.args found.
+Args = Mapping[str, str]
+#: A handshake's headers, looked up by lower-case name: Flask's request.headers, or an Upgrade's.
+Headers = Mapping[str, str]
+
 
 bp = Blueprint("chat_ws", __name__)
 sock = Sock()
@@ -49,68 +60,45 @@ def check_handshake() -> None:
     if request.headers.get("Sec-WebSocket-Version") != "13" or not request.headers.get("Sec-WebSocket-Key"):
         abort(400, description="a WebSocket handshake needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13")
     origin = request.headers.get("Origin")
-    if origin is not None and not origin_allowed(origin, request, settings):
-        log.info("refused origin %s from %s", origin, remote_address(request, settings["TRUST_PROXY"]))
+    if origin is not None and not origin_allowed(origin, request.scheme, request.headers, settings):
+        log.info("refused origin %s from %s", origin, remote_address(request.headers, request.remote_addr, settings))
         abort(403, description=f"origin {origin} is not allowed")
     if not settings["COMPRESSION"]:
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
-def origin_allowed(origin: str, req: Request, settings: dict) -> bool:
+def origin_allowed(origin: str, scheme: str, headers: Headers, settings: dict) -> bool:
     """Tell whether a page from origin may open a WebSocket here."""
     allowed = settings["ALLOWED_ORIGINS"]
     origin = origin.rstrip("/").lower()
     if "*" in allowed or origin in allowed:
         return True
-    scheme, host = req.scheme, req.headers.get("Host", "")
+    host = headers.get("host", "")
     if settings["TRUST_PROXY"]:
-        scheme = req.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
-        host = req.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+        scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
+        host = headers.get("x-forwarded-host", host).split(",")[0].strip()
     return origin == f"{scheme}://{host}".lower()
 
 
-def remote_address(req: Request, trust_proxy: bool) -> str:
+def remote_address(headers: Headers, peer: str | None, settings: dict) -> str:
     """Return the client's address, from X-Forwarded-For only behind a trusted proxy."""
-    forwarded = req.headers.get("X-Forwarded-For") if trust_proxy else None
+    forwarded = headers.get("x-forwarded-for") if settings["TRUST_PROXY"] else None
     if forwarded:
         return forwarded.split(",")[-1].strip()
-    return req.remote_addr or "unknown"
+    return peer or "unknown"
 
 
 @sock.route("/ws", bp=bp)
 def chat_socket(ws: object) -> None:
     """Check one chat client's handshake and admit it, then serve it until it leaves."""
     chat = state()
-    settings = chat.settings
     raw, ws_protocol = wire.take_over(ws)
-    address = remote_address(request, settings["TRUST_PROXY"])
-    try:
-        room = protocol.room(request.args.get("room"))
-        since = protocol.since(request.args.get("since"))
-        version = protocol.version(request.args.get("v"))
-        who = chat.identity(request.args.get("token"))
-        identity.authorize(who, room, settings["ANONYMOUS"])
-        # An identified connection is named by its identity, whatever the query says.
-        name = who.name if who is not None else protocol.name(request.args.get("name"))
-    except protocol.ProtocolError as exc:
-        refuse(chat, raw, POLICY, str(exc))
+    chat.metrics.handshakes.labels("flask").inc()
+    address = remote_address(request.headers, request.remote_addr, chat.settings)
+    admitted = admit(chat, raw, request.args, address)
+    if admitted is None:
         return
-    except identity.Refusal as refused:
-        log.info("refused %s: %s", address, refused.reason)
-        refuse(chat, raw, refused.code, refused.reason)
-        return
-    except Exception:
-        log.exception("identifying %s failed", address)
-        refuse(chat, raw, INTERNAL, "internal error")
-        return
-    user = who.id if who is not None else None
-    refusal = chat.hub.admit(address)
-    if refusal is not None:
-        log.info("refused %s: %s", address, refusal[1])
-        refuse(chat, raw, *refusal)
-        return
-    log.info("connect %s room=%s user=%s", address, room, user)
-    details = {"room": room, "name": name, "user": user, "remote": address, "version": version}
+    since, details = admitted
     app = current_app._get_current_object()
     own = None
     try:
@@ -124,6 +112,121 @@ def chat_socket(ws: object) -> None:
             own.close()
         raise
     serve(chat, app, raw, ws_protocol, since, details)
+
+
+def answer(route: Route, raw: socket.socket, up: upgrade.Upgrade) -> None:
+    """Answer a handshake the worker took itself (see native_route), then serve the client on this thread."""
+    chat = route.chat
+    chat.metrics.handshakes.labels("worker").inc()
+    admitted = None
+    try:
+        raw.sendall(up.accept())
+        admitted = admit(chat, raw, up.args, remote_address(up.headers, up.peer, chat.settings))
+    except OSError:
+        pass
+    finally:
+        if admitted is None:
+            raw.close()
+    if admitted is not None:
+        serve(chat, route.app, raw, wire.server_protocol(), *admitted, True)
+
+
+def admit(chat: Mount, raw: socket.socket, args: Args, address: str) -> tuple[int | None, dict[str, Any]] | None:
+    """Check a handshaken client's query and identity and reserve its place; None once it has been refused."""
+    settings = chat.settings
+    try:
+        room = protocol.room(args.get("room"))
+        since = protocol.since(args.get("since"))
+        version = protocol.version(args.get("v"))
+        who = chat.identity(args.get("token"))
+        identity.authorize(who, room, settings["ANONYMOUS"])
+        # An identified connection is named by its identity, whatever the query says.
+        name = who.name if who is not None else protocol.name(args.get("name"))
+    except protocol.ProtocolError as exc:
+        refuse(chat, raw, POLICY, str(exc))
+        return None
+    except identity.Refusal as refused:
+        log.info("refused %s: %s", address, refused.reason)
+        refuse(chat, raw, refused.code, refused.reason)
+        return None
+    except Exception:
+        log.exception("identifying %s failed", address)
+        refuse(chat, raw, INTERNAL, "internal error")
+        return None
+    user = who.id if who is not None else None
+    refusal = chat.hub.admit(address)
+    if refusal is not None:
+        log.info("refused %s: %s", address, refusal[1])
+        refuse(chat, raw, *refusal)
+        return None
+    log.info("connect %s room=%s user=%s", address, room, user)
+    return since, {"room": room, "name": name, "user": user, "remote": address, "version": version}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A chat whose WebSocket handshakes a worker may answer itself: its app, path and mount."""
+
+    app: Flask
+    path: str
+    chat: Mount
+
+    def takes(self, up: upgrade.Upgrade) -> bool:
+        """Tell whether the Flask route would accept up's handshake (the rest is admit's)."""
+        origin = up.headers.get("origin")
+        return origin is None or origin_allowed(origin, up.scheme, up.headers, self.chat.settings)
+
+
+class Unfit(Exception):
+    """Why a worker must leave a chat's WebSocket handshakes to Flask."""
+
+
+def native_route(wsgi: Any) -> Route:
+    """Return the chat route a worker serving wsgi may answer itself; raise Unfit where Flask must see every request.
+
+    That is the standalone app's case and any app like it: the WSGI object is
+    the Flask app itself (no middleware around it), the chat's WebSocket route
+    is the one Flask would pick for its path, no request hook, signal or
+    identify callback would run for it, and the chat does not compress.
+    """
+    if not isinstance(wsgi, Flask):
+        raise Unfit(f"the WSGI app is a {type(wsgi).__name__}, not a Flask app")
+    kind = type(wsgi)
+    if "wsgi_app" in vars(wsgi) or kind.wsgi_app is not Flask.wsgi_app or kind.__call__ is not Flask.__call__:
+        raise Unfit("the Flask app's wsgi_app is wrapped (middleware) or overridden")
+    chat = wsgi.extensions.get("chat")
+    if not isinstance(chat, Mount):
+        raise Unfit("the Flask app has no chat")
+    if not chat.native:
+        raise Unfit("the chat has an identify callback, which reads Flask's request")
+    if chat.settings["COMPRESSION"]:
+        raise Unfit("the chat compresses (CHAT_COMPRESSION)")
+    if wsgi.config["SERVER_NAME"] or wsgi.url_map.host_matching or wsgi.subdomain_matching:
+        raise Unfit("the app matches routes by host (SERVER_NAME, host or subdomain matching)")
+    if any(receivers(signal, wsgi) for signal in (request_started, request_finished, request_tearing_down)):
+        raise Unfit("something listens to Flask's request signals")
+    mine = [rule for rule in wsgi.url_map.iter_rules() if rule.websocket and rule.endpoint.startswith(f"{bp.name}.")]
+    rule = mine[0] if len(mine) == 1 and not mine[0].arguments else None
+    try:
+        picked = rule is not None and wsgi.url_map.bind("localhost").match(rule.rule, "GET", websocket=True)
+    except HTTPException:
+        picked = False
+    if not picked or picked[0] != rule.endpoint:
+        raise Unfit("the chat's WebSocket route is not the one Flask picks for its path")
+    hooks = {
+        "before_request": wsgi.before_request_funcs, "after_request": wsgi.after_request_funcs,
+        "teardown_request": wsgi.teardown_request_funcs, "url_value_preprocessor": wsgi.url_value_preprocessors,
+    }
+    for kind, functions in hooks.items():
+        for scope in (None, bp.name):
+            if any(function is not check_handshake for function in functions.get(scope, ())):
+                raise Unfit(f"a {kind} hook would run for it")
+    return Route(wsgi, rule.rule, chat)
+
+
+def receivers(signal: Any, sender: Any) -> bool:
+    """Tell whether anything listens to a Flask signal sent by sender."""
+    return bool(signal.receivers) and any(True for _ in signal.receivers_for(sender))
 
 
 def serve(
