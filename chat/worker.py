@@ -121,16 +121,16 @@ class Starter:
     """
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[ws.Route, socket.socket, upgrade.Upgrade] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[ws.Answer | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="chat-starter")
 
     def start(self) -> None:
         """Start starting threads."""
         self._thread.start()
 
-    def serve(self, route: ws.Route, sock: socket.socket, up: upgrade.Upgrade) -> None:
-        """Answer up and serve its client on a new thread of its own."""
-        self._jobs.put((route, sock, up))
+    def serve(self, answer: ws.Answer) -> None:
+        """Answer a handshake and serve its client on a new thread of its own."""
+        self._jobs.put(answer)
 
     def stop(self) -> None:
         """Start the threads already asked for, then stop."""
@@ -138,13 +138,13 @@ class Starter:
         self._thread.join()
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            route, sock, up = job
+        while (answer := self._jobs.get()) is not None:
+            peer = answer.up.peer
             try:
-                threading.Thread(target=ws.answer, args=job, name=f"chat-{up.peer}", daemon=True).start()
+                threading.Thread(target=answer, name=f"chat-{peer}", daemon=True).start()
             except RuntimeError:
-                log.exception("no thread for a connection from %s: closed", up.peer)
-                sock.close()
+                log.exception("no thread for a connection from %s: closed", peer)
+                answer.raw.close()
 
 
 def header_timeout() -> float:
@@ -239,7 +239,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self.nr_conns -= 1
         counted(self)
         conn.sock.setblocking(True)
-        self._starter.serve(route, conn.sock, up)
+        self._starter.serve(ws.Answer(route, conn.sock, up))
         return True
 
     def _secure(self, peer: str) -> dict[str, str] | None:
@@ -325,7 +325,7 @@ def gevent_worker() -> type:
             if up is None or not route.takes(up):
                 return super().handle_request(listener_name, req, sock, addr)
             counted(self)
-            gevent.spawn_raw(ws.answer, route, wire.take(sock), up)
+            gevent.spawn_raw(ws.Answer(route, wire.take(sock), up))
             # gunicorn's handle() then closes the socket object it has, which no longer refers to the connection.
             raise StopIteration()
 

@@ -5,7 +5,7 @@ the request held (environ, parser, Flask's contexts) is freed, and the
 connection lives on with only what it needs; under the development server
 it is served on the request's thread.  The chat's own gunicorn workers skip
 the route altogether for a plain handshake when nothing in the app would see
-the difference (``native_route``): they hand it to ``answer``, which admits
+the difference (``native_route``): they hand it to an ``Answer``, which admits
 and serves the client the same way (``admit``, ``serve``).
 """
 
@@ -114,21 +114,34 @@ def chat_socket(ws: object) -> None:
     serve(chat, app, raw, ws_protocol, since, details)
 
 
-def answer(route: Route, raw: socket.socket, up: upgrade.Upgrade) -> None:
-    """Answer a handshake the worker took itself (see native_route), then serve the client on this thread."""
-    chat = route.chat
-    chat.metrics.handshakes.labels("worker").inc()
-    admitted = None
-    try:
-        raw.sendall(up.accept())
-        admitted = admit(chat, raw, up.args, remote_address(up.headers, up.peer, chat.settings))
-    except OSError:
-        pass
-    finally:
-        if admitted is None:
-            raw.close()
-    if admitted is not None:
-        serve(chat, route.app, raw, wire.server_protocol(), *admitted, True)
+class Answer:
+    """Answer a handshake the worker took itself (see native_route), then serve the client, when called.
+
+    Called once, on the client's own thread or greenlet; the handshake is let
+    go once answered, so that the connection does not keep its headers.
+    """
+
+    __slots__ = ("route", "raw", "up")
+
+    def __init__(self, route: Route, raw: socket.socket, up: upgrade.Upgrade) -> None:
+        self.route, self.raw, self.up = route, raw, up
+
+    def __call__(self) -> None:
+        chat, raw, up = self.route.chat, self.raw, self.up
+        self.up = None
+        chat.metrics.handshakes.labels("worker").inc()
+        admitted = None
+        try:
+            raw.sendall(up.accept())
+            admitted = admit(chat, raw, up.args, remote_address(up.headers, up.peer, chat.settings))
+        except OSError:
+            pass
+        finally:
+            del up
+            if admitted is None:
+                raw.close()
+        if admitted is not None:
+            serve(chat, self.route.app, raw, wire.server_protocol(), *admitted, True)
 
 
 def admit(chat: Mount, raw: socket.socket, args: Args, address: str) -> tuple[int | None, dict[str, Any]] | None:
