@@ -22,14 +22,20 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import werkzeug.urls  # noqa: F401  (registers the "werkzeug.url_quote" codec error handler request.args uses)
+from werkzeug.sansio.utils import host_is_trusted
 
 #: What RFC 6455 appends to the client's key before hashing it.
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: The answer h11 and wsproto give an accepted handshake, byte for byte, less the accept token.
 SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
 
+#: gunicorn's own bounds on its request-line and header-count limits.
+MOST_LINE, MOST_FIELDS = 8190, 32768
+
 #: Printable ASCII, tabs and line ends: anything else is left to gunicorn's checks.
 PLAIN = re.compile(rb"[\t\r\n\x20-\x7e]*")
+#: A header value of printable ASCII and tabs.
+VALUE = re.compile(r"[\t\x20-\x7e]*")
 #: An HTTP header name without underscores (gunicorn treats those specially).
 NAME = re.compile(r"[!#$%&'*+\-.^`|~0-9A-Za-z]+")
 #: An origin-form request target with no fragment.
@@ -49,8 +55,13 @@ class Limits:
 
     @classmethod
     def of(cls, cfg: Any) -> Limits:
-        """Return the limits of a gunicorn configuration (0 meaning none, as in gunicorn)."""
-        return cls(cfg.limit_request_line or 1 << 30, cfg.limit_request_fields, cfg.limit_request_field_size or 1 << 30)
+        """Return the limits gunicorn applies for a configuration, read as gunicorn reads them."""
+        line = cfg.limit_request_line
+        line = MOST_LINE if line < 0 or line >= MOST_LINE else line or 1 << 20
+        fields = cfg.limit_request_fields
+        fields = MOST_FIELDS if fields <= 0 or fields > MOST_FIELDS else fields
+        size = cfg.limit_request_field_size
+        return cls(line, fields, size if size > 0 else MOST_LINE)
 
 
 @dataclass(slots=True)
@@ -108,8 +119,9 @@ def parse(head: bytes, peer: str, path: str, limits: Limits, secure: dict[str, s
         if name in headers:
             return None
         headers[name] = value.strip(" \t")
+    # gunicorn looks each header up by its upper-case name: a key in another case never matches.
     schemes = {"https" if headers[name.lower()] == value else "http" for name, value in secure.items()
-               if name.lower() in headers}
+               if name.isupper() and name.lower() in headers}
     if len(schemes) > 1:
         return None
     return checked(Upgrade(where, query, headers, peer, schemes.pop() if schemes else "http"))
@@ -122,7 +134,7 @@ def from_request(req: Any, peer: str, path: str) -> Upgrade | None:
     headers: dict[str, str] = {}
     for name, value in req.headers:
         name = name.lower()
-        if name in headers or "_" in name:
+        if name in headers or "_" in name or not VALUE.fullmatch(value):
             return None
         headers[name] = value
     return checked(Upgrade(path, req.query, headers, peer, req.scheme))
@@ -137,4 +149,17 @@ def checked(up: Upgrade) -> Upgrade | None:
         return None
     if not any(token.strip(" \t") == "upgrade" for token in headers.get("connection", "").lower().split(",")):
         return None
-    return up
+    return up if plain_host(headers["host"], up.scheme) else None
+
+
+def plain_host(host: str, scheme: str) -> bool:
+    """Tell whether werkzeug takes host as it is (its characters, and IDNA for routing) and wsproto decodes it."""
+    named = host.removesuffix(":443" if scheme == "https" else ":80")
+    if not host_is_trusted(named):
+        return False
+    try:
+        named.lower().encode("idna")
+        host.encode("ascii").decode("idna")
+    except UnicodeError:
+        return False
+    return True

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import errno
 import inspect
+import ipaddress
 import itertools
 import logging
+import os
 import queue
 import selectors
 import socket
@@ -97,12 +99,34 @@ def native_route(worker: Any) -> ws.Route | None:
             setting = cfg.settings[hook]
             if setting.value is not setting.default:
                 raise ws.Unfit(f"gunicorn has a {hook} hook")
+        if cfg.proxy_protocol != "off" or cfg.protocol != "http" or cfg.http2_cleartext != "off":
+            raise ws.Unfit("gunicorn speaks more than plain HTTP/1 here (PROXY protocol, uwsgi or h2c)")
+        if os.environ.get("SCRIPT_NAME"):
+            raise ws.Unfit("SCRIPT_NAME is set: gunicorn maps every path under it")
         route = ws.native_route(worker.wsgi)
     except ws.Unfit as unfit:
         log.info("WebSocket handshakes go through Flask: %s", unfit)
         return None
     log.info("WebSocket handshakes to %s are answered by the worker", route.path)
     return route
+
+
+def forwarders(cfg: Any) -> list[Any]:
+    """Return forwarded_allow_ips as gunicorn reads it: "*", or the networks whose peers may set scheme headers."""
+    if "*" in cfg.forwarded_allow_ips:
+        return ["*"]
+    return [ipaddress.ip_network(entry) for entry in cfg.forwarded_allow_ips]
+
+
+def secure_headers(cfg: Any, allowed: list[Any], peer: str) -> dict[str, str]:
+    """Return the scheme headers gunicorn lets peer set: all of them from forwarded_allow_ips, else none."""
+    if "*" in allowed:
+        return cfg.secure_scheme_headers
+    try:
+        ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return {}
+    return cfg.secure_scheme_headers if any(ip in network for network in allowed) else {}
 
 
 def counted(worker: Any) -> None:
@@ -139,12 +163,11 @@ class Starter:
 
     def _run(self) -> None:
         while (answer := self._jobs.get()) is not None:
-            peer = answer.up.peer
             try:
-                threading.Thread(target=answer, name=f"chat-{peer}", daemon=True).start()
-            except RuntimeError:
-                log.exception("no thread for a connection from %s: closed", peer)
-                answer.raw.close()
+                threading.Thread(target=answer, name=f"chat-{answer.address}", daemon=True).start()
+            except Exception:
+                log.exception("no thread for a connection from %s: closed", answer.address)
+                answer.abandon()
 
 
 def header_timeout() -> float:
@@ -169,6 +192,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self._deadlines: deque[tuple[float, int]] = deque()
         self._tickets = itertools.count()
         self._limits = upgrade.Limits.of(self.cfg)
+        self._forwarders = forwarders(self.cfg)
         self._starter = Starter()
         super().init_process()
 
@@ -232,24 +256,16 @@ class ThreadWorker(gthread.ThreadWorker):
         if route is None or not isinstance(conn.client, tuple):
             return False
         peer = conn.client[0]
-        secure = self._secure(peer)
-        up = None if secure is None else upgrade.parse(head, peer, route.path, self._limits, secure)
-        if up is None or not route.takes(up):
+        up = upgrade.parse(head, peer, route.path, self._limits, secure_headers(self.cfg, self._forwarders, peer))
+        address = None if up is None else route.admit(up)
+        if address is None:
             return False
+        # The connection leaves gunicorn: the hub's place it holds now bounds it, as it bounds every connection.
         self.nr_conns -= 1
         counted(self)
         conn.sock.setblocking(True)
-        self._starter.serve(ws.Answer(route, conn.sock, up))
+        self._starter.serve(ws.Answer(route, conn.sock, up, address))
         return True
-
-    def _secure(self, peer: str) -> dict[str, str] | None:
-        """Return the scheme headers gunicorn would read from peer, or None if that takes gunicorn to tell."""
-        allowed = self.cfg.forwarded_allow_ips
-        if "*" in allowed or peer in allowed:
-            return self.cfg.secure_scheme_headers
-        if any("/" in entry for entry in allowed):
-            return None
-        return {}
 
     def _serve(self, conn: gthread.TConn, head: bytes) -> bool:
         """Serve one request whose head was read already; runs in a pool thread."""
@@ -319,13 +335,18 @@ def gevent_worker() -> type:
 
         def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
             route = self._route
-            up = None
+            up = address = None
             if route is not None and isinstance(addr, tuple):
                 up = upgrade.from_request(req, addr[0], route.path)
-            if up is None or not route.takes(up):
+                address = None if up is None else route.admit(up)
+            if address is None:
                 return super().handle_request(listener_name, req, sock, addr)
             counted(self)
-            gevent.spawn_raw(ws.Answer(route, wire.take(sock), up))
+            try:
+                gevent.spawn_raw(ws.Answer(route, wire.take(sock), up, address))
+            except BaseException:
+                route.chat.hub.release(address)
+                raise
             # gunicorn's handle() then closes the socket object it has, which no longer refers to the connection.
             raise StopIteration()
 

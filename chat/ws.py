@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Flask, abort, current_app, request, request_finished, request_started, request_tearing_down
+from flask import Request as FlaskRequest
+from flask.sessions import SecureCookieSessionInterface
 from flask_sock import Sock
 from werkzeug.exceptions import HTTPException
 from wsproto.connection import Connection as Protocol
@@ -117,14 +119,15 @@ def chat_socket(ws: object) -> None:
 class Answer:
     """Answer a handshake the worker took itself (see native_route), then serve the client, when called.
 
-    Called once, on the client's own thread or greenlet; the handshake is let
-    go once answered, so that the connection does not keep its headers.
+    Made once the client's place is reserved (``Route.admit``); called once, on
+    the client's own thread or greenlet.  The handshake is let go once
+    answered, so that the connection does not keep its headers.
     """
 
-    __slots__ = ("route", "raw", "up")
+    __slots__ = ("route", "raw", "up", "address")
 
-    def __init__(self, route: Route, raw: socket.socket, up: upgrade.Upgrade) -> None:
-        self.route, self.raw, self.up = route, raw, up
+    def __init__(self, route: Route, raw: socket.socket, up: upgrade.Upgrade, address: str) -> None:
+        self.route, self.raw, self.up, self.address = route, raw, up, address
 
     def __call__(self) -> None:
         chat, raw, up = self.route.chat, self.raw, self.up
@@ -132,20 +135,33 @@ class Answer:
         chat.metrics.handshakes.labels("worker").inc()
         admitted = None
         try:
+            ws_protocol = wire.server_protocol()
             raw.sendall(up.accept())
-            admitted = admit(chat, raw, up.args, remote_address(up.headers, up.peer, chat.settings))
+            admitted = admit(chat, raw, up.args, self.address, reserved=True)
         except OSError:
             pass
         finally:
             del up
             if admitted is None:
-                raw.close()
+                self.abandon()
         if admitted is not None:
-            serve(chat, self.route.app, raw, wire.server_protocol(), *admitted, True)
+            serve(chat, self.route.app, raw, ws_protocol, *admitted, True)
+
+    def abandon(self) -> None:
+        """Give back the client's place and close its socket: it will not be served."""
+        try:
+            self.raw.close()
+        finally:
+            self.route.chat.hub.release(self.address)
 
 
-def admit(chat: Mount, raw: socket.socket, args: Args, address: str) -> tuple[int | None, dict[str, Any]] | None:
-    """Check a handshaken client's query and identity and reserve its place; None once it has been refused."""
+def admit(
+    chat: Mount, raw: socket.socket, args: Args, address: str, reserved: bool = False,
+) -> tuple[int | None, dict[str, Any]] | None:
+    """Check a handshaken client's query and identity and reserve its place (unless reserved already).
+
+    Returns None once the client has been refused.
+    """
     settings = chat.settings
     try:
         room = protocol.room(args.get("room"))
@@ -167,7 +183,7 @@ def admit(chat: Mount, raw: socket.socket, args: Args, address: str) -> tuple[in
         refuse(chat, raw, INTERNAL, "internal error")
         return None
     user = who.id if who is not None else None
-    refusal = chat.hub.admit(address)
+    refusal = None if reserved else chat.hub.admit(address)
     if refusal is not None:
         log.info("refused %s: %s", address, refusal[1])
         refuse(chat, raw, *refusal)
@@ -184,29 +200,55 @@ class Route:
     path: str
     chat: Mount
 
-    def takes(self, up: upgrade.Upgrade) -> bool:
-        """Tell whether the Flask route would accept up's handshake (the rest is admit's)."""
+    def admit(self, up: upgrade.Upgrade) -> str | None:
+        """Reserve a place for up's client and return its address, if the worker may answer it.
+
+        None leaves the handshake to the Flask route: one from a foreign
+        origin, one the hub would refuse (full, too many from one address,
+        shutting down: the route refuses it with the reason), or any once an
+        identify callback came to be registered.
+        """
+        chat = self.chat
         origin = up.headers.get("origin")
-        return origin is None or origin_allowed(origin, up.scheme, up.headers, self.chat.settings)
+        if not chat.native or (origin is not None and not origin_allowed(origin, up.scheme, up.headers, chat.settings)):
+            return None
+        address = remote_address(up.headers, up.peer, chat.settings)
+        return address if chat.hub.admit(address) is None else None
 
 
 class Unfit(Exception):
     """Why a worker must leave a chat's WebSocket handshakes to Flask."""
 
 
+#: What Flask runs for a request: an app class that overrides any of these may do more than Flask would.
+REQUEST_PATH = (
+    "__call__", "wsgi_app", "request_context", "full_dispatch_request", "preprocess_request", "dispatch_request",
+    "finalize_request", "process_response", "make_response", "do_teardown_request", "handle_user_exception",
+    "handle_exception",
+)
+
+
 def native_route(wsgi: Any) -> Route:
     """Return the chat route a worker serving wsgi may answer itself; raise Unfit where Flask must see every request.
 
     That is the standalone app's case and any app like it: the WSGI object is
-    the Flask app itself (no middleware around it), the chat's WebSocket route
-    is the one Flask would pick for its path, no request hook, signal or
-    identify callback would run for it, and the chat does not compress.
+    the Flask app itself (no middleware around it, no request-handling method
+    of its own, Flask's request class and cookie sessions), the chat's
+    WebSocket route is the one Flask would pick for its path, no request hook,
+    request signal or identify callback would run for it, no host check or
+    simple-websocket option applies, and the chat does not compress.  What
+    runs per app context (teardown_appcontext functions) does not count: the
+    chat pushes app contexts of its own, and a handshake it answers needs none.
     """
     if not isinstance(wsgi, Flask):
         raise Unfit(f"the WSGI app is a {type(wsgi).__name__}, not a Flask app")
-    kind = type(wsgi)
-    if "wsgi_app" in vars(wsgi) or kind.wsgi_app is not Flask.wsgi_app or kind.__call__ is not Flask.__call__:
-        raise Unfit("the Flask app's wsgi_app is wrapped (middleware) or overridden")
+    if "wsgi_app" in vars(wsgi) or "__call__" in vars(wsgi):
+        raise Unfit("the Flask app's wsgi_app is wrapped (middleware)")
+    overridden = [name for name in REQUEST_PATH if getattr(type(wsgi), name) is not getattr(Flask, name)]
+    if overridden:
+        raise Unfit(f"the app's class overrides Flask.{overridden[0]}")
+    if wsgi.request_class is not FlaskRequest or type(wsgi.session_interface) is not SecureCookieSessionInterface:
+        raise Unfit("the app has a request class or session interface of its own")
     chat = wsgi.extensions.get("chat")
     if not isinstance(chat, Mount):
         raise Unfit("the Flask app has no chat")
@@ -214,6 +256,11 @@ def native_route(wsgi: Any) -> Route:
         raise Unfit("the chat has an identify callback, which reads Flask's request")
     if chat.settings["COMPRESSION"]:
         raise Unfit("the chat compresses (CHAT_COMPRESSION)")
+    if wsgi.config["TRUSTED_HOSTS"] is not None:
+        raise Unfit("the app checks hosts (TRUSTED_HOSTS)")
+    options = wsgi.config.get("SOCK_SERVER_OPTIONS", {})
+    if set(options) != set(wire.server_options()):
+        raise Unfit("SOCK_SERVER_OPTIONS asks simple-websocket for more (subprotocols, limits)")
     if wsgi.config["SERVER_NAME"] or wsgi.url_map.host_matching or wsgi.subdomain_matching:
         raise Unfit("the app matches routes by host (SERVER_NAME, host or subdomain matching)")
     if any(receivers(signal, wsgi) for signal in (request_started, request_finished, request_tearing_down)):
