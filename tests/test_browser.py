@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Locator, Page, WebSocketRoute, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, WebSocket, WebSocketRoute, expect, sync_playwright
 from served import under_gunicorn
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -25,6 +25,8 @@ ARGS = [
     "--disable-sync",
 ]
 DESKTOP = {"width": 1100, "height": 700}
+#: The WebSockets each page opened, in order.
+SOCKETS: dict[Page, list[WebSocket]] = {}
 PHONE = {"width": 360, "height": 640}
 # A loaded CI machine can take longer than Playwright's default of 5 s.
 expect.set_options(timeout=10_000)
@@ -57,6 +59,8 @@ def open_page(browser: Browser) -> Iterator[Opener]:
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(f"{name}: {error}"))
         page.on("dialog", lambda dialog: refuse(dialog, errors))
+        opened = SOCKETS.setdefault(page, [])
+        page.on("websocket", lambda socket: opened.append(socket))
         page.goto(base_url + "/")
         join(page, room, name)
         return page
@@ -64,6 +68,7 @@ def open_page(browser: Browser) -> Iterator[Opener]:
     yield open_
     for context in contexts:
         context.close()
+    SOCKETS.clear()
     assert errors == []
 
 
@@ -186,6 +191,10 @@ def test_offline_page_catches_up_once(make_server, open_page: Opener) -> None:
     reader = open_page(server.url, "news", "reader")
     say(reader, "first")
     expect(texts(reader)).to_have_text(["first"])
+    # The page's watchdog, which notices the dead connection, starts with the gap between two heartbeats.
+    for _ in range(2):
+        with SOCKETS[reader][-1].expect_event("framereceived", lambda frame: '"state":1' in str(frame), timeout=5_000):
+            pass
 
     # Offline emulation holds the open socket's frames instead of closing it;
     # the restart is what really drops the connection.
