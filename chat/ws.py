@@ -117,9 +117,9 @@ def chat_socket(ws: object) -> None:
 
 
 class Answer:
-    """Answer a handshake the worker took itself (see native_route), then serve the client, when called.
+    """Answer a handshake the worker took itself (see native_route), then serve the client (``run``).
 
-    Made once the client's place is reserved (``Route.admit``); called once, on
+    Made once the client's place is reserved (``Route.admit``); run once, on
     the client's own thread or greenlet.  The handshake is let go once
     answered, so that the connection does not keep its headers.
     """
@@ -129,7 +129,8 @@ class Answer:
     def __init__(self, route: Route, raw: socket.socket, up: upgrade.Upgrade, address: str) -> None:
         self.route, self.raw, self.up, self.address = route, raw, up, address
 
-    def __call__(self) -> None:
+    def run(self) -> None:
+        """Send the 101, check and admit the client as the Flask route would, and serve it until it leaves."""
         chat, raw, up = self.route.chat, self.raw, self.up
         self.up = None
         chat.metrics.handshakes.labels("worker").inc()
