@@ -62,14 +62,26 @@ def test_a_message_sent_to_either_server_reaches_both(make_server, connect, clea
 def test_thirty_clients_over_three_workers_share_one_room(make_server, connect, clean_redis_url):
     """Thirty clients spread over three workers get every message in one order, and exact online counts."""
     server = make_server(workers=3, CHAT_BACKEND_URL=clean_redis_url, CHAT_RATE_LIMIT="off")
-    clients = []
-    for index in range(30):
-        client = connect(f"{server.ws_url}?room=many&name=u{index:02}")
-        welcome = client.next_where(is_welcome)
-        assert welcome["online"] == index + 1
-        clients.append(client)
+    clients: list = []
+    stopped: set[int] = set()
+    try:
+        for index in range(30):
+            used = {worker_of(server, client.ws) for client in clients}
+            if index in (10, 20) and len(used) < 3:
+                # The kernel hands a connection to whichever worker accepts first, and one that answers quickly
+                # can take them all: the workers that have clients stop for a while, so the next go to another.
+                for pid in used - stopped:
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.add(pid)
+            client = connect(f"{server.ws_url}?room=many&name=u{index:02}")
+            welcome = client.next_where(is_welcome)
+            assert welcome["online"] == index + 1
+            clients.append(client)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
     assert welcome["users"] == [f"u{index:02}" for index in range(30)]
-    assert len({worker_of(server, client.ws) for client in clients}) >= 2
+    assert len({worker_of(server, client.ws) for client in clients}) == 3
     for index, client in enumerate(clients):
         client.send(f"from u{index:02}")
     seen = [[(event["id"], event["message"]) for event in client.chats(30)] for client in clients]
@@ -214,12 +226,19 @@ def test_redis_restart_and_worker_kill_lose_no_acknowledged_message(make_server,
         first = peers(front, "s1")
         doomed = worker_of(front, first.ws)
         receivers = []
-        while len(receivers) < 16:
-            receivers.append(peers(front, f"a{len(receivers)}"))
-            workers = [worker_of(front, peer.ws) for peer in receivers]
-            if workers.count(doomed) >= 1 and len(workers) - workers.count(doomed) >= 1:
-                break
-        assert len(set(workers)) == 2, "the receivers all landed on one worker"
+        # A receiver on each worker: the other worker stops while one connects, so that the kernel cannot hand
+        # the connection to it.
+        for worker in front.worker_pids():
+            others = [pid for pid in front.worker_pids() if pid != worker]
+            for pid in others:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                receivers.append(peers(front, f"a{len(receivers)}"))
+            finally:
+                for pid in others:
+                    os.kill(pid, signal.SIGCONT)
+        workers = [worker_of(front, peer.ws) for peer in receivers]
+        assert sorted(workers) == sorted(front.worker_pids()) and doomed in workers
         second = peers(back, "s2")
         receivers += [peers(back, "b0"), peers(back, "b1")]
         everyone = [first, second, *receivers]
