@@ -89,9 +89,8 @@ def post_message(room: str) -> tuple[Response, int]:
 
 def _post_once(chat: Mount, room: str, key: str, asked: tuple) -> dict:
     """Post under key's claim in the store, so that a retry on any worker or host gets the first answer."""
-    room, sender, text, user = publisher.check(chat.settings, room, *asked)
     try:
-        return publisher.post(chat.hub.backend, chat.hub.store, room, sender, text, user, KEY_CID + key)
+        return chat.publish(room, *asked, cid=KEY_CID + key)
     except publisher.Reused:
         abort(422, description="this Idempotency-Key was used for a different request")
 

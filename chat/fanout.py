@@ -94,9 +94,11 @@ class Fanout:
     """Write every room's events to its local connections from one thread, never waiting on a socket."""
 
     def __init__(
-        self, members: Callable[[str], list[Connection]], stats: Metrics, interval: float = 0.25, limit: int = 200
+        self, members: Callable[[str], list[Connection]], occupied: Callable[[str], bool], stats: Metrics,
+        interval: float = 0.25, limit: int = 200,
     ) -> None:
         self._members = members
+        self._occupied = occupied
         self._stats = stats
         self._limit = limit
         #: Owned by the fan-out thread.
@@ -250,6 +252,9 @@ class Fanout:
             by_room.setdefault(room, []).extend(items)
         started = time.perf_counter()
         for room, items in by_room.items():
+            # A room nobody here is in costs nothing: no frames, no digests.
+            if not self._occupied(room):
+                continue
             for item in items:
                 if item.presence is not None:
                     self._coalescer.add(room, item.presence, item.at)

@@ -42,7 +42,9 @@ class Hub:
         self._sender = Sender(backend, self.store, stats, moderate)
         self._replays = history.Replays(self.store)
         self.limit: int = settings["MAX_CONNECTIONS"] or 1000
-        self.fanout = Fanout(self.members, stats, settings["PRESENCE_INTERVAL"], settings["PRESENCE_LIST_LIMIT"])
+        self.fanout = Fanout(
+            self.members, self.occupied, stats, settings["PRESENCE_INTERVAL"], settings["PRESENCE_LIST_LIMIT"],
+        )
         # Made once and shared: a bound method per connection would cost 64 bytes each.
         self._callbacks = (self.fanout.watch, self.fanout.closing, stats.count)
         self._lock = threading.Lock()
@@ -164,6 +166,11 @@ class Hub:
         with self._lock:
             members = self._rooms.get(room)
             return list(members) if members else []
+
+    def occupied(self, room: str) -> bool:
+        """Tell whether any connection of this process is in room."""
+        with self._lock:
+            return bool(self._rooms.get(room))
 
     def connections(self) -> list[Connection]:
         """Return a snapshot of every connection in this process."""

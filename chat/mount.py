@@ -42,10 +42,15 @@ class Mount:
         """Return who the current request is, from token if given, else from the host's callback."""
         return identity.resolve(token, self._identify, self.settings["JWT_SECRET"])
 
-    def publish(self, room: str, text: str, name: str | None = None, user: str | None = None) -> dict[str, Any]:
-        """Send text to room as name (and user), store it, and return its id, room and ts; raise ProtocolError."""
+    def publish(
+        self, room: str, text: str, name: str | None = None, user: str | None = None, cid: str | None = None,
+    ) -> dict[str, Any]:
+        """Send text to room as name (and user), under cid's claim if given, store it, and return its id, room and ts.
+
+        Raises ProtocolError for a bad room, name or text, and publisher.Reused for a cid claimed by another message.
+        """
         room, sender, text, user = publisher.check(self.settings, room, text, name, user)
-        return publisher.post(self.hub.backend, self.hub.store, room, sender, text, user)
+        return publisher.post(self.hub.backend, self.hub.store, room, sender, text, user, cid)
 
     def history(
         self, room: str, since: int | None = None, limit: int | None = None, before: int | None = None,

@@ -95,7 +95,7 @@ def chat_socket(ws: object) -> None:
     """Check one chat client's handshake and admit it, then serve it until it leaves."""
     chat = state()
     raw, ws_protocol = wire.take_over(ws)
-    chat.metrics.handshakes.labels("flask").inc()
+    chat.metrics.handshake("flask")
     address = remote_address(request.headers, request.remote_addr, chat.settings)
     admitted = admit(chat, raw, request.args, address)
     if admitted is None:
@@ -133,7 +133,7 @@ class Answer:
         """Send the 101, check and admit the client as the Flask route would, and serve it until it leaves."""
         chat, raw, up = self.route.chat, self.raw, self.up
         self.up = None
-        chat.metrics.handshakes.labels("worker").inc()
+        chat.metrics.handshake("worker")
         admitted = None
         try:
             ws_protocol = wire.server_protocol()

@@ -7,6 +7,7 @@ race can be set up step by step instead of hoped for.
 from __future__ import annotations
 
 import json
+import selectors
 import socket
 import threading
 import time
@@ -17,11 +18,11 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol
 from wsproto.events import CloseConnection, TextMessage
 
-from chat import config
+from chat import config, protocol
 from chat.backends import Item, Presence
 from chat.backends.memory import MemoryBackend
 from chat.connection import CLOSE_WAIT, Connection
-from chat.fanout import Batch
+from chat.fanout import Batch, Fanout
 from chat.hub import Hub
 from chat.metrics import Metrics
 from chat.reader import Reader
@@ -374,3 +375,12 @@ def test_a_restarted_backend_replays_the_stores_tail_and_what_came_since(tmp_pat
         assert len(reads) == 1
     finally:
         hub.stop()
+
+
+def test_a_room_nobody_here_is_in_costs_the_fan_out_nothing():
+    """Presence for a room without connections in this process is neither framed nor kept for a digest."""
+    fanout = Fanout(lambda room: [], lambda room: False, Metrics())
+    item = Item(None, protocol.presence("join", "empty", "ann", 1), Presence("join", "m1", "ann", 1), (0, 1))
+    with selectors.DefaultSelector() as selector:
+        fanout._fan_out(selector, [("empty", [item])])
+    assert fanout._coalescer.due() is None
