@@ -61,7 +61,7 @@ def on_reload(server):
 def _use_chat_workers(server):
     from gunicorn.workers import gthread
 
-    from chat import worker
+    from chat.server import worker
 
     if server.worker_class is gthread.ThreadWorker:
         server.worker_class = worker.ThreadWorker

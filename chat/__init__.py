@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask
 
 from .config import ConfigError
-from .extension import Chat
-from .identity import Identity
-from .mount import Mount, instances, state
-from .publisher import Publisher
+from .rooms.publisher import Publisher
+from .web import identity
+from .web.extension import Chat
+from .web.identity import Identity
+from .web.mount import Mount, instances, state
 
-__all__ = ["Chat", "ConfigError", "Identity", "Mount", "Publisher", "create_app", "instances", "state"]
+__all__ = [
+    "Chat", "ConfigError", "Identity", "Mount", "Publisher", "configure_logging", "create_app", "instances", "state",
+]
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -21,4 +25,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for key, value in (test_config or {}).items():
         app.config[key if key.startswith("CHAT_") else "CHAT_" + key] = value
     Chat(app)
+    configure_logging()
     return app
+
+
+def configure_logging() -> None:
+    """Log the chat's lines to stderr at INFO, and keep tokens out of the server's request logs.
+
+    The standalone app does this; a host app may call it, or set up logging its own way.
+    """
+    logger = logging.getLogger("chat")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    identity.redact_request_logs()

@@ -6,7 +6,7 @@ import json
 import time
 
 from chat.backends import Presence
-from chat.coalescer import RATE, Coalescer
+from chat.fanout.coalescer import RATE, Coalescer
 
 
 def taken(coalescer: Coalescer, now: float) -> list[dict]:

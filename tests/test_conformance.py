@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from conftest import Server, proc_status
 
-from chat.connection import CLOSE_WAIT
+from chat.socket.connection import CLOSE_WAIT
 
 #: The main server's message limit: also the largest 16-bit frame length plus one.
 LIMIT = 65536

@@ -12,7 +12,7 @@ import pytest
 from conftest import BIN, ROOT, Server, free_port, wait_for
 from redis_server import RedisServer
 
-from chat.worker import TIMED_OUT
+from chat.server.worker import TIMED_OUT
 
 
 def gunicorn_exit(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -186,7 +186,7 @@ def test_the_wheel_ships_the_page_and_its_files(tmp_path):
     )
     wheel = next(tmp_path.glob("chat-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"chat/templates/chat/index.html", "chat/static/chat.js", "chat/static/chat.css"} <= names
+    assert {"chat/web/templates/chat/index.html", "chat/web/static/chat.js", "chat/web/static/chat.css"} <= names
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from chat import protocol, wire
+from chat import protocol
 from chat.backends import Item, Presence
-from chat.fanout import Batch
-from chat.gate import Gate
+from chat.socket import wire
+from chat.socket.batch import Batch
+from chat.socket.gate import Gate
 
 LIMIT = 200
 

@@ -21,11 +21,12 @@ from wsproto.events import CloseConnection, TextMessage
 from chat import config, protocol
 from chat.backends import Item, Presence
 from chat.backends.memory import MemoryBackend
-from chat.connection import CLOSE_WAIT, Connection
-from chat.fanout import Batch, Fanout
-from chat.hub import Hub
+from chat.fanout.thread import Fanout
 from chat.metrics import Metrics
-from chat.reader import Reader
+from chat.rooms.hub import Hub
+from chat.socket.batch import Batch
+from chat.socket.connection import CLOSE_WAIT, Connection
+from chat.socket.reader import Reader
 from chat.store import Stored, create
 
 

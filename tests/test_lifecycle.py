@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat.lifecycle import ABNORMAL, Lifecycle, State, TransitionError
+from chat.socket.lifecycle import ABNORMAL, Lifecycle, State, TransitionError
 
 
 def at(state: State) -> Lifecycle:

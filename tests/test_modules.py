@@ -23,14 +23,12 @@ def module_names() -> list[str]:
 
 
 def imports_of(name: str) -> set[str]:
-    """Return the chat modules that module name imports when it is loaded (not under TYPE_CHECKING)."""
+    """Return the chat modules that module name imports, those under TYPE_CHECKING included."""
     path = ROOT / Path(*name.split("."))
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            continue
         for inner in ast.walk(node) if not isinstance(node, ast.FunctionDef | ast.ClassDef) else ():
             if isinstance(inner, ast.ImportFrom):
                 base = package
@@ -65,6 +63,42 @@ def test_no_two_modules_import_each_other():
     for name in graph:
         if name not in state:
             visit(name, [])
+
+
+#: What each part of the package may import, besides itself; the layers point one way.
+MAY_IMPORT = {
+    "web": {"rooms", "fanout", "socket", "backends", "store", "protocol", "config", "metrics"},
+    "rooms": {"fanout", "socket", "backends", "store", "protocol", "config", "metrics"},
+    "fanout": {"socket", "backends", "protocol", "config", "metrics"},
+    "socket": {"backends", "protocol", "config", "metrics"},
+    "server": {"socket", "config"},
+    "store": {"backends", "protocol", "config"},
+    "backends": {"protocol", "config"},
+    "protocol": set(),
+    "config": set(),
+    "metrics": set(),
+}
+
+
+def part(name: str) -> str:
+    """Return the part of the package a module belongs to: chat.rooms.hub -> rooms."""
+    return name.split(".")[1] if "." in name else ""
+
+
+@pytest.mark.parametrize("name", [name for name in module_names() if part(name) not in ("", "client", "testing")])
+def test_imports_point_one_way(name):
+    """A module imports only from its own part of the package and the parts below it (see each package's docstring)."""
+    allowed = MAY_IMPORT[part(name)] | {part(name)}
+    wrong = sorted(target for target in imports_of(name) if part(target) and part(target) not in allowed)
+    assert not wrong, f"{name} may not import {wrong}"
+
+
+@pytest.mark.parametrize("name", module_names())
+def test_module_is_short(name):
+    """No module is over 300 lines."""
+    path = ROOT / Path(*name.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    assert len(path.read_text().splitlines()) <= 300
 
 
 @pytest.mark.parametrize("name", module_names())

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from chat.outbox import IOV_MAX, Outbox, Write
+from chat.socket.outbox import IOV_MAX, Outbox, Write
 
 
 @pytest.fixture

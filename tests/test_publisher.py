@@ -14,8 +14,9 @@ import redis
 from conftest import ROOT
 from redis_server import RedisServer
 
-from chat import backends, config, publisher, store
+from chat import backends, config, store
 from chat.backends import Backend, Unavailable
+from chat.rooms import publisher
 from chat.store import Store, Stored
 
 SETTINGS = {**config.DEFAULTS, "HISTORY_SIZE": 10, "HISTORY_REPLAY": 3}
@@ -154,7 +155,8 @@ import time
 import gevent
 import redis
 
-from chat import backends, config, publisher, store
+from chat import backends, config, store
+from chat.rooms import publisher
 from chat.backends import redis as redis_backend
 
 # The held publish waits for the kill, not for the socket timeout.

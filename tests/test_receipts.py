@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat.receipts import Conflict, Receipts
+from chat.rooms.receipts import Conflict, Receipts
 
 
 class Clock:

@@ -11,7 +11,7 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection as Protocol
 from wsproto.events import CloseConnection, TextMessage
 
-from chat import wire
+from chat.socket import wire
 
 
 def test_pinned_versions_are_the_tested_ones():
@@ -23,18 +23,6 @@ def test_pinned_versions_are_the_tested_ones():
 def test_internals_the_adapter_uses_are_there():
     """simple-websocket still takes thread_class and wsproto still exposes its connection."""
     wire.check()
-
-
-def test_check_fails_when_server_no_longer_takes_thread_class(monkeypatch):
-    """If simple_websocket.Server stops accepting thread_class, check() says so at start-up."""
-    import simple_websocket
-
-    def changed(self, environ, subprotocols=None, receive_bytes=4096, ping_interval=None, event_class=None):
-        """Stand in for a Server.__init__ without thread_class."""
-
-    monkeypatch.setattr(simple_websocket.Server, "__init__", changed)
-    with pytest.raises(RuntimeError, match="thread_class"):
-        wire.check()
 
 
 def test_check_fails_when_wsproto_hides_its_extensions(monkeypatch):
@@ -72,13 +60,18 @@ def test_native_refuses_a_gevent_socket_without_its_os_socket():
         wire.native(changed)
 
 
-def test_dormant_thread_never_runs_its_target():
-    """The stand-in for simple-websocket's reader thread does not run the reader."""
-    ran = []
-    thread = wire.DormantThread(target=lambda: ran.append(1))
-    thread.start()
-    thread.join()
-    assert not ran and not thread.is_alive()
+@pytest.mark.parametrize("options", [{}, {"ping_interval": 20}, {"ping_interval": 20, "max_message_size": 10}])
+def test_simple_websockets_reader_thread_ends_at_once_whatever_the_hosts_options(options):
+    """Through a Handover, simple-websocket makes the handshake, and its reader thread ends without reading a byte."""
+    ws, server_side, client_side = accepted("gunicorn.socket", options)
+    try:
+        ws.thread.join(5)
+        assert not ws.thread.is_alive()
+        client_side.sendall(b"unread")
+        assert server_side.recv(100) == b"unread", "the thread read nothing: the chat's own reader gets every byte"
+    finally:
+        server_side.close()
+        client_side.close()
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 300_000])
@@ -116,11 +109,11 @@ def test_check_fails_when_server_no_longer_marks_gunicorn_sockets(monkeypatch):
         """Stand in for a Server.__init__ that no longer sets mode."""
 
     monkeypatch.setattr(simple_websocket.Server, "__init__", changed)
-    with pytest.raises(RuntimeError, match="mode"):
+    with pytest.raises(RuntimeError, match="101"):
         wire.check()
 
 
-def accepted(mode_key: str) -> tuple[object, socket.socket, socket.socket]:
+def accepted(mode_key: str, options: dict | None = None) -> tuple[object, socket.socket, socket.socket]:
     """Return a real simple-websocket Server accepted over a socket pair as mode_key's server hands it over."""
     import simple_websocket
 
@@ -130,13 +123,15 @@ def accepted(mode_key: str) -> tuple[object, socket.socket, socket.socket]:
         "HTTP_HOST": "localhost", "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade",
         "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==", "HTTP_SEC_WEBSOCKET_VERSION": "13",
     }
-    ws = simple_websocket.Server(environ, **wire.server_options())
+    wire.hand_over(environ)
+    ws = simple_websocket.Server(environ, **(options or {}))
     assert client_side.recv(4096).startswith(b"HTTP/1.1 101")
     return ws, server_side, client_side
 
 
-def test_detached_socket_outlives_gunicorn_closing_its_own():
+def test_detached_socket_outlives_gunicorn_closing_its_own(monkeypatch):
     """Once detached, gunicorn's half-close and close of its socket object leave the connection open."""
+    monkeypatch.setattr(wire, "_released", True)
     ws, server_side, client_side = accepted("gunicorn.socket")
     own = wire.detach(ws, server_side)
     try:
@@ -150,8 +145,19 @@ def test_detached_socket_outlives_gunicorn_closing_its_own():
         client_side.close()
 
 
-def test_the_development_server_keeps_its_socket():
+def test_a_stock_gunicorn_worker_keeps_its_socket():
+    """Under a gunicorn worker that is not the chat's, whose finish_request needs its socket, nothing is taken."""
+    ws, server_side, client_side = accepted("gunicorn.socket")
+    try:
+        assert wire.detach(ws, server_side) is None
+    finally:
+        server_side.close()
+        client_side.close()
+
+
+def test_the_development_server_keeps_its_socket(monkeypatch):
     """Under werkzeug, which writes to its socket after the route returns, detach() hands nothing over."""
+    monkeypatch.setattr(wire, "_released", True)
     ws, server_side, client_side = accepted("werkzeug.socket")
     try:
         assert wire.detach(ws, server_side) is None
@@ -190,7 +196,7 @@ def test_receiver_times_out_reads_and_sees_the_close(kind):
 
 
 def test_check_fails_when_wsproto_uses_its_event_queue_in_new_ways(monkeypatch):
-    """If wsproto's Connection touches ._events anywhere new, check() says so before NoEvents stands in for it."""
+    """If wsproto's Connection queues events where the chat uses it, check() says so before NoEvents stands in."""
     original = Protocol.send
 
     def send(self, event):
@@ -199,7 +205,7 @@ def test_check_fails_when_wsproto_uses_its_event_queue_in_new_ways(monkeypatch):
         return original(self, event)
 
     monkeypatch.setattr(Protocol, "send", send)
-    with pytest.raises(RuntimeError, match="_events"):
+    with pytest.raises(RuntimeError, match="queued an event"):
         wire.check()
 
 

@@ -14,9 +14,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from . import backends, config, protocol, store
-from .backends import Backend, Unavailable
-from .store import NoStore, Store, Stored
+from .. import backends, config, protocol, store
+from ..backends import Backend, Unavailable
+from ..store import NoStore, Store, Stored
 
 #: The name a message published through an API goes out under when none is given.
 DEFAULT_NAME = "system"

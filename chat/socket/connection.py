@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 from wsproto.connection import Connection as Protocol
 from wsproto.events import CloseConnection, Ping, TextMessage
 
+from ..backends import Position
 from . import wire
-from .backends import Position
 from .gate import Gate
 from .lifecycle import Lifecycle, State
 from .outbox import Outbox, Write
 
 if TYPE_CHECKING:
-    from .fanout import Batch
+    from .batch import Batch
 
 UNSUPPORTED, POLICY, TOO_BIG, INTERNAL, TRY_AGAIN = 1003, 1008, 1009, 1011, 1013
 #: How long a closing connection waits for the client's close frame.

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .backends import Position
+from ..backends import Position
 
 if TYPE_CHECKING:
-    from .fanout import Batch
+    from .batch import Batch
 
 Frame = Callable[[bytes], bytes]
 

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
-from werkzeug.routing.exceptions import WebsocketMismatch
 
-from . import api, backends, config, identity, protocol, store, views, wire, ws
-from .connection import Connection
-from .hub import Hub
-from .metrics import Metrics
+from .. import backends, config, protocol, store
+from ..metrics import Metrics
+from ..rooms.hub import Hub
+from ..socket import wire
+from ..socket.connection import Connection
+from . import api, identity, views, ws
 from .mount import Mount, register
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,6 @@ class Chat:
             raise RuntimeError("this app already has a chat: mount one Chat per app")
         settings = config.from_app(app.config, os.environ)
         wire.check()
-        # flask-sock reads its options app-wide: the chat's socket must not get a reader thread of its own.
-        options = app.config.setdefault("SOCK_SERVER_OPTIONS", wire.server_options())
-        if any(options.get(key) is not value for key, value in wire.server_options().items()):
-            raise RuntimeError("SOCK_SERVER_OPTIONS must keep the chat's thread_class and event_class")
         metrics = Metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         backend = backends.create(settings["BACKEND_URL"], settings)
         record = store.create(settings["STORE_URL"], settings, app.instance_path)
@@ -64,8 +61,6 @@ class Chat:
         app.register_blueprint(ws.bp, url_prefix=prefix)
         app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")
         ws.sock.init_app(app)
-        app.register_error_handler(WebsocketMismatch, _not_a_websocket)
-        _configure_logging()
 
     # The host app's callbacks.
 
@@ -137,21 +132,3 @@ class Chat:
         if len(self._mounts) == 1:
             return self._mounts[0]
         raise RuntimeError("this Chat is mounted on several apps (or none): call it inside an app context")
-
-
-def _not_a_websocket(error: WebsocketMismatch) -> tuple[str, int]:
-    return (
-        "400 Bad Request: this is a WebSocket endpoint; connect to it with a WebSocket client.\n",
-        400,
-    )
-
-
-def _configure_logging() -> None:
-    logger = logging.getLogger("chat")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    identity.redact_request_logs()

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, jsonify, render_template, request, url_for
 
-from .metrics import CONTENT_TYPE
+from ..metrics import CONTENT_TYPE
 from .mount import state
 
 #: The page, its template and its static files, shipped in the package and served under the chat's prefix.

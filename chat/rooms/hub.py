@@ -13,15 +13,15 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from . import protocol
-from .backends import Backend, Unavailable
-from .connection import POLICY, Connection
-from .fanout import Fanout
+from .. import protocol
+from ..backends import Backend, Unavailable
+from ..fanout.thread import Fanout
+from ..socket.connection import POLICY, Connection
+from ..store import NoStore, Store, history
 from .sending import Moderate, Sender
-from .store import NoStore, Store, history
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
 

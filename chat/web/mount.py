@@ -9,11 +9,13 @@ from typing import Any
 
 from flask import current_app
 
-from . import identity, protocol, publisher
-from .hub import Hub
-from .metrics import Metrics
-from .receipts import Receipts
-from .store import history
+from .. import protocol
+from ..metrics import Metrics
+from ..rooms import publisher
+from ..rooms.hub import Hub
+from ..rooms.receipts import Receipts
+from ..store import history
+from . import identity
 
 #: Most messages one page of history holds.
 PAGE_LIMIT = 200

@@ -19,7 +19,8 @@ from wsproto import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError
 
-from . import protocol, wire
+from .. import protocol
+from . import wire
 from .connection import INTERNAL, POLICY, TOO_BIG, UNSUPPORTED, Connection
 from .lifecycle import State
 

@@ -1,10 +1,11 @@
 """The one place that reaches into simple-websocket and builds raw frames.
 
-flask-sock hands each route a ``simple_websocket.Server`` that has done the
-handshake and would start a reader thread.  This server reads the socket from
-the connection's own thread instead, so the reader thread is replaced by one
-that never starts, and the route takes over the socket and the wsproto state.
-Under gunicorn the route then takes the socket from gunicorn too (``detach``)
+flask-sock hands each route a ``simple_websocket.Server`` that has made the
+handshake and started a reader thread.  This server reads the socket from
+the connection's own thread instead: the handshake goes through a
+``Handover``, on which simple-websocket's reader thread ends at once, and the
+route takes over the socket and the wsproto state.  Under the chat's
+gunicorn workers the route then takes the socket from gunicorn too (``detach``)
 and serves the connection on a greenlet or thread of its own (``spawn``), so
 that the request's objects (the WSGI environ, gunicorn's parser, Flask's
 contexts, simple-websocket's Server) are freed once the handshake is done.
@@ -14,19 +15,19 @@ contexts, simple-websocket's Server) are freed once the handshake is done.
 from __future__ import annotations
 
 import _socket
-import inspect
 import select
+import socket
 import ssl
 import struct
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import simple_websocket
 from wsproto import ConnectionState, WSConnection
 from wsproto.connection import Connection, ConnectionType
+from wsproto.events import Ping, TextMessage
 
 TESTED_VERSIONS = {"simple-websocket": "1.1.0", "wsproto": "1.3.2", "flask-sock": "0.7.0"}
 PING = b"\x89\x00"
@@ -51,44 +52,57 @@ class NoEvents:
 NO_EVENTS = NoEvents()
 
 
-class DormantThread:
-    """Stand in for simple-websocket's reader thread and never run."""
+class Handover:
+    """Stand in for a chat client's socket while simple-websocket makes the handshake, and keep the socket.
 
-    def __init__(self, target: Callable[[], Any] | None = None, **_: Any) -> None:
-        self.name = "simple-websocket-reader-unused"
-        self.target = target
+    flask-sock's route builds a ``simple_websocket.Server`` with the app's
+    ``SOCK_SERVER_OPTIONS``, which sends the 101 through ``send`` and then
+    starts a reader thread.  Here that thread finds nothing to read or poll
+    and ends at once, so the chat's own thread reads the socket, whatever
+    options the host set for its own routes.
+    """
 
-    def start(self) -> None:
-        """Do nothing: the connection's own thread reads the socket."""
+    __slots__ = ("sock",)
 
-    def is_alive(self) -> bool:
-        return False
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
 
-    def join(self, timeout: float | None = None) -> None:
-        """Return at once: there is nothing to wait for."""
+    def send(self, data: bytes) -> int:
+        """Send the handshake's answer."""
+        self.sock.sendall(data)
+        return len(data)
+
+    def recv(self, size: int) -> bytes:
+        """Refuse: the chat's own thread reads this socket."""
+        raise OSError("the chat's own thread reads this socket")
+
+    def fileno(self) -> int:
+        """Refuse, so that a ping selector cannot watch the socket either."""
+        raise ValueError("the chat's own thread reads this socket")
+
+    def close(self) -> None:
+        """Do nothing: the chat closes the socket when its connection ends."""
 
 
-class UnusedEvent:
-    """Stand in for the event simple-websocket's reader thread would set."""
-
-    def set(self) -> None:
-        """Do nothing: no reader thread runs."""
-
-    def clear(self) -> None:
-        """Do nothing: no reader thread runs."""
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return False
+#: Where each WSGI server simple-websocket knows puts the client's socket, in the order it looks.
+SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
 
 
-def server_options() -> dict[str, Any]:
-    """Return the options flask-sock passes to every simple-websocket Server."""
-    return {"thread_class": DormantThread, "event_class": UnusedEvent}
+def hand_over(environ: dict[str, Any]) -> None:
+    """Have simple-websocket make this request's handshake through a Handover, so the chat keeps the socket."""
+    for key in SOCKET_KEYS:
+        if key in environ:
+            environ[key] = Handover(environ[key])
+            return
+    raise RuntimeError("the WSGI server gives no socket for WebSockets (run under gunicorn or flask run)")
 
 
 def take_over(ws: simple_websocket.Server) -> tuple[Any, Connection]:
     """Return the socket and the open wsproto connection of an accepted WebSocket."""
     sock, handshake = ws.sock, ws.ws
+    if not isinstance(sock, Handover):
+        raise RuntimeError("simple-websocket did not make the handshake through chat.wire.Handover")
+    sock = sock.sock
     if isinstance(sock, ssl.SSLSocket):
         raise RuntimeError("TLS sockets are not supported: terminate TLS in front of the server")
     if not isinstance(handshake, WSConnection) or handshake.state is not ConnectionState.OPEN:
@@ -105,13 +119,6 @@ def take_over(ws: simple_websocket.Server) -> tuple[Any, Connection]:
     return sock, protocol
 
 
-def server_protocol() -> Connection:
-    """Return the wsproto state of a server connection whose handshake was answered without wsproto."""
-    protocol = Connection(ConnectionType.SERVER)
-    protocol._events = NO_EVENTS
-    return protocol
-
-
 def detach(ws: simple_websocket.Server, sock: Any) -> Any | None:
     """Return a socket object of the route's own for sock's connection, or None where the server keeps it.
 
@@ -119,11 +126,22 @@ def detach(ws: simple_websocket.Server, sock: Any) -> Any | None:
     route returns; detached, that object no longer refers to the
     connection, which lives on in the returned one.  The development server
     writes to its socket after the route returns, so there the connection is
-    served inline instead.
+    served inline instead, and so it is under a stock gthread worker, whose
+    ``finish_request`` would count a connection it no longer holds twice.
     """
-    if ws.mode != "gunicorn":
+    if ws.mode != "gunicorn" or not _released:
         return None
     return take(sock)
+
+
+#: Set by the chat's gunicorn workers, which let the route take a connection from them (``detach``).
+_released = False
+
+
+def release_sockets() -> None:
+    """Let routes in this process take their connections from the gunicorn worker (the chat's workers only)."""
+    global _released
+    _released = True
 
 
 def take(sock: Any) -> Any:
@@ -223,37 +241,50 @@ def compressed(protocol: Connection) -> bool:
 
 
 def check() -> None:
-    """Raise RuntimeError if simple-websocket, wsproto or gevent no longer work the way this module needs."""
-    accepted = inspect.signature(simple_websocket.Server.__init__).parameters
-    missing = [name for name in ("thread_class", "event_class") if name not in accepted]
-    if missing:
-        raise RuntimeError(f"simple_websocket.Server() no longer takes {missing}")
-    setup = inspect.getsource(simple_websocket.ws.Base.__init__)
-    for attribute in ("self.sock", "self.ws", "self.connected"):
-        if attribute not in setup:
-            raise RuntimeError(f"simple_websocket's Base no longer sets {attribute}")
-    if "self.mode = 'gunicorn'" not in inspect.getsource(simple_websocket.Server.__init__):
-        raise RuntimeError("simple_websocket's Server no longer sets mode = 'gunicorn' for gunicorn's sockets")
-    server = simple_websocket.ws.ConnectionType.SERVER
-    if not hasattr(WSConnection(server), "connection"):
-        raise RuntimeError("wsproto.WSConnection no longer has .connection")
-    if not isinstance(getattr(Connection(server), "_events", None), deque):
-        raise RuntimeError("wsproto.Connection no longer keeps its pending events in a deque at ._events")
-    # Made at __init__, filled by receive_data(None) alone, drained by events(): NoEvents stands in for it.
-    uses = sum(inspect.getsource(f).count("self._events") for f in vars(Connection).values() if inspect.isfunction(f))
-    if uses != 4:
-        raise RuntimeError("wsproto.Connection uses ._events in new ways: re-check chat.wire.NoEvents")
-    frames = getattr(Connection(server), "_proto", None)
-    if not isinstance(getattr(frames, "extensions", None), list):
-        raise RuntimeError("wsproto.Connection no longer keeps its negotiated extensions in ._proto.extensions")
+    """Raise RuntimeError unless simple-websocket, wsproto and gevent behave as this module needs, by trying them."""
+    server_side, client_side = socket.socketpair()
+    try:
+        environ = {
+            "gunicorn.socket": Handover(server_side), "HTTP_HOST": "localhost", "HTTP_UPGRADE": "websocket",
+            "HTTP_CONNECTION": "Upgrade", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+            "HTTP_SEC_WEBSOCKET_VERSION": "13",
+        }
+        try:
+            ws = simple_websocket.Server(environ)
+        except Exception as exc:
+            raise RuntimeError(f"simple_websocket.Server no longer handshakes through a socket object: {exc}") from exc
+        client_side.settimeout(1)
+        try:
+            answer = client_side.recv(65536)
+        except OSError:
+            answer = b""
+        if not answer.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError("simple_websocket.Server no longer answers a handshake with 101 through sock.send")
+        ws.thread.join(5)
+        if ws.thread.is_alive():
+            raise RuntimeError("simple-websocket's reader thread no longer ends when its socket cannot be read")
+        if ws.mode != "gunicorn":
+            raise RuntimeError("simple_websocket.Server no longer tells gunicorn's socket by its environ key")
+        _, protocol = take_over(ws)
+        probe = Connection(ConnectionType.CLIENT)
+        protocol.receive_data(probe.send(TextMessage("probe")) + probe.send(Ping(b"p")))
+        events = list(protocol.events())
+        if [type(event) for event in events] != [TextMessage, Ping] or events[0].data != "probe":
+            raise RuntimeError(f"wsproto.Connection no longer reads frames as this module expects: {events}")
+        protocol.send(events[1].response())
+        if compressed(protocol):
+            raise RuntimeError("wsproto.Connection no longer keeps its negotiated extensions in ._proto.extensions")
+    finally:
+        server_side.close()
+        client_side.close()
     if "gevent" in sys.modules:
         import gevent.socket
 
-        probe = gevent.socket.socket()
+        probe_socket = gevent.socket.socket()
         try:
-            native(probe)
+            native(probe_socket)
         finally:
-            probe.close()
+            probe_socket.close()
 
 
 def text_frame(payload: bytes) -> bytes:

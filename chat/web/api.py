@@ -7,11 +7,13 @@ import hmac
 from flask import Blueprint, Response, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import identity, protocol, publisher
-from .backends import Unavailable
+from .. import protocol
+from ..backends import Unavailable
+from ..rooms import publisher
+from ..rooms.publisher import TooBig
+from ..rooms.receipts import Conflict
+from . import identity
 from .mount import Mount, state
-from .publisher import TooBig
-from .receipts import Conflict
 
 bp = Blueprint("chat_api", __name__)
 

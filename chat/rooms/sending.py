@@ -14,13 +14,14 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from . import protocol, publisher
-from .backends import Backend, Unavailable
-from .connection import Connection
-from .store import NoStore, Store
+from .. import protocol
+from ..backends import Backend, Unavailable
+from ..socket.connection import Connection
+from ..store import NoStore, Store
+from . import publisher
 
 if TYPE_CHECKING:
-    from .metrics import Metrics
+    from ..metrics import Metrics
 
 #: Look at a message before it is stored: return the text to send, or None to drop it.
 Moderate = Callable[[Connection, str], str | None]

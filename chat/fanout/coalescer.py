@@ -20,8 +20,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from . import protocol
-from .backends import Item, Position, Presence
+from .. import protocol
+from ..backends import Item, Position, Presence
 
 #: Deliveries a second that one room's digests may cost before its interval stretches.
 RATE = 4000

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import jwt
 
-from . import protocol
+from .. import protocol
 
 UNAUTHENTICATED, FORBIDDEN = 4401, 4403
 _TOKEN = re.compile(r"(token=)[^&\s\"']+")

@@ -1,0 +1,60 @@
+"""A batch of one room's events, their frames encoded once for every recipient of each protocol version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..backends import Item, Position
+from . import wire
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events for one room, with their frames encoded once for every recipient.
+
+    A v1 client gets the chat messages and each join and leave while the room
+    has at most the list limit of members; a v2 client gets the chat messages,
+    and presence as digests (``coalescer``).  ``views`` holds, per version, the
+    items it gets with their frames; ``frames`` the same run joined.
+    """
+
+    views: dict[int, list[tuple[Item, bytes]]]
+    frames: dict[int, bytes]
+    #: Positions of the first and last events in their room's order.
+    first_at: Position
+    last_at: Position
+    #: Per version, the positions of the first and last events that version gets.
+    spans: dict[int, tuple[Position, Position]]
+    #: Whether this is a v2 presence digest, which a gate measures against its digests' floor.
+    is_digest: bool = False
+
+    @classmethod
+    def of(cls, items: list[Item], limit: int) -> Batch:
+        """Encode live items (which carry their positions, in order) for each protocol version."""
+        # Only what some version gets is encoded: a big room's presence goes into digests alone.
+        v1 = [
+            (item, wire.text_frame(item.payload))
+            for item in items
+            if item.presence is None or item.presence.online <= limit
+        ]
+        v2 = [pair for pair in v1 if pair[0].presence is None]
+        return cls.viewed(v1, v2, items[0].at, items[-1].at)
+
+    @classmethod
+    def digest(cls, item: Item) -> Batch:
+        """Encode a v2 presence digest, which v1 clients do not get."""
+        batch = cls.viewed([], [(item, wire.text_frame(item.payload))], item.at, item.at)
+        batch.is_digest = True
+        return batch
+
+    @classmethod
+    def viewed(cls, v1: list, v2: list, first: Position, last: Position) -> Batch:
+        """Build a batch from each version's items and frames."""
+        views = {1: v1, 2: v2}
+        frames = {version: b"".join([frame for _, frame in view]) for version, view in views.items()}
+        spans = {version: (view[0][0].at, view[-1][0].at) for version, view in views.items() if view}
+        return cls(views, frames, first, last, spans)
+
+    def empty(self) -> bool:
+        """Tell whether no client of any version gets anything from this batch."""
+        return not any(self.frames.values())
