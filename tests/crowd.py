@@ -20,13 +20,17 @@ class Member:
         self.close_code: int | None = None
 
 
-def handshake(port: int, path: str) -> Member:
-    """Open a WebSocket to 127.0.0.1:port and return it after the 101 answer."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+def handshake(port: int, path: str, rcvbuf: int | None = None, headers: str = "") -> Member:
+    """Open a WebSocket to 127.0.0.1:port (receiving into rcvbuf bytes, if given) and return it after the 101."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n".encode()
     )
     response = b""
     while b"\r\n\r\n" not in response:

@@ -1,4 +1,4 @@
-"""The outbox: non-blocking writes, memoryview chunks, exact accounting, the limit and its grace."""
+"""The outbox: non-blocking writes, memoryview chunks, exact accounting and the limit."""
 
 from __future__ import annotations
 
@@ -106,16 +106,35 @@ def test_trim_keeps_only_the_rest_of_a_partly_sent_frame(pair):
     assert len(outbox.chunks) == 1 and outbox.queued == head
 
 
-def test_grace_bytes_do_not_count_until_sent(pair):
-    """A replay written with grace may pass the limit; live data on top of it is held to the limit."""
-    ours, theirs = pair
+def test_a_replay_counts_against_the_limit(pair):
+    """Parts written at once (a joiner's replay) count like any data: past the limit they are over it."""
+    ours, _ = pair
     outbox = Outbox(ours, 2048)
-    assert outbox.write(b"r" * 200_000, grace=True) is Write.STARTED
-    assert not outbox.over
-    assert outbox.write(b"live" * 100) is Write.QUEUED
-    assert outbox.write(b"more" * 1000) is Write.OVER
-    outbox.clear()
-    assert (outbox.queued, outbox.grace, outbox.empty) == (0, 0, True)
+    assert outbox.write_parts([b"r" * 200_000]) is Write.OVER
+
+
+def test_parts_wait_uncopied_and_go_out_in_order(pair):
+    """The parts that wait are views of the very objects written, so joiners that share a payload share its bytes."""
+    ours, theirs = pair
+    outbox = Outbox(ours, 1 << 30)
+    shared = b"p" * 100_000
+    assert outbox.write_parts([b"head", shared, b"tail"]) is Write.STARTED
+    assert any(chunk.obj is shared for chunk in outbox.chunks)
+    size = 4 + len(shared) + 4
+    received = bytearray()
+    while outbox.flush() is Write.QUEUED:
+        received += theirs.recv(65536)
+    received += read_all(theirs, size - len(received))
+    assert bytes(received) == b"head" + shared + b"tail"
+
+
+def test_parts_all_sent_leave_no_queue(pair):
+    """A replay the socket takes at once leaves the outbox as it found it: no deque kept for nothing."""
+    ours, theirs = pair
+    outbox = Outbox(ours, 1 << 30)
+    assert outbox.write_parts([b"a", b"b"]) is Write.SENT
+    assert outbox.chunks is None and outbox.queued == 0
+    assert read_all(theirs, 2) == b"ab"
 
 
 def test_unlimited_write_ignores_the_limit(pair):

@@ -18,6 +18,7 @@ from ..backends import Backend, Unavailable
 from ..fanout.thread import Fanout
 from ..socket.connection import POLICY, Connection
 from ..store import NoStore, Store, history
+from . import replay as replays
 from .sending import Moderate, Sender
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001
+#: Room kept in a replay's budget for its gap event and the frames' heads.
+GAP_BYTES = 1024
 
 
 class Hub:
@@ -41,6 +44,9 @@ class Hub:
         self.stats = stats
         self._sender = Sender(backend, self.store, stats, moderate)
         self._replays = history.Replays(self.store)
+        self._shared = replays.Shared()
+        #: Bytes a join's replay may take: it counts against the outbox limit, so a reader is never closed by it.
+        self._replay_bytes = min(settings["REPLAY_BYTES"], settings["OUTBOX_LIMIT"])
         self.limit: int = settings["MAX_CONNECTIONS"] or 1000
         self.fanout = Fanout(
             self.members, self.occupied, stats, settings["PRESENCE_INTERVAL"], settings["PRESENCE_LIST_LIMIT"],
@@ -114,10 +120,12 @@ class Hub:
             self._entered.add(conn)
         limit, cap = self.settings["HISTORY_REPLAY"], self.settings["HISTORY_SIZE"]
         replay = self._replays.joined(room, entry.replay, since, entry.position[0], limit, cap)
-        payloads = [protocol.presence("welcome", room, conn.name, entry.online, entry.users)]
+        welcome = protocol.presence("welcome", room, conn.name, entry.online, entry.users)
+        replay = replays.cut(replay, self._replay_bytes - len(welcome) - GAP_BYTES)
+        payloads = [welcome]
         if replay.gap:
             payloads.append(protocol.gap(room, replay.missed))
-        payloads.extend(item.payload for item in replay.messages)
+        payloads.extend(self._shared.items(room, replay.messages))
         return conn.replay(payloads, entry.position)
 
     def leave(self, conn: Connection) -> None:

@@ -200,8 +200,10 @@ class Connection:
             self.outbox.clear()
         _shutdown(self.sock)
 
-    def _write_locked(self, data: bytes, limited: bool = True, grace: bool = False) -> bool:
-        verdict = self.outbox.write(data, limited=limited, grace=grace)
+    def _write_locked(self, data: bytes, limited: bool = True) -> bool:
+        return self._written_locked(self.outbox.write(data, limited=limited))
+
+    def _written_locked(self, verdict: Write) -> bool:
         if verdict is Write.STARTED:
             return True
         if verdict is Write.OVER:
@@ -244,7 +246,12 @@ class Connection:
                 return False
             gate = self.gate
             gate.start(floor)
-            started = self._write_locked(b"".join([self._frame_locked(p) for p in payloads]), grace=True)
+            if self.compress:
+                parts = [self._frame_locked(payload) for payload in payloads]
+            else:
+                # Each payload goes out as it is, shared with every other joiner that is sent it.
+                parts = [part for payload in payloads for part in (wire.text_head(len(payload)), payload)]
+            started = self._written_locked(self.outbox.write_parts(parts))
             encode = self._encoder()
             for batch in gate.release():
                 data = gate.render(batch, self.version, encode)

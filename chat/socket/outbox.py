@@ -3,9 +3,9 @@
 An ``Outbox`` belongs to one ``Connection`` and is used only under that
 connection's lock.  It writes without ever blocking: what the socket does not
 take now waits as memoryview chunks (never copied per recipient or per partial
-write), and ``queued`` is exactly the number of bytes waiting.  Data written
-with ``grace`` (the replay a joining client is owed) does not count against the
-limit until it has been sent; everything else does.
+write), and ``queued`` is exactly the number of bytes waiting, all of it
+counted against the limit: the replay a joining client is owed too, so that
+a client that reads nothing holds at most the limit, whatever it joined.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Write(enum.Enum):
 class Outbox:
     """Write to one socket without blocking, and keep the rest in order within a limit."""
 
-    __slots__ = ("sock", "limit", "chunks", "queued", "grace", "partial")
+    __slots__ = ("sock", "limit", "chunks", "queued", "partial")
 
     def __init__(self, sock: Any, limit: int) -> None:
         self.sock = sock
@@ -41,7 +41,6 @@ class Outbox:
         #: Made on the first backlog: most sockets never have one, and an empty deque costs 760 bytes.
         self.chunks: deque[memoryview] | None = None
         self.queued = 0
-        self.grace = 0
         self.partial = False
 
     @property
@@ -49,12 +48,10 @@ class Outbox:
         """Tell whether nothing waits."""
         return not self.chunks
 
-    def write(self, data: bytes, *, limited: bool = True, grace: bool = False) -> Write:
+    def write(self, data: bytes, *, limited: bool = True) -> Write:
         """Send data after what waits, or queue what the socket cannot take now."""
         if not data:
             return Write.QUEUED if self.chunks else Write.SENT
-        if grace:
-            self.grace += len(data)
         chunks = self.chunks
         if chunks:
             chunks.append(memoryview(data))
@@ -66,7 +63,6 @@ class Outbox:
             sent = 0
         except OSError:
             return Write.BROKEN
-        self._sent(sent)
         if sent == len(data):
             return Write.SENT
         if chunks is None:
@@ -76,10 +72,29 @@ class Outbox:
         self.partial = sent > 0
         return Write.OVER if limited and self.over else Write.STARTED
 
+    def write_parts(self, parts: list[bytes]) -> Write:
+        """Send parts (frames, or a frame's head and its shared payload) after what waits, queueing them uncopied."""
+        backlog = bool(self.chunks)
+        chunks = self.chunks
+        if chunks is None:
+            chunks = self.chunks = deque()
+        for part in parts:
+            if part:
+                chunks.append(memoryview(part))
+                self.queued += len(part)
+        if backlog:
+            return Write.OVER if self.over else Write.QUEUED
+        verdict = self.flush()
+        if verdict is Write.SENT:
+            self.chunks = None
+        elif verdict is Write.QUEUED:
+            return Write.OVER if self.over else Write.STARTED
+        return verdict
+
     @property
     def over(self) -> bool:
-        """Tell whether more is waiting than the limit allows, not counting unsent grace."""
-        return self.queued - self.grace > self.limit
+        """Tell whether more is waiting than the limit allows."""
+        return self.queued > self.limit
 
     def flush(self) -> Write:
         """Send what waits, as far as the socket takes it now: SENT when all went, QUEUED while some waits."""
@@ -92,7 +107,6 @@ class Outbox:
             except OSError:
                 return Write.BROKEN
             self.queued -= sent
-            self._sent(sent)
             while chunks and sent >= len(chunks[0]):
                 sent -= len(chunks.popleft())
             self.partial = sent > 0
@@ -100,12 +114,6 @@ class Outbox:
                 chunks[0] = chunks[0][sent:]
                 return Write.QUEUED
         return Write.SENT
-
-    def _sent(self, count: int) -> None:
-        # Grace data is always at the head of the queue (the replay is the
-        # first thing a connection writes), so it is what goes out first.
-        if self.grace:
-            self.grace = max(0, self.grace - count)
 
     def trim(self) -> None:
         """Drop everything that waits except the rest of a frame already partly sent."""
@@ -115,11 +123,10 @@ class Outbox:
             chunks.clear()
             if head is not None:
                 chunks.append(head)
-        self.grace = 0
         self.queued = len(head) if head is not None else 0
 
     def clear(self) -> None:
         """Drop everything that waits."""
         self.chunks = None
-        self.queued = self.grace = 0
+        self.queued = 0
         self.partial = False

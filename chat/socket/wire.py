@@ -289,12 +289,16 @@ def check() -> None:
 
 def text_frame(payload: bytes) -> bytes:
     """Encode payload as one unmasked, unfragmented text frame."""
-    size = len(payload)
+    return text_head(len(payload)) + payload
+
+
+def text_head(size: int) -> bytes:
+    """Encode the head of an unmasked, unfragmented text frame of size bytes."""
     if size < 126:
-        return bytes((0x81, size)) + payload
+        return bytes((0x81, size))
     if size < 65536:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
+        return struct.pack("!BBH", 0x81, 126, size)
+    return struct.pack("!BBQ", 0x81, 127, size)
 
 
 def close_frame(code: int, reason: str = "") -> bytes:

@@ -177,6 +177,20 @@ def page(
     return items[-limit:] if limit else [], len(items) > limit, None
 
 
+def fit(items: list[Item], budget: int, newest: bool) -> tuple[list[Item], bool]:
+    """Return the newest (or oldest) items whose payloads fit in budget (one at least), and whether some were cut."""
+    order = reversed(range(len(items))) if newest else range(len(items))
+    total = kept = 0
+    for index in order:
+        total += len(items[index].payload)
+        if total > budget and kept:
+            break
+        kept += 1
+    if kept == len(items):
+        return items, False
+    return (items[len(items) - kept:] if newest else items[:kept]), True
+
+
 def union(stored: list[Stored], recent: list[Item]) -> list[Item]:
     """Return the messages of both lists once each, in id order."""
     items = {item.id: item for item in recent}

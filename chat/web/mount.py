@@ -59,13 +59,16 @@ class Mount:
     ) -> dict[str, Any]:
         """Return a page of room's messages as state-2 objects: the last ones, those before before, or after since.
 
-        ``more`` tells whether older messages (newer ones, with since) lie beyond the page.
+        ``more`` tells whether older messages (newer ones, with since) lie beyond the page, which holds at most
+        CHAT_PAGE_BYTES of payloads (one message at least).
         """
         room = protocol.room(room)
         count = self.settings["HISTORY_REPLAY"] if limit is None else max(0, min(limit, PAGE_LIMIT))
         items, more, gap = history.page(
             self.hub.store, self.hub.backend, room, since, before, count, self.settings["HISTORY_SIZE"],
         )
+        items, cut = history.fit(items, self.settings["PAGE_BYTES"], newest=since is None)
+        more = more or cut
         body: dict[str, Any] = {"messages": [json.loads(item.payload) for item in items], "more": more}
         if gap is not None and gap.gap:
             body.update(gap=True, missed=gap.missed)
