@@ -1,4 +1,4 @@
-"""Every start command the README and the Procfile give, from a venv of requirements.txt alone."""
+"""Every start command docs/deployment.md and the Procfile give, from a venv of requirements.txt alone."""
 
 from __future__ import annotations
 
