@@ -58,6 +58,10 @@ class Metrics:
         )
         self._handshakes = {by: handshakes.labels(by) for by in ("worker", "flask")}
         self.closes = Counter("chat_closes", "Closed connections by close code", ["code"], registry=registry)
+        self.repairs = Counter(
+            "chat_backend_repairs", "Watched rooms the backend subscribed again and caught up, by why", ["reason"],
+            registry=registry,
+        )
         self.fanout = Histogram(
             "chat_fanout_seconds", "Time to hand one batch to every local connection",
             registry=registry, buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
@@ -92,6 +96,10 @@ class Metrics:
     def count(self, kind: str) -> None:
         """Count one slow-client close or rate-limit hit."""
         self.events.labels(kind).inc()
+
+    def repaired(self, reason: str) -> None:
+        """Count a watched room the backend subscribed again, by why (moved, unsubscribed, node, owner, lost)."""
+        self.repairs.labels(reason).inc()
 
     def closed(self, code: int) -> None:
         """Count a connection closed with code."""

@@ -132,12 +132,13 @@ def bus_free_port() -> int:
 
 
 class RedisCluster:
-    """Run a Redis Cluster of three primaries (no replicas) on free ports, each node restartable."""
+    """Run a Redis Cluster of three primaries (each with replicas replicas) on free ports, each node restartable."""
 
-    def __init__(self, persistent: bool = True) -> None:
+    def __init__(self, persistent: bool = True, replicas: int = 0) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="chat-cluster-")
+        self.replicas = replicas
         self.nodes = []
-        for index in range(3):
+        for index in range(3 * (1 + replicas)):
             directory = Path(self._tmp.name) / f"node{index}"
             directory.mkdir()
             self.nodes.append(RedisServer(persistent, directory, cluster=True))
@@ -147,43 +148,106 @@ class RedisCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
     def start(self, timeout: float = 30.0) -> RedisCluster:
-        """Start the nodes, join them into one cluster, and wait until every slot is served."""
+        """Start the nodes, join them into one cluster, and wait until every node agrees every slot is served."""
         for node in self.nodes:
             node.start()
         cli = shutil.which("redis-cli") or "redis-cli"
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=timeout,
         )
         self.wait_ok(timeout)
         return self
 
+    def client(self, node: RedisServer) -> redis.Redis:
+        """Return a plain client of one node (close it after use)."""
+        return redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=2, socket_connect_timeout=2)
+
+    def running(self) -> list[RedisServer]:
+        """Return the nodes whose process runs."""
+        return [node for node in self.nodes if node.process is not None and node.process.poll() is None]
+
+    def ask(self, node: RedisServer, *command: str) -> object:
+        """Run one command on node and return its answer."""
+        client = self.client(node)
+        try:
+            return client.execute_command(*command)
+        finally:
+            client.close()
+
+    def view(self, node: RedisServer) -> dict[int, int]:
+        """Return which primary (by port) serves each slot range start, as node sees it."""
+        return {int(start): int(primary[1]) for start, end, primary, *_ in self.ask(node, "CLUSTER", "SLOTS")}
+
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Wait until every node reports cluster_state:ok."""
+        """Wait until every running node reports cluster_state:ok, all slots ok, and all see the same primaries."""
         deadline = time.monotonic() + timeout
-        for node in self.nodes:
-            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1)
+        while True:
             try:
-                while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("the cluster did not become ready")
-                    time.sleep(0.05)
-            finally:
-                client.close()
+                infos = [self.ask(node, "CLUSTER", "INFO") for node in self.running()]
+                views = [self.view(node) for node in self.running()]
+                ready = all(b"cluster_state:ok" in info and b"cluster_slots_ok:16384" in info for info in infos)
+                if ready and all(view == views[0] for view in views):
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not become ready")
+            time.sleep(0.05)
 
     def node_for(self, key: str) -> RedisServer:
         """Return the node that serves key's slot."""
-        client = redis.Redis(host="127.0.0.1", port=self.nodes[0].port, socket_timeout=1)
-        try:
-            slot = client.execute_command("CLUSTER", "KEYSLOT", key)
-            for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
-                if start <= slot <= end:
-                    port = int(primary[1])
-                    return next(node for node in self.nodes if node.port == port)
-        finally:
-            client.close()
+        slot = self.slot(key)
+        for start, end, primary, *_ in self.ask(self.running()[0], "CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                port = int(primary[1])
+                return next(node for node in self.nodes if node.port == port)
         raise RuntimeError(f"no node serves the slot of {key}")
+
+    def slot(self, key: str) -> int:
+        """Return the cluster slot of key."""
+        return int(self.ask(self.running()[0], "CLUSTER", "KEYSLOT", key))
+
+    def node_id(self, node: RedisServer) -> str:
+        """Return a node's cluster id."""
+        return self.ask(node, "CLUSTER", "MYID").decode()
+
+    def primaries(self) -> list[RedisServer]:
+        """Return the running nodes that are primaries."""
+        return [node for node in self.running() if self.ask(node, "ROLE")[0] == b"master"]
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """Return a running replica of primary."""
+        wanted = self.node_id(primary)
+        for node in self.running():
+            if node is not primary:
+                info = self.ask(node, "CLUSTER", "NODES").decode()
+                mine = next(line for line in info.splitlines() if "myself" in line).split()
+                if "slave" in mine[2] and mine[3] == wanted:
+                    return node
+        raise RuntimeError(f"no replica of {primary.port}")
+
+    def migrate(self, slot: int, target: RedisServer) -> None:
+        """Move one slot to target the standard way: IMPORTING/MIGRATING, MIGRATE of its keys, SETSLOT NODE on all."""
+        source = next(node for node in self.nodes if node.port == self.view_slot(slot))
+        target_id, source_id = self.node_id(target), self.node_id(source)
+        self.ask(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        self.ask(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        while True:
+            names = self.ask(source, "CLUSTER", "GETKEYSINSLOT", str(slot), "100")
+            if not names:
+                break
+            self.ask(source, "MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", *names)
+        for node in [target, source, *[n for n in self.primaries() if n not in (target, source)]]:
+            self.ask(node, "CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+
+    def view_slot(self, slot: int) -> int:
+        """Return the port of the primary that serves slot, as the first running node sees it."""
+        for start, end, primary, *_ in self.ask(self.running()[0], "CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return int(primary[1])
+        raise RuntimeError(f"no node serves slot {slot}")
 
     def __enter__(self) -> Self:
         return self.start()
@@ -193,12 +257,8 @@ class RedisCluster:
 
     def flushall(self) -> None:
         """Empty every primary."""
-        for node in self.nodes:
-            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1)
-            try:
-                client.flushall()
-            finally:
-                client.close()
+        for node in self.primaries():
+            self.ask(node, "FLUSHALL")
 
     def cleanup(self) -> None:
         """Stop every node and remove their data."""

@@ -156,12 +156,12 @@ class Backend(Protocol):
         """Stop delivering and release every resource."""
 
 
-def create(url: str, settings: dict[str, Any]) -> Backend:
-    """Return the backend for a CHAT_BACKEND_URL."""
+def create(url: str, settings: dict[str, Any], repaired: Callable[[str], None] | None = None) -> Backend:
+    """Return the backend for a CHAT_BACKEND_URL; repaired(reason) counts each subscription it had to make again."""
     if url.startswith("memory://"):
         from .memory import MemoryBackend
 
         return MemoryBackend(settings)
     from .redis import RedisBackend
 
-    return RedisBackend(url, settings)
+    return RedisBackend(url, settings, repaired)

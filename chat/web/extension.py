@@ -48,7 +48,7 @@ class Chat:
         settings = config.from_app(app.config, os.environ)
         wire.check()
         metrics = Metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-        backend = backends.create(settings["BACKEND_URL"], settings)
+        backend = backends.create(settings["BACKEND_URL"], settings, metrics.repaired)
         record = store.create(settings["STORE_URL"], settings, app.instance_path)
         hub = Hub(backend, settings, metrics, moderate=self._moderate, store=record)
         mount = app.extensions["chat"] = Mount(settings, hub, metrics, self._identity, self._identifies)

@@ -1,39 +1,21 @@
 """The Redis backend: per-room streams for history, sharded pub/sub for live delivery.
 
-Keys of a room R (``keys.py``; the braces keep them, and the channel, in one
-cluster slot):
-
-``chat:{R}:meta``
-    Hash: ``seq``, the last chat id given out, ``epoch``, where ``seq``
-    started, and ``tail``, the id of the stream's last entry.  The room's first
-    message or presence event starts ``seq`` from Redis's clock in milliseconds
-    times 1000 (or past the stream's last id), so ids keep growing when the
-    keys expire or are lost, and a client that resumes with an older id is
-    told that an unknown number of messages were missed.
-``chat:{R}:log``
-    Stream.  Chat message N has id ``N-0`` and the fields ``n`` (name), ``x``
-    (text), ``ts`` and ``u`` (user id, or empty); a presence event made while
-    the counter is N gets ``N-k`` (k >= 1) and the fields ``e`` (join or
-    leave), ``m`` (member id), ``n`` and ``o`` (online count).  Publishing trims
-    the stream to the last ``max(HISTORY_SIZE, RETAIN)`` chat messages.
-``chat:{R}:live``
-    Sharded pub/sub channel: each entry as the script appends it, with the id
-    of the entry before it (``reader.py`` fills gaps from the stream); the
-    chat messages of one group as one JSON array.
-``chat:{R}:online``, ``:names``, ``:on``, ``:alive``
-    Presence (``presence.py``): online counts connections per key (a user id,
-    or a guest's member id), so a user in two tabs is one entry; names maps a
-    key to its name; on maps ``<pid>/<member>`` to the member's key and name;
-    alive holds each process's liveness deadline, which it renews.
+Each room's keys, and its channel, are laid out in ``keys.py``: a hash of
+counters, a stream of its history and a sharded pub/sub channel of what is
+added to it, all in the room's one cluster slot.
 
 Every script declares all its keys and runs in one slot, so the backend works
-against one server and against a Redis Cluster (``redis+cluster://``) alike.
+against one server and against a Redis Cluster (``redis+cluster://``) alike;
+on a cluster, scripts follow the slots while they move (``follow.py``), readers
+follow each room to its slot's owner (``subscriber.py``, ``node.py``), and a
+check makes sure none is left silent (``check.py``).
+
 Every write gives the room's keys a TTL of ``ROOM_EXPIRY``, renewed while the
-room is occupied.  Commands time out after ``TIMEOUT`` and are never retried
-(a retried publish could store a message twice); one that cannot reach Redis
-raises ``Unavailable``.  A process holds at most ``POOL`` connections and a
-command waits up to ``POOL_WAIT`` for one, so a join storm queues instead of
-being refused.  A room's messages published while its last group is on its
+room is occupied.  Commands time out after ``TIMEOUT`` and are retried only
+when they cannot have run (a retried publish could store a message twice);
+one that cannot reach Redis raises ``Unavailable``.  A process holds at most
+``POOL`` connections and a command waits up to ``POOL_WAIT`` for one, so a
+join storm queues instead of being refused.  A room's messages published while its last group is on its
 way go out together as the next group (``group.py``): one round trip per
 group under load, none added when the room is idle.
 """
@@ -45,8 +27,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,15 +35,16 @@ from urllib.parse import urlsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, RedisClusterException
 from redis.retry import Retry
 
-from ... import protocol
-from .. import Deliver, Entry, Item, Presence, Published, Replay, SignOut, Unavailable, resume
-from . import keys, scripts
+from .. import Deliver, Entry, Published, Replay, SignOut, Unavailable
+from . import decode, follow, keys, scripts
+from .check import Check
+from .control import ControlReader
 from .group import Groups, Message
 from .presence import Keeper, Record
-from .reader import ControlReader, StreamId, Subscriber, sid
+from .subscriber import Repaired, Subscriber
+from .topology import MAIN, Topology
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +56,22 @@ POOL, POOL_WAIT = 64, 5.0
 RETAIN = 1000
 #: Most presence events kept after one chat message.
 PRESENCE_BACKLOG = 1000
-UNREACHABLE = (
-    redis.ConnectionError, redis.TimeoutError, ReadOnlyError, OutOfMemoryError, ClusterDownError, RedisClusterException,
-)
+UNREACHABLE = follow.UNREACHABLE
 CLUSTER_SCHEME = "redis+cluster://"
 
 
-def connect(url: str, client_name: str) -> Any:
-    """Return a client for a redis://, rediss://, unix:// or redis+cluster://host:port,... URL."""
-    options: dict[str, Any] = {
+def options(client_name: str) -> dict[str, Any]:
+    """Return the options of every connection: timeouts, no retry, and the name Redis lists it under."""
+    return {
         "socket_timeout": TIMEOUT,
         "socket_connect_timeout": TIMEOUT,
         "retry": Retry(NoBackoff(), 0),
         "client_name": client_name,
     }
+
+
+def connect(url: str, client_name: str) -> Any:
+    """Return a client for a redis://, rediss://, unix:// or redis+cluster://host:port,... URL."""
     if url.startswith(CLUSTER_SCHEME):
         nodes = []
         for address in urlsplit(url).netloc.split(","):
@@ -95,18 +79,19 @@ def connect(url: str, client_name: str) -> Any:
             nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
         return RedisCluster(
             startup_nodes=nodes, connection_pool_class=partial(redis.BlockingConnectionPool, timeout=POOL_WAIT),
-            max_connections=POOL, **options,
+            max_connections=POOL, **options(client_name),
         )
-    pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL, timeout=POOL_WAIT, **options)
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=POOL, timeout=POOL_WAIT, **options(client_name))
     return redis.Redis(connection_pool=pool)
 
 
 class RedisBackend:
     """Share rooms between processes and hosts through Redis (one server or a cluster)."""
 
-    def __init__(self, url: str, settings: dict[str, Any]) -> None:
+    def __init__(self, url: str, settings: dict[str, Any], repaired: Repaired | None = None) -> None:
         self._url = url
         self._settings = settings
+        self._repaired = repaired
         self._size: int = settings["HISTORY_SIZE"]
         self._keep = max(self._size, RETAIN)
         self._ttl_ms = max(1, int(settings["PRESENCE_TTL"] * 1000))
@@ -114,16 +99,17 @@ class RedisBackend:
         self._list_limit = int(settings.get("PRESENCE_LIST_LIMIT", 200))
         self._lock = threading.Lock()
         self._client: Any = None
+        self._topology: Topology | None = None
         self._scripts: dict[str, Any] = {}
         self._pid = ""
         self._record = Record()
         self._subscriber: Subscriber | None = None
         self._keeper: Keeper | None = None
-        self._control: ControlReader | None = None
+        self._threads: list[threading.Thread] = []
         self._closed = False
         self._up = True
         self._next_check = 0.0
-        self._groups = Groups(self._send, POOL_WAIT + 2 * TIMEOUT)
+        self._groups = Groups(self._send, POOL_WAIT + 2 * TIMEOUT + follow.FOLLOW)
 
     # Connections, made on first use so that nothing happens before gunicorn forks.
 
@@ -135,23 +121,19 @@ class RedisBackend:
                 self._pid = secrets.token_hex(8)
                 client = connect(self._url, f"chat-{self._pid}")
                 self._scripts = scripts.register(client)
+                self._topology = Topology(client, self._url, partial(options, self._reader_name()))
                 self._client = client
             return self._client
 
-    @contextmanager
-    def _reach(self) -> Iterator[None]:
-        try:
-            yield
-        except UNREACHABLE as exc:
-            # A command that timed out waiting for its answer may have run.
-            raise Unavailable(f"redis is unreachable: {exc}", isinstance(exc, redis.TimeoutError)) from exc
+    def _reader_name(self) -> str:
+        return f"chat-{self._pid}-sub"
 
-    def _node_of(self, room: str) -> tuple[str, Any]:
-        client = self._client
-        if isinstance(client, RedisCluster):
-            node = client.get_node_from_key(keys.channel(room))
-            return node.name, client.get_redis_connection(node)
-        return "main", client
+    def _run(self, call: Callable[[], Any]) -> Any:
+        return follow.run(call, isinstance(self._client, RedisCluster))
+
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        client = self._redis()
+        return self._run(lambda: self._scripts[name](keys=keys, args=args, client=client))
 
     # The interface.
 
@@ -161,21 +143,24 @@ class RedisBackend:
         with self._lock:
             if self._subscriber is not None or self._closed:
                 return
-            self._subscriber = Subscriber(client, deliver, self._item, self._node_of)
+            assert self._topology is not None
+            topology = self._topology
+            self._subscriber = subscriber = Subscriber(client, topology, deliver, self._repaired)
             self._keeper = Keeper(client, self._scripts, self._record, self._pid, self._settings)
             self._keeper.start()
+            self._threads.append(Check(subscriber, self._reader_name()))
             if on_signout is not None:
-                node = client
-                if isinstance(client, RedisCluster):
-                    node = client.get_redis_connection(client.get_default_node())
-                self._control = ControlReader(node, on_signout, self._subscriber.stopping)
-                self._control.start()
+                def control() -> Any:
+                    return topology.reader(client.get_random_node().name if topology.cluster else MAIN)
+
+                self._threads.append(ControlReader(control, on_signout, subscriber.stopping))
+            for thread in self._threads:
+                thread.start()
 
     def sign_out(self, user: str) -> None:
         """Tell every process sharing this Redis to close the connections of user."""
         client = self._redis()
-        with self._reach():
-            client.publish(keys.CONTROL, json.dumps({"signout": user}))
+        self._run(lambda: client.publish(keys.CONTROL, json.dumps({"signout": user})))
 
     def publish(self, room: str, name: str, text: str, user: str | None = None) -> Published:
         """Store a chat message under the room's next id and return the id and the ts its frame carries."""
@@ -184,43 +169,34 @@ class RedisBackend:
 
     def _send(self, room: str, messages: list[Message]) -> list[int]:
         """Store a group of room's chat messages under its next ids, in one script call, and return the ids."""
-        client = self._redis()
         args: list[Any] = [self._keep, self._expiry_ms]
         for message in messages:
             args.extend(message)
-        with self._reach():
-            raw = self._scripts["publish"](
-                keys=[keys.meta(room), keys.log(room), keys.channel(room)], args=args, client=client,
-            )
+        raw = self._script("publish", [keys.meta(room), keys.log(room), keys.channel(room)], args)
         return [int(value) for value in raw]
 
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""
-        client = self._redis()
-        with self._reach():
-            reply = self._scripts["history"](
-                keys=[keys.meta(room), keys.log(room)],
-                args=["" if since is None else since, limit, self._size],
-                client=client,
-            )
-        return self._replay(room, since, reply)
+        reply = self._script(
+            "history", [keys.meta(room), keys.log(room)], ["" if since is None else since, limit, self._size],
+        )
+        return decode.replay(room, since, reply)
 
     def enter(
         self, room: str, member: str, name: str, since: int | None, limit: int, user: str | None = None
     ) -> Entry:
         """Join room's presence and start delivering it here; return the replay and who is online, in one call."""
-        client = self._redis()
         key = presence_key(member, user)
+        self._redis()  # The arguments carry this process's pid, made on first use.
         try:
-            with self._reach():
-                tail, (online, names), reply, known = self._scripts["enter"](
-                    keys=[keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room)],
-                    args=[
-                        self._pid, member, key, name, self._ttl_ms, self._expiry_ms, PRESENCE_BACKLOG,
-                        "" if since is None else since, limit, self._size, self._list_limit,
-                    ],
-                    client=client,
-                )
+            tail, (online, names), reply, known = self._script(
+                "enter",
+                [keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room)],
+                [
+                    self._pid, member, key, name, self._ttl_ms, self._expiry_ms, PRESENCE_BACKLOG,
+                    "" if since is None else since, limit, self._size, self._list_limit,
+                ],
+            )
         except Unavailable:
             self._record.lost(room)
             raise
@@ -232,22 +208,21 @@ class RedisBackend:
             self._record.lost(room)
             self._keeper.nudge.set()
         if self._subscriber is not None:
-            self._subscriber.watch(room, sid(tail))
+            self._subscriber.watch(room, decode.sid(tail))
         users = sorted(value.decode() for value in names)
-        return Entry(self._replay(room, since, reply), int(online), users, sid(tail))
+        return Entry(decode.replay(room, since, reply), int(online), users, decode.sid(tail))
 
     def exit(self, room: str, member: str) -> int:
         """Stop delivering room here (for this member), leave its presence, and return how many are online."""
         if self._record.remove(room, member) and self._subscriber is not None:
             self._subscriber.unwatch(room)
-        client = self._redis()
+        self._redis()  # The arguments carry this process's pid, made on first use.
         try:
-            with self._reach():
-                return int(self._scripts["leave"](
-                    keys=[keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room)],
-                    args=[self._pid, member, PRESENCE_BACKLOG, self._expiry_ms],
-                    client=client,
-                ))
+            return int(self._script(
+                "leave",
+                [keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room)],
+                [self._pid, member, PRESENCE_BACKLOG, self._expiry_ms],
+            ))
         except Unavailable:
             self._record.lost(room)
             raise
@@ -257,9 +232,8 @@ class RedisBackend:
         client = self._redis()
         if self._subscriber is None:
             raise Unavailable("the redis backend is not started")
-        with self._reach():
-            tail = client.hget(keys.meta(room), "tail")
-        self._subscriber.watch(room, sid(tail or b"0-0"))
+        tail = self._run(lambda: client.hget(keys.meta(room), "tail"))
+        self._subscriber.watch(room, decode.sid(tail or b"0-0"))
 
     def unwatch(self, room: str) -> None:
         """Undo one watch() of room."""
@@ -268,13 +242,11 @@ class RedisBackend:
 
     def presence(self, room: str) -> tuple[int, list[str]]:
         """Return how many are online in room and (at most the list limit of) their names."""
-        client = self._redis()
-        with self._reach():
-            count, values = self._scripts["users"](
-                keys=[keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room)],
-                args=[PRESENCE_BACKLOG, self._list_limit],
-                client=client,
-            )
+        count, values = self._script(
+            "users",
+            [keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room)],
+            [PRESENCE_BACKLOG, self._list_limit],
+        )
         return int(count), sorted(value.decode() for value in values)
 
     def users(self, room: str) -> list[str]:
@@ -282,7 +254,7 @@ class RedisBackend:
         return self.presence(room)[1]
 
     def healthy(self) -> bool:
-        """Tell whether Redis answers this process's readers (with no reader: a ping, at most once a second)."""
+        """Tell whether every watched room's node answers its reader (with no reader: a ping, at most once a second)."""
         if self._closed:
             return False
         subscriber = self._subscriber
@@ -308,8 +280,8 @@ class RedisBackend:
             subscriber.stop()
         if keeper is not None:
             keeper.stop()
-        if self._control is not None:
-            self._control.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
         if client is None:
             return
         rooms = self._record.clear()
@@ -320,44 +292,6 @@ class RedisBackend:
         except UNREACHABLE as exc:
             log.warning("could not remove this process's presence from redis: %s", exc)
         client.close()
-
-    # Decoding.
-
-    def _replay(self, room: str, since: int | None, reply: list[Any]) -> Replay:
-        if reply[0] is None:
-            if since is None:
-                return Replay()
-            seconds, micros = reply[1]
-            now = int(seconds) * 1_000_000 + int(micros) // 1000 * 1000
-            return Replay() if since >= now else Replay(gap=True, missed=None)
-        last, epoch, first, entries = int(reply[0]), int(reply[1]), reply[2], reply[3]
-        messages = []
-        for raw, fields in entries:
-            entry = sid(raw)
-            if entry[1] == 0:
-                item = self._item(room, entry, dict(zip(fields[::2], fields[1::2], strict=True)))
-                if item is not None:
-                    messages.append(item)
-        if since is None:
-            return Replay(messages, last=last)
-        if first:
-            ms, seq = sid(first[0][0])
-            oldest = ms + (1 if seq else 0)
-        else:
-            oldest = last + 1
-        return resume(messages, since, last, epoch, oldest)
-
-    def _item(self, room: str, entry: StreamId, fields: dict[bytes, bytes]) -> Item | None:
-        ms, seq = entry
-        if seq:
-            event, name, online = fields[b"e"].decode(), fields[b"n"].decode(), int(fields[b"o"])
-            said = Presence(event, fields.get(b"m", b"").decode(), name, online)
-            return Item(None, protocol.presence(event, room, name, online), said, entry)
-        user = fields.get(b"u") or None
-        payload = protocol.chat(
-            ms, room, fields[b"n"].decode(), fields[b"x"].decode(), int(fields[b"ts"]), user and user.decode(),
-        )
-        return Item(ms, payload, None, entry)
 
 
 def presence_key(member: str, user: str | None) -> str:

@@ -1,4 +1,30 @@
-"""The names of a room's keys and channel; the braces put all of them in one cluster slot."""
+"""The names of a room's keys and channel; the braces put all of them in one cluster slot.
+
+Keys of a room R:
+
+``chat:{R}:meta``
+    Hash: ``seq``, the last chat id given out, ``epoch``, where ``seq``
+    started, and ``tail``, the id of the stream's last entry.  The room's first
+    message or presence event starts ``seq`` from Redis's clock in milliseconds
+    times 1000 (or past the stream's last id), so ids keep growing when the
+    keys expire or are lost, and a client that resumes with an older id is
+    told that an unknown number of messages were missed.
+``chat:{R}:log``
+    Stream.  Chat message N has id ``N-0`` and the fields ``n`` (name), ``x``
+    (text), ``ts`` and ``u`` (user id, or empty); a presence event made while
+    the counter is N gets ``N-k`` (k >= 1) and the fields ``e`` (join or
+    leave), ``m`` (member id), ``n`` and ``o`` (online count).  Publishing trims
+    the stream to the last ``max(HISTORY_SIZE, RETAIN)`` chat messages.
+``chat:{R}:live``
+    Sharded pub/sub channel: each entry as the script appends it, with the id
+    of the entry before it (``subscriber.py`` fills gaps from the stream); the
+    chat messages of one group as one JSON array.
+``chat:{R}:online``, ``:names``, ``:on``, ``:alive``
+    Presence (``presence.py``): online counts connections per key (a user id,
+    or a guest's member id), so a user in two tabs is one entry; names maps a
+    key to its name; on maps ``<pid>/<member>`` to the member's key and name;
+    alive holds each process's liveness deadline, which it renews.
+"""
 
 from __future__ import annotations
 
