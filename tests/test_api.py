@@ -16,7 +16,7 @@ from conftest import ROOT, Closed, wait_for
 from flask import Flask
 from redis_server import flushall
 from served import Served
-from test_exactly_once import frame
+from wsclient import cid_frame
 
 from chat import Chat
 
@@ -103,7 +103,7 @@ def test_a_stored_message_has_the_ts_of_its_frame(chat_server, connect, request,
     count = 500
     for n in range(count):
         plain.send(f"v1 {n}")
-        acked.send(frame(f"v2 {n}", f"c{n}"))
+        acked.send(cid_frame(f"v2 {n}", f"c{n}"))
     acks = [acked.next_where(lambda e: e["state"] == 5) for _ in range(count)]
     status, posted, _ = api("POST", "/rooms/ts/messages", {"message": "posted"})
     assert status == 201

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import wait_for
+from inbox import started
 from redis_server import RedisServer, flushall
 
 from chat import backends, config, protocol
@@ -28,35 +29,6 @@ SIZE, REPLAY = 5, 3
 SETTINGS = {**config.DEFAULTS, "HISTORY_SIZE": SIZE, "HISTORY_REPLAY": REPLAY, "PRESENCE_TTL": 30}
 
 Make = Callable[..., Backend]
-
-
-class Inbox:
-    """Collect what a backend delivers, and wait for conditions on it."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, int | None, bytes]] = []
-        self._changed = threading.Condition()
-
-    def __call__(self, room: str, items: list[tuple[int | None, bytes]]) -> None:
-        with self._changed:
-            self.events.extend((room, item.id, item.payload) for item in items)
-            self._changed.notify_all()
-
-    def ids(self, room: str) -> list[int]:
-        """Return the chat ids delivered for room, in delivery order."""
-        with self._changed:
-            return [message_id for r, message_id, _ in self.events if r == room and message_id is not None]
-
-    def payloads(self, room: str) -> list[bytes]:
-        """Return every payload delivered for room, in delivery order."""
-        with self._changed:
-            return [payload for r, _, payload in self.events if r == room]
-
-    def wait(self, predicate: Callable[[Inbox], bool], timeout: float = 10.0) -> None:
-        """Wait until predicate holds, or fail after timeout."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: predicate(self), timeout):
-                raise AssertionError(f"timed out after {timeout} s; delivered: {self.events[-10:]}")
 
 
 def holds(condition: Callable[[], bool], seconds: float) -> bool:
@@ -133,15 +105,6 @@ def persistent() -> Iterator[RedisServer]:
     """Start a redis-server of this test's own, with an fsync-always AOF."""
     with RedisServer(persistent=True) as server:
         yield server
-
-
-def started(backend: Backend, *rooms: str) -> Inbox:
-    """Start backend with a fresh inbox and watch rooms."""
-    inbox = Inbox()
-    backend.start(inbox)
-    for room in rooms:
-        backend.watch(room)
-    return inbox
 
 
 def publish_many(backend: Backend, room: str, count: int, prefix: str = "m") -> list[int]:

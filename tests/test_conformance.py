@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import secrets
-import socket
 import struct
-import time
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import Server, proc_status
+from wsclient import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, close_payload, frame
+from wsclient import RawClient as Peer
 
 from chat.socket.connection import CLOSE_WAIT
 
@@ -22,202 +19,9 @@ from chat.socket.connection import CLOSE_WAIT
 LIMIT = 65536
 #: The compressing server's limit, small so that a deflate bomb is caught early.
 DEFLATE_LIMIT = 4096
-PING, PONG, CLOSE, TEXT, BINARY, CONTINUATION = 0x9, 0xA, 0x8, 0x1, 0x2, 0x0
-ENDED = -1
 KOSME = "κόσμε".encode()
 #: Grace beyond CLOSE_WAIT for a loaded machine.
 MARGIN = 1.5
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bool = True,
-          width: int | None = None) -> bytes:
-    """Encode a client frame; width forces a 7-, 16- or 64-bit length even where it is not the shortest."""
-    size = len(payload)
-    width = width or (7 if size < 126 else 16 if size < 65536 else 64)
-    first = (0x80 if fin else 0) | rsv | opcode
-    bit = 0x80 if mask else 0
-    if width == 7:
-        header = struct.pack("!BB", first, bit | size)
-    elif width == 16:
-        header = struct.pack("!BBH", first, bit | 126, size)
-    else:
-        header = struct.pack("!BBQ", first, bit | 127, size)
-    if not mask:
-        return header + payload
-    key = os.urandom(4)
-    mask_bytes = (key * (size // 4 + 1))[:size]
-    masked = int.from_bytes(payload, "big") ^ int.from_bytes(mask_bytes, "big")
-    return header + key + masked.to_bytes(size, "big")
-
-
-def close_payload(code: int, reason: bytes = b"") -> bytes:
-    """Encode the body of a close frame."""
-    return struct.pack("!H", code) + reason
-
-
-class Peer:
-    """A raw WebSocket client: writes frames built by hand, reads and checks the server's frames."""
-
-    def __init__(self, port: int, room: str, offer: str = "") -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = base64.b64encode(os.urandom(16)).decode()
-        extensions = f"Sec-WebSocket-Extensions: {offer}\r\n" if offer else ""
-        self.sock.sendall(
-            f"GET /ws?room={room} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"{extensions}\r\n".encode()
-        )
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = self.sock.recv(4096)
-            assert chunk, f"closed during the handshake: {response!r}"
-            response += chunk
-        head, _, rest = response.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        self.head = head
-        self.buffer = bytearray(rest)
-        negotiated = b"permessage-deflate" in head.lower()
-        assert negotiated is bool(offer), head
-        self.inflater = zlib.decompressobj(-15) if negotiated else None
-        self.deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
-        # Both sides agreed to start every message with a fresh compression context.
-        self.fresh = b"no_context_takeover" in head
-        self.chats: deque[dict] = deque()
-        self.pongs: deque[bytes] = deque()
-        self.others: deque[dict] = deque()
-        self.next_where(lambda e: e.get("event") == "welcome")
-
-    def send(self, opcode: int, payload: bytes = b"", **options: object) -> None:
-        self.sock.sendall(frame(opcode, payload, **options))
-
-    def say(self, text: str) -> None:
-        self.send(TEXT, text.encode())
-
-    def deflate(self, data: bytes) -> bytes:
-        """Compress one message's bytes as permessage-deflate does (sync flush, tail removed)."""
-        if self.fresh:
-            self.deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
-        return (self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH))[:-4]
-
-    def frame(self, timeout: float = 5.0) -> tuple[int, bytes]:
-        """Return the next frame's opcode and payload, or ENDED once the server ended TCP."""
-        deadline = time.monotonic() + timeout
-        while (parsed := self._parse()) is None:
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out after {timeout:.1f} s waiting for a frame from the server"
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                return ENDED, b""
-            self.buffer += chunk
-        return parsed
-
-    def _parse(self) -> tuple[int, bytes] | None:
-        buffer = self.buffer
-        if len(buffer) < 2:
-            return None
-        first, size, offset = buffer[0], buffer[1] & 0x7F, 2
-        assert not buffer[1] & 0x80, "a server frame is masked"
-        if size == 126:
-            if len(buffer) < 4:
-                return None
-            size, offset = struct.unpack_from("!H", buffer, 2)[0], 4
-        elif size == 127:
-            if len(buffer) < 10:
-                return None
-            size, offset = struct.unpack_from("!Q", buffer, 2)[0], 10
-        if len(buffer) < offset + size:
-            return None
-        payload = bytes(buffer[offset:offset + size])
-        del buffer[:offset + size]
-        opcode, rsv = first & 0x0F, first & 0x70
-        assert first & 0x80, "the server fragments a frame"
-        if rsv:
-            assert rsv == 0x40 and self.inflater is not None and opcode == TEXT, f"bad server RSV bits {rsv:#x}"
-            if self.fresh:
-                self.inflater = zlib.decompressobj(-15)
-            payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
-        return opcode, payload
-
-    def _read_one(self, timeout: float) -> int | tuple[int, str]:
-        """Read one frame: keep chats and pongs aside; return a close's (code, reason), ENDED or the opcode."""
-        opcode, payload = self.frame(timeout)
-        if opcode == TEXT:
-            event = json.loads(payload)
-            if event["state"] == 2:
-                self.chats.append(event)
-            elif event["state"] != 1:
-                self.others.append(event)
-        elif opcode == PONG:
-            self.pongs.append(payload)
-        elif opcode == CLOSE:
-            assert len(payload) != 1, "a close frame with a 1-byte body"
-            code = struct.unpack("!H", payload[:2])[0] if payload else 1005
-            return code, payload[2:].decode()
-        else:
-            assert opcode == ENDED, f"unexpected opcode {opcode:#x} from the server"
-        return opcode
-
-    def next_where(self, predicate: Callable[[dict], bool], timeout: float = 5.0) -> dict:
-        """Return the first state-3 or state-4 event that matches."""
-        deadline = time.monotonic() + timeout
-        while True:
-            while self.others:
-                event = self.others.popleft()
-                if predicate(event):
-                    return event
-            self._expect_open(self._read_one(deadline - time.monotonic()))
-
-    def chat(self, timeout: float = 5.0) -> str:
-        """Return the text of the next chat message (state 2)."""
-        deadline = time.monotonic() + timeout
-        while not self.chats:
-            self._expect_open(self._read_one(deadline - time.monotonic()))
-        return self.chats.popleft()["message"]
-
-    def pong(self, timeout: float = 5.0) -> bytes:
-        """Return the payload of the next pong."""
-        deadline = time.monotonic() + timeout
-        while not self.pongs:
-            self._expect_open(self._read_one(deadline - time.monotonic()))
-        return self.pongs.popleft()
-
-    def closed(self, timeout: float = 5.0) -> int:
-        """Read until the server's close frame and return its code."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self._read_one(deadline - time.monotonic())
-            assert result != ENDED, "the server ended TCP without a close frame"
-            if isinstance(result, tuple):
-                return result[0]
-
-    def ended(self, timeout: float) -> float:
-        """Read and drop until the server ends TCP; return how long that took."""
-        started = time.monotonic()
-        while (left := started + timeout - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                if not self.sock.recv(65536):
-                    return time.monotonic() - started
-            except TimeoutError:
-                break
-            except ConnectionResetError:
-                return time.monotonic() - started
-        raise AssertionError(f"the server did not end TCP within {timeout:.1f} s")
-
-    @staticmethod
-    def _expect_open(result: int | tuple[int, str]) -> None:
-        assert not isinstance(result, tuple), f"the server closed with {result[0]}: {result[1]}"
-        assert result != ENDED, "the server ended TCP"
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +51,7 @@ def peer() -> Iterator[Callable[..., Peer]]:
     peers: list[Peer] = []
 
     def open_peer(server: Server, offer: str = "") -> Peer:
-        opened = Peer(server.port, room, offer)
+        opened = Peer(server.port, f"/ws?room={room}", offer)
         peers.append(opened)
         return opened
 

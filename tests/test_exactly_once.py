@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from conftest import Client
+from wsclient import cid_frame as frame
 
 MARK = "end of test"
-
-
-def frame(text: str, cid: str) -> str:
-    """Return a v2 client frame."""
-    return json.dumps({"text": text, "cid": cid})
 
 
 def room_sees(listener: Client, marker_from: Client) -> list[dict]:

@@ -11,7 +11,7 @@ import pytest
 import websocket
 from conftest import Client, wait_for
 from postgres_server import clean_postgres_url, postgres_url  # noqa: F401  (fixtures)
-from test_exactly_once import frame
+from wsclient import cid_frame as frame
 
 
 def answered(client: Client) -> bool:

@@ -11,8 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, wait_for
-from test_deploy import answers
+from conftest import ROOT, answers, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 

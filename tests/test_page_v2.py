@@ -6,13 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-import test_browser
 from conftest import Client
+from pages import DESKTOP, Opener, say, texts
 from playwright.sync_api import Browser, Page, expect
-from test_browser import DESKTOP, Opener, say, texts
-
-# The fixtures of the page's other tests: a Chromium per module, pages in their own contexts, the host app.
-browser, open_page, host_app_url = test_browser.browser, test_browser.open_page, test_browser.host_app_url
 
 #: How long a page may take to notice that the server is back (its backoff grows while it is down).
 BACK_MS = 30_000

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import websocket
-from conftest import Server, wait_for
+from conftest import Client, Server, on_each_worker, wait_for, worker_of
+from reconnecting import Resuming
 from redis_server import RedisCluster, RedisServer
 
 TTL = 2.0
@@ -21,26 +20,6 @@ TTL = 2.0
 
 def is_welcome(event: dict) -> bool:
     return event.get("event") == "welcome"
-
-
-def worker_of(server: Server, ws: websocket.WebSocket) -> int:
-    """Return the pid of the gunicorn worker that holds the server side of ws's connection."""
-    port = ws.sock.getsockname()[1]
-    # A set: read while sockets come and go, the table can list one twice.
-    inodes = sorted({
-        fields[9]
-        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
-        if int(fields[1].rsplit(":", 1)[1], 16) == server.port and int(fields[2].rsplit(":", 1)[1], 16) == port
-    })
-    assert len(inodes) == 1, inodes
-    for pid in server.worker_pids():
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                if os.readlink(fd) == f"socket:[{inodes[0]}]":
-                    return pid
-            except OSError:
-                continue
-    raise AssertionError(f"no worker of {server.url} holds the connection from port {port}")
 
 
 def test_a_message_sent_to_either_server_reaches_both(make_server, connect, clean_redis_url):
@@ -60,26 +39,18 @@ def test_a_message_sent_to_either_server_reaches_both(make_server, connect, clea
 
 
 def test_thirty_clients_over_three_workers_share_one_room(make_server, connect, clean_redis_url):
-    """Thirty clients spread over three workers get every message in one order, and exact online counts."""
+    """Thirty clients placed ten on each of three workers get every message in one order, and exact online counts."""
     server = make_server(workers=3, CHAT_BACKEND_URL=clean_redis_url, CHAT_RATE_LIMIT="off")
-    clients: list = []
-    stopped: set[int] = set()
-    try:
-        for index in range(30):
-            used = {worker_of(server, client.ws) for client in clients}
-            if index in (10, 20) and len(used) < 3:
-                # The kernel hands a connection to whichever worker accepts first, and one that answers quickly
-                # can take them all: the workers that have clients stop for a while, so the next go to another.
-                for pid in used - stopped:
-                    os.kill(pid, signal.SIGSTOP)
-                    stopped.add(pid)
-            client = connect(f"{server.ws_url}?room=many&name=u{index:02}")
-            welcome = client.next_where(is_welcome)
-            assert welcome["online"] == index + 1
-            clients.append(client)
-    finally:
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
+    welcomes: list[dict] = []
+
+    def welcomed(index: int) -> Client:
+        client = connect(f"{server.ws_url}?room=many&name=u{index:02}")
+        welcomes.append(client.next_where(is_welcome))
+        assert welcomes[-1]["online"] == index + 1
+        return client
+
+    clients = on_each_worker(server, welcomed, per_worker=10)
+    welcome = welcomes[-1]
     assert welcome["users"] == [f"u{index:02}" for index in range(30)]
     assert len({worker_of(server, client.ws) for client in clients}) == 3
     for index, client in enumerate(clients):
@@ -96,111 +67,13 @@ def test_thirty_clients_over_three_workers_share_one_room(make_server, connect, 
     assert welcome["users"] == sorted([f"u{index:02}" for index in range(20)] + ["probe"])
 
 
-class Peer:
-    """A client that reads on its own thread, reconnects with since=<last id seen>, and keeps its timeline."""
-
-    def __init__(self, server: Server, name: str, room: str) -> None:
-        self.server, self.name, self.room = server, name, room
-        self.chats: list[tuple[int, str]] = []
-        self.gaps: list[dict] = []
-        self.notices = 0
-        self.reconnects = 0
-        self.connected = False
-        self._changed = threading.Condition()
-        self._stop = threading.Event()
-        self.ws = self._connect()
-        self._thread = threading.Thread(target=self._run, name=f"peer-{name}")
-        self._thread.start()
-
-    @property
-    def last_id(self) -> int | None:
-        with self._changed:
-            return self.chats[-1][0] if self.chats else None
-
-    def texts(self) -> list[str]:
-        with self._changed:
-            return [text for _, text in self.chats]
-
-    def _connect(self) -> websocket.WebSocket:
-        since = self.last_id
-        query = f"room={self.room}&name={self.name}" + (f"&since={since}" if since is not None else "")
-        ws = websocket.create_connection(f"{self.server.ws_url}?{query}", timeout=5)
-        with self._changed:
-            self.connected = True
-        return ws
-
-    def send(self, text: str) -> bool:
-        """Send text; False when the connection is down."""
-        try:
-            self.ws.send(text)
-        except (OSError, websocket.WebSocketException):
-            return False
-        return True
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                opcode, data = self.ws.recv_data()
-            except websocket.WebSocketTimeoutException:
-                continue
-            except (OSError, websocket.WebSocketException):
-                opcode, data = websocket.ABNF.OPCODE_CLOSE, b""
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                self._reconnect()
-                continue
-            event = json.loads(data)
-            with self._changed:
-                if event["state"] == 2:
-                    self.chats.append((int(event["id"]), event["message"]))
-                elif event["state"] == 4 and event["code"] == "unavailable":
-                    self.notices += 1
-                elif event.get("event") == "gap":
-                    self.gaps.append(event)
-                self._changed.notify_all()
-
-    def _reconnect(self) -> None:
-        with self._changed:
-            self.connected = False
-        self.ws.close(timeout=0.1)
-        delay = 0.05
-        while not self._stop.wait(delay):
-            try:
-                self.ws = self._connect()
-            except (OSError, websocket.WebSocketException):
-                delay = min(delay * 2, 0.5)
-                continue
-            self.reconnects += 1
-            return
-
-    def wait(self, predicate: Callable[[Peer], bool], timeout: float) -> None:
-        """Wait until predicate holds for this peer, or fail."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: predicate(self), timeout):
-                raise AssertionError(f"{self.name}: timed out; last events {self.chats[-3:]}")
-
-    def close(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(OSError, websocket.WebSocketException):
-            self.ws.close(timeout=0.5)
-        self._thread.join(5)
-
-
 @pytest.fixture
-def peers() -> Iterator[Callable[[Server, str], Peer]]:
-    """Open peers in one room, closed after the test."""
-    opened: list[Peer] = []
-
-    def open_peer(server: Server, name: str) -> Peer:
-        peer = Peer(server, name, "chaos")
-        opened.append(peer)
-        return peer
-
-    yield open_peer
-    for peer in opened:
-        peer.close()
+def peers(resuming) -> Callable[[Server, str], Resuming]:
+    """Open reconnecting clients in the room chaos."""
+    return lambda server, name: resuming(server, "chaos", name)
 
 
-def send_all(sender: Peer, count: int, progress: list[int], interval: float) -> None:
+def send_all(sender: Resuming, count: int, progress: list[int], interval: float) -> None:
     """Send count numbered messages at a steady pace, whether or not the connection is up."""
     began = time.monotonic()
     for index in range(count):
@@ -225,18 +98,8 @@ def test_redis_restart_and_worker_kill_lose_no_acknowledged_message(make_server,
         front, back = make_server(workers=2, **env), make_server(**env)
         first = peers(front, "s1")
         doomed = worker_of(front, first.ws)
-        receivers = []
-        # A receiver on each worker: the other worker stops while one connects, so that the kernel cannot hand
-        # the connection to it.
-        for worker in front.worker_pids():
-            others = [pid for pid in front.worker_pids() if pid != worker]
-            for pid in others:
-                os.kill(pid, signal.SIGSTOP)
-            try:
-                receivers.append(peers(front, f"a{len(receivers)}"))
-            finally:
-                for pid in others:
-                    os.kill(pid, signal.SIGCONT)
+        # A receiver on each worker, deliberately: the kernel could hand them all to one.
+        receivers = on_each_worker(front, lambda n: peers(front, f"a{n}"))
         workers = [worker_of(front, peer.ws) for peer in receivers]
         assert sorted(workers) == sorted(front.worker_pids()) and doomed in workers
         second = peers(back, "s2")
@@ -256,7 +119,7 @@ def test_redis_restart_and_worker_kill_lose_no_acknowledged_message(make_server,
         try:
             wait_for(lambda: progress[0] >= 500, 20, "500 messages sent")
             store.stop(signal.SIGKILL)
-            wait_for(lambda: first.notices + second.notices > 0, 10, "a sender to be told Redis is down")
+            wait_for(lambda: "unavailable" in first.notices + second.notices, 10, "a sender to be told Redis is down")
             store.start()
             if topology == "cluster":
                 redis_store.wait_ok()
@@ -302,9 +165,8 @@ def test_redis_restart_and_worker_kill_lose_no_acknowledged_message(make_server,
 
         wait_for(exact_presence, TTL + 10, "the killed worker's members to leave online")
         settled = time.monotonic() - killed
-        assert settled <= 30
         print(
-            f"\nchaos: {len(acknowledged)} acknowledged, {first.notices + second.notices} unavailable notices, "
+            f"\nchaos: {len(acknowledged)} acknowledged, {len(first.notices) + len(second.notices)} notices, "
             f"{sum(1 for peer in everyone if peer.reconnects)} clients resumed with since, "
             f"online exact {settled:.1f} s after the kill (TTL {TTL} s)"
         )

@@ -16,13 +16,19 @@ import os
 
 import pytest
 from conftest import Server, proc_status, wait_for
-from crowd import Crowd, masked
+from crowd import Crowd, Member, masked
 
 LONG = os.environ.get("CHAT_SOAK") == "long"
 WAVES, CLIENTS = (20, 500) if LONG else (7, 200)
 #: The first waves start the pool's threads and fill the allocator's pools; growth is measured after them.
 WARMUP = 3
 POOL = 2
+
+
+def this_wave(member: Member, wave: int) -> list[str]:
+    """Return the chat messages of this wave that member got, in order (its replay holds earlier waves' too)."""
+    prefix = f"wave {wave} "
+    return [e["message"] for e in member.frames if e["message"].startswith(prefix)]
 
 
 @pytest.mark.slow
@@ -37,11 +43,14 @@ def test_waves_of_clients_leave_nothing_behind():
         (worker,) = server.worker_pids()
         after: list[tuple[int, int]] = []
         for wave in range(WAVES):
-            crowd = Crowd(server.port, "/ws?room=soak", CLIENTS)
+            crowd = Crowd(server.port, "/ws?room=soak", CLIENTS, keep=lambda event: event.get("state") == 2)
             for number, member in enumerate(crowd.members[:20]):
                 member.sock.send(masked(0x1, f"wave {wave} message {number}".encode()))
-            crowd.pump(30, until=lambda crowd=crowd: all(m.texts >= 20 for m in crowd.members))
-            assert all(m.texts >= 20 for m in crowd.members), "a client missed messages"
+            sent = [f"wave {wave} message {number}" for number in range(20)]
+            done = lambda crowd=crowd, got=sent, at=wave: all(this_wave(m, at) == got for m in crowd.members)  # noqa: E731
+            crowd.pump(30, until=done)
+            missed = [this_wave(m, wave) for m in crowd.members if this_wave(m, wave) != sent]
+            assert not missed, f"{len(missed)} clients did not get this wave's 20 messages once each: {missed[0]}"
             crowd.close(clean=wave % 2 == 0)
             wait_for(lambda: server.health()["connections"] == 0, 30, f"wave {wave} to leave")
             after.append((proc_status(worker, "VmRSS"), server.threads_of(worker)))
