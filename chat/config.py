@@ -153,6 +153,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "STORE_URL": _store_url,
     "RETENTION": _retention,
     "RETENTION_INTERVAL": _duration,
+    "OFFLINE_GRACE": _number(float, 0.01),
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -187,6 +188,8 @@ DEFAULTS: dict[str, Any] = {
     "STORE_URL": "",
     "RETENTION": (None, None),
     "RETENTION_INTERVAL": 60.0,
+    #: Seconds a user's last connection must stay closed before on_offline is called (so a reload is no absence).
+    "OFFLINE_GRACE": 10.0,
 }
 
 

@@ -48,6 +48,8 @@ class Published(NamedTuple):
 
 Deliver = Callable[[str, list[Item]], None]
 SignOut = Callable[[str], None]
+#: Called in every process with each control message told (a JSON object), the teller's own process included.
+Control = Callable[[dict[str, Any]], None]
 
 
 class Unavailable(RuntimeError):
@@ -110,12 +112,18 @@ def resume(window: list[Item], since: int, last: int, epoch: int, oldest: int) -
 class Backend(Protocol):
     """The operations every backend implements."""
 
-    def start(self, deliver: Deliver, on_signout: SignOut | None = None) -> None:
-        """Subscribe this process: call deliver(room, items) for every event, in order, and on_signout(user)
-        when another process signs a user out."""
+    def start(self, deliver: Deliver, on_signout: SignOut | None = None, on_control: Control | None = None) -> None:
+        """Subscribe this process: call deliver(room, items) for every event, in order, on_signout(user)
+        when another process signs a user out, and on_control(message) for every control message told."""
 
     def sign_out(self, user: str) -> None:
         """Tell every other process sharing this backend to close the connections of user."""
+
+    def tell(self, message: dict[str, Any]) -> None:
+        """Hand a control message (a JSON object) to on_control in every process sharing this backend, this one too."""
+
+    def once(self, key: str, seconds: float) -> bool:
+        """Tell whether this is the first call with key, in any process, within seconds."""
 
     def publish(self, room: str, name: str, text: str, user: str | None = None) -> Published:
         """Store a chat message (from an identified user, if given), fan it out, and return its id and ts."""

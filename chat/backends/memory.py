@@ -9,7 +9,7 @@ from itertools import islice
 from typing import Any
 
 from .. import protocol
-from . import Deliver, Entry, Item, Position, Presence, Published, Replay, SignOut, resume
+from . import Control, Deliver, Entry, Item, Position, Presence, Published, Replay, SignOut, resume
 
 
 class MemoryBackend:
@@ -35,6 +35,9 @@ class MemoryBackend:
         self._names: dict[str, tuple[frozenset[str], protocol.Names]] = {}
         self._newest_epoch = 0
         self._deliver: Deliver | None = None
+        self._on_control: Control | None = None
+        #: Keys once() has seen, with when each may be seen again.
+        self._once: dict[str, float] = {}
 
     def _epoch_locked(self) -> int:
         # Ids start from milliseconds since the epoch, times 1000, whenever a
@@ -69,13 +72,31 @@ class MemoryBackend:
             for table in (self._history, self._last, self._epochs, self._positions):
                 table.pop(oldest, None)
 
-    def start(self, deliver: Deliver, on_signout: SignOut | None = None) -> None:
-        """Subscribe this process to every room."""
+    def start(self, deliver: Deliver, on_signout: SignOut | None = None, on_control: Control | None = None) -> None:
+        """Subscribe this process to every room and to control messages."""
         with self._lock:
             self._deliver = deliver
+            self._on_control = on_control
 
     def sign_out(self, user: str) -> None:
         """Do nothing: there is no other process."""
+
+    def tell(self, message: dict[str, Any]) -> None:
+        """Hand message to this process's on_control: it is the only process."""
+        on_control = self._on_control
+        if on_control is not None:
+            on_control(message)
+
+    def once(self, key: str, seconds: float) -> bool:
+        """Tell whether key is new (or its last call is over seconds ago)."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._once) > 10_000:
+                self._once = {known: until for known, until in self._once.items() if until > now}
+            if self._once.get(key, 0.0) > now:
+                return False
+            self._once[key] = now + seconds
+            return True
 
     def publish(self, room: str, name: str, text: str, user: str | None = None) -> Published:
         """Store a chat message, fan it out, and return its id and ts."""
@@ -207,3 +228,4 @@ class MemoryBackend:
         """Stop delivering."""
         with self._lock:
             self._deliver = None
+            self._on_control = None

@@ -218,7 +218,7 @@ class Fanout:
         self._stats.fanned_out(time.perf_counter() - started)
 
     def _fan_out_digest(self, selector: selectors.BaseSelector, room: str, item: Item) -> None:
-        recipients = [conn for conn in self._members(room) if conn.version == 2]
+        recipients = [conn for conn in self._members(room) if conn.version >= 2]
         if not recipients:
             return
         batch = Batch.digest(item)

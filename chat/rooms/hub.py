@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import protocol
@@ -19,6 +20,8 @@ from ..fanout.thread import Fanout
 from ..socket.connection import POLICY, Connection
 from ..store import NoStore, Store, history
 from . import replay as replays
+from .conversations import Conversations
+from .offline import Gone
 from .sending import Moderate, Sender
 
 if TYPE_CHECKING:
@@ -36,7 +39,7 @@ class Hub:
 
     def __init__(
         self, backend: Backend, settings: dict[str, Any], stats: Metrics, moderate: Moderate | None = None,
-        store: Store | NoStore | None = None,
+        store: Store | NoStore | None = None, gone: Gone | None = None, wants_gone: Callable[[], bool] = lambda: False,
     ) -> None:
         self.backend = backend
         self.store = store if store is not None else NoStore()
@@ -53,6 +56,7 @@ class Hub:
         )
         # Made once and shared: a bound method per connection would cost 64 bytes each.
         self._callbacks = (self.fanout.watch, self.fanout.closing, stats.count)
+        self.conversations = Conversations(backend, self.store, settings, self.members, gone, wants_gone)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._rooms: dict[str, set[Connection]] = {}
@@ -102,6 +106,8 @@ class Hub:
         """Add conn to its room, then send it the welcome and history; False if it is gone."""
         self.start()
         room = conn.room
+        if self._refused(conn):
+            return False
         with self._lock:
             refused = self._closing
             if not refused:
@@ -112,21 +118,34 @@ class Hub:
             conn.close(GOING_AWAY, "server is shutting down")
             return False
         try:
+            # Again once in the room: a removal or ban told meanwhile either shows here or finds conn in the room.
+            if self._refused(conn):
+                self._remove(conn)
+                return False
             entry = self.backend.enter(room, conn.member, conn.name, since, self.settings["HISTORY_REPLAY"], conn.user)
         except BaseException:
             self._remove(conn)
             raise
         with self._lock:
             self._entered.add(conn)
+        self.conversations.joined(conn)
         limit, cap = self.settings["HISTORY_REPLAY"], self.settings["HISTORY_SIZE"]
         replay = self._replays.joined(room, entry.replay, since, entry.position[0], limit, cap)
         welcome = protocol.presence("welcome", room, conn.name, entry.online, entry.users)
+        welcome = self.conversations.welcome(conn, welcome, entry.replay.last)
         replay = replays.cut(replay, self._replay_bytes - len(welcome) - GAP_BYTES)
         payloads = [welcome]
         if replay.gap:
             payloads.append(protocol.gap(room, replay.missed))
         payloads.extend(self._shared.items(room, replay.messages))
         return conn.replay(payloads, entry.position)
+
+    def _refused(self, conn: Connection) -> bool:
+        """Close conn if its room is not open to it (private, banned); tell whether it was."""
+        refusal = self.conversations.refusal(conn)
+        if refusal is not None:
+            conn.close(*refusal)
+        return refusal is not None
 
     def leave(self, conn: Connection) -> None:
         """Stop delivering to conn, send what it is still owed, let go of its socket, and tell the others."""
@@ -137,6 +156,7 @@ class Hub:
             entered = conn in self._entered
             self._entered.discard(conn)
         if entered:
+            self.conversations.left(conn)
             try:
                 self.backend.exit(conn.room, conn.member)
             except Unavailable:
@@ -153,8 +173,20 @@ class Hub:
             self.stats.room_resized(len(members) + 1, len(members))
 
     def publish(self, conn: Connection, text: str, cid: str | None = None) -> None:
-        """Send a chat message from conn to its room (a v2 one once: cid names it), and store it."""
+        """Send a chat message from conn to its room (a v2 one once: cid names it), and store it; not if muted."""
+        try:
+            muted = self.conversations.muted(conn)
+        except Unavailable as exc:
+            conn.send(protocol.notice("unavailable", exc.notice, cid))
+            return
+        if muted:
+            conn.send(protocol.notice("muted", "you are muted in this room: your message was not sent", cid))
+            return
         self._sender.send(conn, text, cid)
+
+    def act(self, conn: Connection, frame: protocol.Frame) -> None:
+        """Answer a v3 frame that is not a chat message (read, typing)."""
+        self.conversations.act(conn, frame)
 
     def sign_out(self, user_id: str) -> int:
         """Close user_id's connections here and in every process sharing the backend; return how many were here."""
@@ -200,7 +232,7 @@ class Hub:
             self._started = True
             self.fanout.start()
             # Under the lock, so no connection joins before the backend delivers.
-            self.backend.start(self.fanout.deliver, self.disconnect_local)
+            self.backend.start(self.fanout.deliver, self.disconnect_local, self.conversations.control)
         try:
             self.store.start()
         except Unavailable as exc:
@@ -219,6 +251,7 @@ class Hub:
     def stop(self) -> None:
         """Stop the fan-out thread and the backend, join them, and store what is queued."""
         self.fanout.stop()
+        self.conversations.stop()
         self.backend.close()
         self.store.close()
 

@@ -13,7 +13,7 @@ class Batch:
     """Events for one room, with their frames encoded once for every recipient.
 
     A v1 client gets the chat messages and each join and leave while the room
-    has at most the list limit of members; a v2 client gets the chat messages,
+    has at most the list limit of members; a v2 (and v3) client gets the chat messages,
     and presence as digests (``coalescer``).  ``views`` holds, per version, the
     items it gets with their frames; ``frames`` the same run joined.
     """
@@ -50,7 +50,8 @@ class Batch:
     @classmethod
     def viewed(cls, v1: list, v2: list, first: Position, last: Position) -> Batch:
         """Build a batch from each version's items and frames."""
-        views = {1: v1, 2: v2}
+        # v3 gets what v2 gets; its own events (receipts, typing) go to its connections alone.
+        views = {1: v1, 2: v2, 3: v2}
         frames = {version: b"".join([frame for _, frame in view]) for version, view in views.items()}
         spans = {version: (view[0][0].at, view[-1][0].at) for version, view in views.items() if view}
         return cls(views, frames, first, last, spans)

@@ -4,7 +4,8 @@
 joined, until the connection ends.  It is the only reader of the socket and
 of wsproto's incoming state; everything it writes goes through the
 ``Connection``.  Chat texts go to ``on_text``, with the client id of a v2
-frame that carries one; counts of rate-limit hits go to ``count``.
+frame that carries one; v3's other frames (read, typing, edit, ...) go to
+``on_frame``; counts of rate-limit hits go to ``count``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ FLOOD_WINDOW = 10
 
 #: on_text(conn, text) for a message as typed, on_text(conn, text, cid) for a v2 message with its client id.
 Text = Callable[..., None]
+#: on_frame(conn, frame) for a v3 frame that is not a chat message.
+OnFrame = Callable[[Connection, protocol.Frame], None]
 
 
 class Bucket:
@@ -73,12 +76,19 @@ class Bucket:
 class Reader:
     """Read one connection's frames and keep its timers until it ends."""
 
-    __slots__ = ("conn", "settings", "on_text", "count", "max_bytes", "size", "fragments", "fragment_bytes", "bucket")
+    __slots__ = (
+        "conn", "settings", "on_text", "on_frame", "count", "max_bytes", "size", "fragments", "fragment_bytes",
+        "bucket",
+    )
 
-    def __init__(self, conn: Connection, settings: dict[str, Any], on_text: Text, count: Callable[[str], None]):
+    def __init__(
+        self, conn: Connection, settings: dict[str, Any], on_text: Text, count: Callable[[str], None],
+        on_frame: OnFrame | None = None,
+    ):
         self.conn = conn
         self.settings = settings
         self.on_text = on_text
+        self.on_frame = on_frame
         self.count = count
         self.max_bytes = settings["MAX_MESSAGE_BYTES"]
         self.size = COMPRESSED_RECEIVE_BYTES if conn.compress else RECEIVE_BYTES
@@ -180,15 +190,19 @@ class Reader:
             data = "".join(self.fragments)
             self.fragments = None
         self.fragment_bytes = 0
-        cid = None
-        if self.conn.version == 2:
-            data, cid = protocol.client_message(data)
-        if protocol.is_blank(data):
+        try:
+            frame = protocol.client_frame(data, self.conn.version)
+        except protocol.Invalid as exc:
+            self.conn.send(protocol.notice("invalid", str(exc), exc.cid))
+            return
+        cid = frame.cid
+        if frame.type == "message" and protocol.is_blank(frame.text):
             if cid is not None:
                 self.conn.send(protocol.notice("empty", "an empty message is not sent", cid))
             return
         bucket = self.bucket
-        if bucket is not None and not bucket.take():
+        # Typing is throttled per sender where it is handled, so it takes no token from the sender's messages.
+        if bucket is not None and frame.type != "typing" and not bucket.take():
             self.count("rate_limited")
             if bucket.flooding():
                 self.conn.close(POLICY, "too many messages")
@@ -198,7 +212,12 @@ class Reader:
                 text = f"slow down: at most {bucket.rate:g} messages per second"
                 self.conn.send(protocol.notice("rate_limited", text, cid))
             return
-        if cid is None:
-            self.on_text(self.conn, data)
+        if frame.type != "message":
+            if self.on_frame is None:
+                self.conn.send(protocol.notice("invalid", f"{frame.type} frames are not taken here", cid))
+            else:
+                self.on_frame(self.conn, frame)
+        elif cid is None:
+            self.on_text(self.conn, frame.text)
         else:
-            self.on_text(self.conn, data, cid)
+            self.on_text(self.conn, frame.text, cid)

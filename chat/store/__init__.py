@@ -14,11 +14,12 @@ import os
 from typing import Any
 
 from ..config import ConfigError
+from .conversations import Access, Summary
 from .off import NoStore
 from .records import Claim, Retention, Stored
 from .store import Store
 
-__all__ = ["Claim", "NoStore", "Retention", "Store", "Stored", "create"]
+__all__ = ["Access", "Claim", "NoStore", "Retention", "Store", "Stored", "Summary", "create"]
 
 DEFAULT_FILE = "chat.db"
 

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from ..backends import Unavailable
+from .conversations import Access, Statement, Summary
 from .records import Stored
 
 #: Client ids remembered, oldest forgotten first.
@@ -84,6 +85,29 @@ class NoStore:
     def floor(self, room: str) -> int | None:
         """Return None: this store holds no room."""
         return None
+
+    def read(self, room: str, user: str, message_id: int) -> None:
+        """Keep nothing."""
+
+    def change(self, statements: list[Statement]) -> None:
+        """Refuse: private rooms, members, bans and mutes need a store."""
+        raise Unavailable("private rooms, members, bans and mutes need a message store (CHAT_STORE_URL)")
+
+    def access(self, room: str) -> Access:
+        """Return an open room's access: there is no other kind without a store."""
+        return Access()
+
+    def read_of(self, room: str, user: str) -> int | None:
+        """Return None: nothing is read."""
+        return None
+
+    def unread(self, room: str, user: str, after: int) -> int:
+        """Return 0."""
+        return 0
+
+    def rooms_of(self, user: str) -> list[Summary]:
+        """Return no room."""
+        return []
 
     def healthy(self) -> bool:
         """Tell that nothing can fail."""

@@ -11,13 +11,13 @@ call in gevent's threadpool (``green``).  The tables and statements are in
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from typing import Any
 
 from ..backends import Unavailable
-from . import green
+from . import conversations, green
 from .records import STALE, Claim, Stored
 from .schema import COUNT_ROOM, INSERT_ROWS, NEWEST, OLDEST, RELEASE, SCHEMA, STORED_CLAIM, insert
 
@@ -25,6 +25,9 @@ from .schema import COUNT_ROOM, INSERT_ROWS, NEWEST, OLDEST, RELEASE, SCHEMA, ST
 LOWEST, HIGHEST = -1, 2**63 - 1
 #: Most read connections kept per process.
 READERS = 4
+
+#: More writes for a batch's transaction: called with its cursor and the dialect's sql().
+Also = Callable[[Any, Callable[[str], str]], None]
 
 
 class Database:
@@ -56,7 +59,7 @@ class Database:
 
     def create(self, conn: Any) -> None:
         """Create the tables if they are missing."""
-        for statement in SCHEMA:
+        for statement in (*SCHEMA, *conversations.SCHEMA):
             conn.execute(statement)
 
     def sync(self) -> None:
@@ -99,9 +102,13 @@ class Database:
         return result
 
     def write(
-        self, rows: Sequence[Stored], claims: Sequence[tuple[str, str]], releases: Sequence[tuple[str, str]], now: float
+        self, rows: Sequence[Stored], claims: Sequence[tuple[str, str]], releases: Sequence[tuple[str, str]],
+        now: float, also: Also | None = None,
     ) -> list[Claim | int]:
-        """Store rows, drop released claims and make claims, in one transaction; return each claim's outcome."""
+        """Store rows, drop released claims, run also(cursor, sql) and make claims, in one transaction.
+
+        Returns each claim's outcome.
+        """
 
         def work(conn: Any) -> list[Claim | int]:
             cursor = conn.cursor()
@@ -121,6 +128,8 @@ class Database:
                     cursor.executemany(self.sql(STORED_CLAIM), sent)
             if releases:
                 cursor.executemany(self.sql(RELEASE), releases)
+            if also is not None:
+                also(cursor, self.sql)
             return [self._claim(cursor, room, cid, now) for room, cid in claims]
 
         with self.reach():
@@ -177,6 +186,24 @@ class Database:
     def newest_id(self) -> int:
         """Return the largest id stored in any room (0 when empty)."""
         return int(self._query("SELECT coalesce(max(top), 0) FROM chat_rooms", ())[0][0])
+
+    def access(self, room: str) -> conversations.Access:
+        """Return who may do what in room."""
+        rows = self._query("SELECT private, dm FROM chat_conversations WHERE room = ?", (room,))
+        return conversations.access(rows, self._query("SELECT kind, user_id FROM chat_members WHERE room = ?", (room,)))
+
+    def read_of(self, room: str, user: str) -> int | None:
+        """Return the id user has read room up to, or None if the user never joined or read it."""
+        rows = self._query("SELECT id FROM chat_reads WHERE user_id = ? AND room = ?", (user, room))
+        return int(rows[0][0]) if rows else None
+
+    def unread(self, room: str, user: str, after: int) -> int:
+        """Return how many of others' messages in room lie after after."""
+        return int(self._query(conversations.UNREAD, (room, after, user))[0][0])
+
+    def rooms_of(self, user: str) -> list[conversations.Summary]:
+        """Return user's rooms (members of, joined or read), newest activity first."""
+        return [conversations.summary(row) for row in self._query(conversations.ROOMS_OF, (user, user, user, user))]
 
     def probe(self) -> None:
         """Read from the tables; raise Unavailable if the database does not answer."""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..backends import Unavailable
+from .conversations import Access, Statement, Summary
 from .records import STALE, Claim, Retention, Stored
 from .sql import Database
 from .writer import Writer
@@ -97,6 +98,14 @@ class Store:
         """Give back a claim whose message was not sent, so that a resend is sent."""
         self._started().release(room, cid)
 
+    def read(self, room: str, user: str, message_id: int) -> None:
+        """Queue moving user's read position in room forward to message_id (written with the next batch)."""
+        self._started().read(room, user, message_id)
+
+    def change(self, statements: list[Statement]) -> None:
+        """Write statements of conversations (conversations.put_room and the like) and wait until committed."""
+        self._started().change(statements)
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything appended so far is committed."""
         return self._started().flush(timeout)
@@ -126,6 +135,27 @@ class Store:
         if floor is None and pending:
             return min(row.id for row in pending)
         return floor
+
+    def access(self, room: str) -> Access:
+        """Return who may do what in room."""
+        self._started()
+        return self.database.access(room)
+
+    def read_of(self, room: str, user: str) -> int | None:
+        """Return the id user has read room up to (committed), or None if the user never joined or read it."""
+        self._started()
+        return self.database.read_of(room, user)
+
+    def unread(self, room: str, user: str, after: int) -> int:
+        """Return how many of others' messages in room lie after after (committed or queued)."""
+        pending = self._started().pending(room)
+        extra = sum(row.id > after and row.user != user for row in pending)
+        return self.database.unread(room, user, after) + extra
+
+    def rooms_of(self, user: str) -> list[Summary]:
+        """Return user's rooms, newest activity first, once what is queued is committed."""
+        self.flush()
+        return self.database.rooms_of(user)
 
     def healthy(self) -> bool:
         """Tell whether the store answers: its writer runs, its last write went through, and a read does."""

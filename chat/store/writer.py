@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from ..backends import Unavailable
+from .batch import Batch, Change, OnStored, Ticket
+from .conversations import Statement
 from .records import Claim, Retention, Stored
 from .retention import Pruner
 from .sql import Database
@@ -38,40 +39,6 @@ CLAIM_WAIT = 10.0
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0
 #: Attempts a stopping writer still makes to store what is queued.
 FINAL_ATTEMPTS = 3
-
-OnStored = Callable[[Stored], None]
-
-
-class Ticket:
-    """One claim on its way through the writer: set when committed, with its outcome or error."""
-
-    __slots__ = ("room", "cid", "done", "outcome", "error")
-
-    def __init__(self, room: str, cid: str) -> None:
-        self.room, self.cid = room, cid
-        self.done = threading.Event()
-        self.outcome: Claim | int = Claim.BUSY
-        self.error: Unavailable | None = None
-
-
-class Batch:
-    """What one transaction writes: messages with their callbacks, claims, and claims given back."""
-
-    __slots__ = ("rows", "tickets", "releases")
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[Stored, OnStored | None]] = []
-        self.tickets: list[Ticket] = []
-        self.releases: list[tuple[str, str]] = []
-
-    def __bool__(self) -> bool:
-        return bool(self.rows or self.tickets or self.releases)
-
-    def keep(self, failed: Batch) -> None:
-        """Put a failed batch's messages and releases back in front of this one (its claims have failed)."""
-        self.rows[:0] = failed.rows
-        self.releases[:0] = failed.releases
-
 
 class Writer:
     """Commit queued messages and claims in batches on one named thread.
@@ -139,6 +106,28 @@ class Writer:
         if ticket.error is not None:
             raise ticket.error
         return ticket.outcome
+
+    def read(self, room: str, user: str, message_id: int) -> None:
+        """Queue moving user's read position in room forward to message_id, for the next batch."""
+        with self._lock:
+            self._queued.changes.read(room, user, message_id)
+            self._appended += 1
+            if self._idle:
+                self._wake.notify()
+
+    def change(self, statements: list[Statement]) -> None:
+        """Run statements in the next batch's transaction and wait until it is committed."""
+        change = Change()
+        with self._lock:
+            if self._stop.is_set():
+                raise Unavailable("the message store is closed")
+            self._queued.changes.statements.extend(statements)
+            self._queued.waiting.append(change)
+            self._wake.notify()
+        if not change.done.wait(CLAIM_WAIT):
+            raise Unavailable("the message store did not answer in time")
+        if change.error is not None:
+            raise change.error
 
     def release(self, room: str, cid: str) -> None:
         """Give back a claim whose message was not sent."""
@@ -212,7 +201,7 @@ class Writer:
             self._idle = False
             # At most one commit per BATCH_EVERY, so what a busy room sends meanwhile shares it;
             # a claim does not wait for it, since its sender waits for the claim.
-            self._wake.wait_for(lambda: self._queued.tickets or self._stop.is_set(),
+            self._wake.wait_for(lambda: self._queued.tickets or self._queued.waiting or self._stop.is_set(),
                                 self._opened + BATCH_EVERY - time.monotonic())
             self._opened = time.monotonic()
             batch, self._queued = self._queued, Batch()
@@ -232,16 +221,16 @@ class Writer:
         try:
             outcomes = self._db.write([row for row, _ in batch.rows],
                                       [(ticket.room, ticket.cid) for ticket in batch.tickets], batch.releases,
-                                      time.time())
+                                      time.time(), batch.changes.write if batch.changes else None)
         except Unavailable as exc:
             if not self._failing:
                 log.warning("%s; retrying", exc)
             self._failing = True
             with self._lock:
                 self._queued.keep(batch)
-            for ticket in batch.tickets:
-                ticket.error = exc
-                ticket.done.set()
+            for waiter in [*batch.tickets, *batch.waiting]:
+                waiter.error = exc
+                waiter.done.set()
             return False
         self._failing = False
         self._dirty = self._dirty or bool(batch.rows)
@@ -253,11 +242,13 @@ class Writer:
                     if not waiting:
                         del self._pending[row.room]
             self._backlog -= len(batch.rows)
-            self._committed += len(batch.rows)
+            self._committed += len(batch.rows) + batch.changes.calls
             self._wake.notify_all()
         for ticket, outcome in zip(batch.tickets, outcomes, strict=True):
             ticket.outcome = outcome
             ticket.done.set()
+        for change in batch.waiting:
+            change.done.set()
         for row, on_stored in batch.rows:
             if on_stored is not None:
                 try:

@@ -156,6 +156,10 @@ def _require_reader(chat: Mount, room: str) -> None:
     if _holds_key(chat):
         return
     try:
-        identity.authorize(chat.identity(_bearer()), room, chat.settings["ANONYMOUS"])
+        who = chat.identity(_bearer())
+        identity.authorize(who, room, chat.settings["ANONYMOUS"])
     except identity.Refusal as refused:
         abort(refused.status, description=refused.reason)
+    refusal = chat.hub.conversations.membership.refusal(room, None if who is None else who.id)
+    if refusal is not None:
+        abort(refusal[0] - 4000, description=refusal[1])

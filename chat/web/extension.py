@@ -14,13 +14,15 @@ from ..metrics import Metrics
 from ..rooms.hub import Hub
 from ..socket import wire
 from ..socket.connection import Connection
-from . import api, identity, views, ws
+from . import api, api_rooms, identity, views, ws
 from .mount import Mount, register
 
 log = logging.getLogger(__name__)
 
 #: Called with the sender's identity, the room and the text; returns the text to send, or None to drop it.
 OnMessage = Callable[[identity.Identity, str, str], str | None]
+#: Called with a user's id and its unread count per room, once the user has been gone CHAT_OFFLINE_GRACE seconds.
+OnOffline = Callable[[str, dict[str, int]], None]
 
 
 class Chat:
@@ -37,6 +39,7 @@ class Chat:
         self.page = page
         self._identify: Callable[[], Any] | None = None
         self._on_message: OnMessage | None = None
+        self._on_offline: OnOffline | None = None
         self._mounts: list[Mount] = []
         if app is not None:
             self.init_app(app)
@@ -50,7 +53,8 @@ class Chat:
         metrics = Metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         backend = backends.create(settings["BACKEND_URL"], settings, metrics.repaired)
         record = store.create(settings["STORE_URL"], settings, app.instance_path)
-        hub = Hub(backend, settings, metrics, moderate=self._moderate, store=record)
+        hub = Hub(backend, settings, metrics, moderate=self._moderate, store=record,
+                  gone=lambda user: self._gone(app, user), wants_gone=lambda: self._on_offline is not None)
         mount = app.extensions["chat"] = Mount(settings, hub, metrics, self._identity, self._identifies)
         register(mount)
         self._mounts.append(mount)
@@ -60,6 +64,7 @@ class Chat:
         app.register_blueprint(views.bp, url_prefix=prefix)
         app.register_blueprint(ws.bp, url_prefix=prefix)
         app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")
+        app.register_blueprint(api_rooms.bp, url_prefix=f"{self.url_prefix}/api")
         ws.sock.init_app(app)
 
     # The host app's callbacks.
@@ -84,6 +89,25 @@ class Chat:
         """
         self._on_message = callback
         return callback
+
+    def on_offline(self, callback: OnOffline) -> OnOffline:
+        """Register the hook called once (in one process of all) when a user's last connection anywhere has
+        been closed for CHAT_OFFLINE_GRACE seconds (10 by default, so a reload is not an absence).
+
+        It gets the user id and ``{room: unread count}`` of the user's rooms,
+        in the app's context, on a thread of the chat's own: what an app needs
+        to send a reminder email or a push notification.
+        """
+        self._on_offline = callback
+        return callback
+
+    def _gone(self, app: Flask, user: str) -> None:
+        hook = self._on_offline
+        if hook is None:
+            return
+        with app.app_context():
+            mount = app.extensions["chat"]
+            hook(user, {room["room"]: room["unread"] for room in mount.rooms_of(user)})
 
     def _identity(self) -> Any:
         return None if self._identify is None else self._identify()
@@ -122,6 +146,48 @@ class Chat:
     def disconnect(self, user_id: str) -> int:
         """Close the connections of user_id with 1008 "signed out"; return how many this process closed."""
         return self._mount().disconnect(user_id)
+
+    # Conversations, from Python: every change is stored and reaches every process.
+
+    def create_room(self, room: str, private: bool = True, members: list[str] | None = None) -> dict[str, Any]:
+        """Create or update room (members replaced when given); return {"room", "private", "members"}."""
+        return self._mount().put_room(room, private, members)
+
+    def add_member(self, room: str, user: str) -> None:
+        """Add user to room's members."""
+        self._mount().change(room, user, "member", True)
+
+    def remove_member(self, room: str, user: str) -> None:
+        """Take user out of room's members; in a private room its sockets there close with 4403 "removed"."""
+        self._mount().change(room, user, "member", False)
+
+    def ban(self, room: str, user: str) -> None:
+        """Ban user from room: its sockets there close with 4403 "banned" and later joins are refused."""
+        self._mount().change(room, user, "ban", True)
+
+    def unban(self, room: str, user: str) -> None:
+        """Lift user's ban from room."""
+        self._mount().change(room, user, "ban", False)
+
+    def mute(self, room: str, user: str) -> None:
+        """Mute user in room: it still reads, its messages are dropped with a "muted" notice."""
+        self._mount().change(room, user, "mute", True)
+
+    def unmute(self, room: str, user: str) -> None:
+        """Let user send in room again."""
+        self._mount().change(room, user, "mute", False)
+
+    def dm(self, first: str, second: str) -> str:
+        """Return the room of the DM between two users, creating it the first time."""
+        return self._mount().dm(first, second)
+
+    def rooms_of(self, user: str) -> list[dict[str, Any]]:
+        """Return user's rooms, newest activity first: {"room", "private", "dm", "unread", "last"} each."""
+        return self._mount().rooms_of(user)
+
+    def mark_read(self, room: str, user: str, message_id: int | str) -> bool:
+        """Move user's read position in room forward to message_id; False if it was there already."""
+        return self._mount().mark_read(room, user, message_id)
 
     def _mount(self) -> Mount:
         """Return this chat's mount on the current app, or its only one outside an app context."""

@@ -79,6 +79,49 @@ class Mount:
         online, users = self.hub.backend.presence(protocol.room(room))
         return {"online": online, "users": users}
 
+    # Conversations: private rooms, DMs, members, bans, mutes, read positions.
+
+    def room(self, room: str) -> dict[str, Any]:
+        """Return {"room", "private", "members", "online"} for room."""
+        access = self.hub.conversations.membership.access(protocol.room(room))
+        online = self.hub.backend.presence(room)[0]
+        return {"room": room, "private": access.private, "members": sorted(access.members), "online": online}
+
+    def put_room(self, room: str, private: bool, members: list[str] | None) -> dict[str, Any]:
+        """Create or update room (its members replaced when given); return {"room", "private", "members"}."""
+        access = self.hub.conversations.membership.put(room, private, members)
+        return {"room": room, "private": access.private, "members": sorted(access.members)}
+
+    def change(self, room: str, user: str, kind: str, on: bool) -> None:
+        """Add user to room's members, bans or mutes (on), or take it out."""
+        membership = self.hub.conversations.membership
+        (membership.add if on else membership.remove)(room, user, kind)
+
+    def dm(self, first: str, second: str) -> str:
+        """Return the DM room of two users, creating it the first time."""
+        return self.hub.conversations.membership.dm(first, second)
+
+    def rooms_of(self, user: str) -> list[dict[str, Any]]:
+        """Return user's rooms, newest activity first: {"room", "private", "dm", "unread", "last"} each."""
+        user = protocol.user(user)
+        rooms = []
+        for summary in self.hub.store.rooms_of(user):
+            other = None
+            if summary.dm is not None:
+                other = summary.dm[1] if summary.dm[0] == user else summary.dm[0]
+            last = None if summary.last is None else json.loads(summary.last.item().payload)
+            rooms.append({"room": summary.room, "private": summary.private, "dm": other, "unread": summary.unread,
+                          "last": last})
+        return rooms
+
+    def mark_read(self, room: str, user: str, message_id: int | str, name: str | None = None) -> bool:
+        """Move user's read position in room forward to message_id; False if it was there already.
+
+        Raises ProtocolError for a bad room, user or id, and conversations.NotFound for an id not in room.
+        """
+        room, user, found = protocol.room(room), protocol.user(user), protocol.message_id(message_id)
+        return self.hub.conversations.read(room, user, name or user, found)
+
     def disconnect(self, user_id: str) -> int:
         """Close the connections of user_id with 1008 "signed out", in every process; return how many were here."""
         return self.hub.sign_out(user_id)

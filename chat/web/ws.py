@@ -129,11 +129,14 @@ def admit(
     """
     settings = chat.settings
     try:
-        room = protocol.room(args.get("room"))
         since = protocol.since(args.get("since"))
         version = protocol.version(args.get("v"))
         who = chat.identity(args.get("token"))
-        identity.authorize(who, room, settings["ANONYMOUS"])
+        if args.get("dm") is None:
+            room = protocol.room(args.get("room"))
+            identity.authorize(who, room, settings["ANONYMOUS"])
+        else:
+            room = dm_room(chat, version, who, args["dm"])
         # An identified connection is named by its identity, whatever the query says.
         name = who.name if who is not None else protocol.name(args.get("name"))
     except protocol.ProtocolError as exc:
@@ -142,6 +145,10 @@ def admit(
     except identity.Refusal as refused:
         log.info("refused %s: %s", address, refused.reason)
         refuse(chat, raw, refused.code, refused.reason)
+        return None
+    except Unavailable as exc:
+        log.warning("refused %s: %s", address, exc)
+        refuse(chat, raw, TRY_AGAIN, "the chat's store is unavailable, try again later")
         return None
     except Exception:
         log.exception("identifying %s failed", address)
@@ -157,6 +164,17 @@ def admit(
     return since, {"room": room, "name": name, "user": user, "remote": address, "version": version}
 
 
+def dm_room(chat: Mount, version: int, who: identity.Identity | None, other: str) -> str:
+    """Return the room of the DM between who and other (dm=, protocol v3), creating it the first time."""
+    if version < 3:
+        raise protocol.ProtocolError("dm= needs protocol v3 (v=3)")
+    if who is None or who.id is None:
+        raise identity.Refusal(identity.UNAUTHENTICATED, "sign in to open a DM")
+    if protocol.user(other) == who.id:
+        raise protocol.ProtocolError("a DM is between two users: not with yourself")
+    return chat.hub.conversations.membership.dm(who.id, other)
+
+
 def serve(
     chat: Mount, app: Flask, raw: socket.socket, ws_protocol: Protocol, since: int | None, details: dict[str, Any],
     owned: bool = False,
@@ -167,7 +185,7 @@ def serve(
     try:
         conn = hub.connection(raw, ws_protocol, **details)
         if hub.join(conn, since):
-            Reader(conn, chat.settings, in_app(app, hub.publish), chat.metrics.count).serve()
+            Reader(conn, chat.settings, in_app(app, hub.publish), chat.metrics.count, hub.act).serve()
     except Unavailable:
         log.warning("backend unavailable: closing %s", address)
         linger(chat, raw, conn, TRY_AGAIN, "chat backend unavailable, try again later")

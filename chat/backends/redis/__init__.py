@@ -22,7 +22,6 @@ group under load, none added when the room is idle.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
@@ -37,10 +36,10 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from .. import Deliver, Entry, Published, Replay, SignOut, Unavailable
+from .. import Control, Deliver, Entry, Published, Replay, SignOut, Unavailable
 from . import decode, follow, keys, scripts
 from .check import Check
-from .control import ControlReader
+from .control import ControlReader, Teller
 from .group import Groups, Message
 from .presence import Keeper, Record
 from .subscriber import Repaired, Subscriber
@@ -85,7 +84,7 @@ def connect(url: str, client_name: str) -> Any:
     return redis.Redis(connection_pool=pool)
 
 
-class RedisBackend:
+class RedisBackend(Teller):
     """Share rooms between processes and hosts through Redis (one server or a cluster)."""
 
     def __init__(self, url: str, settings: dict[str, Any], repaired: Repaired | None = None) -> None:
@@ -137,7 +136,7 @@ class RedisBackend:
 
     # The interface.
 
-    def start(self, deliver: Deliver, on_signout: SignOut | None = None) -> None:
+    def start(self, deliver: Deliver, on_signout: SignOut | None = None, on_control: Control | None = None) -> None:
         """Start delivering every watched room's events and sign-outs, and renewing this process's presence."""
         client = self._redis()
         with self._lock:
@@ -153,14 +152,9 @@ class RedisBackend:
                 def control() -> Any:
                     return topology.reader(client.get_random_node().name if topology.cluster else MAIN)
 
-                self._threads.append(ControlReader(control, on_signout, subscriber.stopping))
+                self._threads.append(ControlReader(control, on_signout, subscriber.stopping, on_control))
             for thread in self._threads:
                 thread.start()
-
-    def sign_out(self, user: str) -> None:
-        """Tell every process sharing this Redis to close the connections of user."""
-        client = self._redis()
-        self._run(lambda: client.publish(keys.CONTROL, json.dumps({"signout": user})))
 
     def publish(self, room: str, name: str, text: str, user: str | None = None) -> Published:
         """Store a chat message under the room's next id and return the id and the ts its frame carries."""

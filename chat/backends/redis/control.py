@@ -1,4 +1,4 @@
-"""What one process tells every other (a user signed out), on a plain pub/sub channel.
+"""What one process tells every other (a user signed out, a control message), on a plain pub/sub channel.
 
 Plain pub/sub reaches every subscriber in a cluster whichever node they
 listen on; these messages are rare and need no history.  Each connection is
@@ -26,14 +26,36 @@ POLL = 0.5
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 
 
+class Teller:
+    """The backend's side that tells: sign-outs and control messages out, and once() across processes."""
+
+    _redis: Callable[[], Any]
+    _run: Callable[[Callable[[], Any]], Any]
+
+    def sign_out(self, user: str) -> None:
+        """Tell every process sharing this Redis to close the connections of user."""
+        self.tell({"signout": user})
+
+    def tell(self, message: dict[str, Any]) -> None:
+        """Publish a control message to every process sharing this Redis (this one too)."""
+        client = self._redis()
+        self._run(lambda: client.publish(keys.CONTROL, json.dumps(message)))
+
+    def once(self, key: str, seconds: float) -> bool:
+        """Tell whether this is the first call with key, in any process, within seconds."""
+        client = self._redis()
+        return bool(self._run(lambda: client.set(keys.once(key), 1, nx=True, px=max(1, int(seconds * 1000)))))
+
+
 class ControlReader(threading.Thread):
-    """Receive sign-outs on the control channel and hand each to on_signout."""
+    """Receive the control channel: sign-outs to on_signout, every other message to on_control."""
 
     def __init__(
         self, connect: Callable[[], Any], on_signout: Callable[[str], None], stopping: threading.Event,
+        on_control: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         super().__init__(name="chat-redis-control", daemon=True)
-        self.connect, self.on_signout, self.stopping = connect, on_signout, stopping
+        self.connect, self.on_signout, self.stopping, self.on_control = connect, on_signout, stopping, on_control
 
     def run(self) -> None:
         delay = BACKOFF_MIN
@@ -60,9 +82,17 @@ class ControlReader(threading.Thread):
 
     def _arrived(self, data: bytes) -> None:
         try:
-            user = json.loads(data)["signout"]
-        except (ValueError, KeyError, TypeError):
+            body = json.loads(data)
+            user = body.get("signout")
+        except (ValueError, AttributeError):
             log.warning("skipping a malformed control message")
+            return
+        if user is None:
+            if self.on_control is not None:
+                try:
+                    self.on_control(body)
+                except Exception:
+                    log.exception("a control message failed: %.200s", data)
             return
         try:
             self.on_signout(str(user))

@@ -56,3 +56,8 @@ def presence(room: str) -> list[str]:
     """Return room's presence keys: on (pid/member -> key and name), alive (pid -> deadline), online, names."""
     start = prefix(room)
     return [start + "on", start + "alive", start + "online", start + "names"]
+
+
+def once(key: str) -> str:
+    """Return the key that marks key as seen (Backend.once)."""
+    return f"chat:once:{key}"
