@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: run test test-fast bench bench-quick soak lint clean
+.PHONY: run test test-fast bench bench-quick soak lint clean client-js
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -32,3 +32,7 @@ soak: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# The page loads the JavaScript client's module from the chat's static folder: one source, copied.
+client-js:
+	cp clients/js/chat-client.js chat/web/static/chat-client.js
