@@ -115,6 +115,8 @@ class Server:
 
     def command(self) -> list[str]:
         if self.kind == "dev":
+            # As under gunicorn, the tests' own apps can be the target.
+            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), self.env.get("PYTHONPATH")]))
             return [PYTHON, "-m", "flask", "--app", self.target, "run", "--port", str(self.port), "--no-reload"]
         where = ["-c", str(ROOT / "gunicorn.conf.py"), "--chdir", str(ROOT)] if self.cwd else ["-c", "gunicorn.conf.py"]
         return [
