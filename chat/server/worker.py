@@ -17,14 +17,13 @@ handshake is made (``wire.release_sockets``); ``ThreadWorker`` then counts
 that connection out once (``finish_request``).
 
 gunicorn.conf.py puts these in place of the stock classes, so ``-k gthread``
-and ``-k gevent`` get them too.  They use gunicorn internals, checked by
-``check()`` when a worker starts; the gunicorn version is pinned.
+and ``-k gevent`` get them too.  They use gunicorn 27's internals, which
+``probe`` tries on a stock worker when a worker starts.
 """
 
 from __future__ import annotations
 
 import errno
-import inspect
 import itertools
 import logging
 import selectors
@@ -38,6 +37,7 @@ from gunicorn.workers import gthread
 
 from .. import config
 from ..socket import wire
+from . import probe
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +45,6 @@ log = logging.getLogger(__name__)
 HEAD_LIMIT = 64 * 1024
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-
-
-def check() -> None:
-    """Raise RuntimeError if gunicorn's gthread worker no longer works the way ThreadWorker needs."""
-    needed = {
-        "accept": ["listener"],
-        "on_client_socket_readable": ["conn", "client"],
-        "finish_request": ["conn", "fs"],
-        "handle": ["conn"],
-        "murder_pending": [],
-    }
-    for name, params in needed.items():
-        method = getattr(gthread.ThreadWorker, name, None)
-        if method is None or list(inspect.signature(method).parameters)[1:] != params:
-            raise RuntimeError(f"gunicorn's gthread.ThreadWorker.{name} changed: chat.worker needs ({params})")
-    for name in ("init", "close"):
-        if not callable(getattr(gthread.TConn, name, None)):
-            raise RuntimeError(f"gunicorn's gthread.TConn.{name} is gone: chat.worker needs it")
-    if list(inspect.signature(gthread.TConn).parameters) != ["cfg", "sock", "client", "server"]:
-        raise RuntimeError("gunicorn's gthread.TConn() changed: chat.worker needs (cfg, sock, client, server)")
 
 
 def header_timeout() -> float:
@@ -83,7 +63,7 @@ class ThreadWorker(gthread.ThreadWorker):
     """
 
     def init_process(self) -> None:
-        check()
+        probe.check_threads()
         self.header_timeout = header_timeout()
         self._heads: dict[int, tuple[gthread.TConn, bytearray]] = {}
         self._deadlines: deque[tuple[float, int]] = deque()
@@ -190,6 +170,11 @@ def gevent_worker() -> type:
             self.header_timeout = header_timeout()
             wire.release_sockets()
             super().init_process()
+
+        def run(self) -> None:
+            # Here, not in init_process: gevent has patched the standard library and made its hub by now.
+            probe.check_greenlets(ggevent.GeventWorker)
+            super().run()
 
         def timeout_ctx(self) -> gevent.Timeout:
             return gevent.Timeout(self.header_timeout, False)

@@ -9,27 +9,23 @@ gunicorn workers the route then takes the socket from gunicorn too (``detach``)
 and serves the connection on a greenlet or thread of its own (``spawn``), so
 that the request's objects (the WSGI environ, gunicorn's parser, Flask's
 contexts, simple-websocket's Server) are freed once the handshake is done.
-``check()`` fails loudly if an upgrade of simple-websocket changes what is used.
+``probe.check()`` tries at start-up that simple-websocket and wsproto still do what is used here.
 """
 
 from __future__ import annotations
 
 import _socket
 import select
-import socket
 import ssl
 import struct
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import simple_websocket
 from wsproto import ConnectionState, WSConnection
-from wsproto.connection import Connection, ConnectionType
-from wsproto.events import Ping, TextMessage
+from wsproto.connection import Connection
 
-TESTED_VERSIONS = {"simple-websocket": "1.1.0", "wsproto": "1.3.2", "flask-sock": "0.7.0"}
 PING = b"\x89\x00"
 
 
@@ -238,53 +234,6 @@ def native(sock: Any) -> Any:
 def compressed(protocol: Connection) -> bool:
     """Tell whether the client and server agreed on permessage-deflate."""
     return bool(protocol._proto.extensions)
-
-
-def check() -> None:
-    """Raise RuntimeError unless simple-websocket, wsproto and gevent behave as this module needs, by trying them."""
-    server_side, client_side = socket.socketpair()
-    try:
-        environ = {
-            "gunicorn.socket": Handover(server_side), "HTTP_HOST": "localhost", "HTTP_UPGRADE": "websocket",
-            "HTTP_CONNECTION": "Upgrade", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
-            "HTTP_SEC_WEBSOCKET_VERSION": "13",
-        }
-        try:
-            ws = simple_websocket.Server(environ)
-        except Exception as exc:
-            raise RuntimeError(f"simple_websocket.Server no longer handshakes through a socket object: {exc}") from exc
-        client_side.settimeout(1)
-        try:
-            answer = client_side.recv(65536)
-        except OSError:
-            answer = b""
-        if not answer.startswith(b"HTTP/1.1 101"):
-            raise RuntimeError("simple_websocket.Server no longer answers a handshake with 101 through sock.send")
-        ws.thread.join(5)
-        if ws.thread.is_alive():
-            raise RuntimeError("simple-websocket's reader thread no longer ends when its socket cannot be read")
-        if ws.mode != "gunicorn":
-            raise RuntimeError("simple_websocket.Server no longer tells gunicorn's socket by its environ key")
-        _, protocol = take_over(ws)
-        probe = Connection(ConnectionType.CLIENT)
-        protocol.receive_data(probe.send(TextMessage("probe")) + probe.send(Ping(b"p")))
-        events = list(protocol.events())
-        if [type(event) for event in events] != [TextMessage, Ping] or events[0].data != "probe":
-            raise RuntimeError(f"wsproto.Connection no longer reads frames as this module expects: {events}")
-        protocol.send(events[1].response())
-        if compressed(protocol):
-            raise RuntimeError("wsproto.Connection no longer keeps its negotiated extensions in ._proto.extensions")
-    finally:
-        server_side.close()
-        client_side.close()
-    if "gevent" in sys.modules:
-        import gevent.socket
-
-        probe_socket = gevent.socket.socket()
-        try:
-            native(probe_socket)
-        finally:
-            probe_socket.close()
 
 
 def text_frame(payload: bytes) -> bytes:

@@ -12,7 +12,7 @@ from flask import Flask, current_app, has_app_context
 from .. import backends, config, protocol, store
 from ..metrics import Metrics
 from ..rooms.hub import Hub
-from ..socket import wire
+from ..socket import probe
 from ..socket.connection import Connection
 from . import api, api_rooms, identity, views, ws
 from .mount import Mount, register
@@ -49,7 +49,7 @@ class Chat:
         if "chat" in app.extensions:
             raise RuntimeError("this app already has a chat: mount one Chat per app")
         settings = config.from_app(app.config, os.environ)
-        wire.check()
+        probe.check()
         metrics = Metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         backend = backends.create(settings["BACKEND_URL"], settings, metrics.repaired)
         record = store.create(settings["STORE_URL"], settings, app.instance_path)
