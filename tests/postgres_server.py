@@ -16,7 +16,7 @@ from redis_server import free_port
 __all__ = ["clean_postgres_url", "postgres_url"]
 
 #: The tables the chat's store creates, emptied between tests.
-TABLES = ("chat_messages", "chat_claims", "chat_rooms")
+TABLES = ("chat_messages", "chat_claims", "chat_rooms", "chat_conversations", "chat_members", "chat_reads")
 
 
 def binary(name: str) -> str:
