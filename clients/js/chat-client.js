@@ -20,7 +20,7 @@ const RESEND_MS = { rate_limited: 1000, unavailable: 2000 };
 export const NO_RETRY = new Set([1003, 1008, 1009, 4401, 4403]);
 const OPEN = 1;
 // The protocol version spoken unless the options say otherwise.
-export const VERSION = 2;
+export const VERSION = 3;
 
 /** A message or change the server refused for good (state 4 with its cid, or a 1009 close). */
 export class Refused extends Error {
