@@ -5,13 +5,16 @@ message says one changed: every change is committed to the store first, then
 told to every process (``backend.tell``), which forgets its copy and closes
 the sockets of a member removed or banned.  A copy loaded while a change was
 on its way is not kept (the room's generation moved), so no process keeps an
-older state than the store's once the change is told.
+older state than the store's once the change is told; and a copy is read
+again after ``FRESH`` seconds, so a control message lost with a broken
+subscription does not leave a process wrong for long.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -20,8 +23,8 @@ from ..backends import Backend
 from ..store import Access, NoStore, Store
 from ..store import conversations as sql
 
-#: Rooms whose access a process keeps.
-KEPT = 10_000
+#: Rooms whose access a process keeps, and for how many seconds.
+KEPT, FRESH = 10_000, 30.0
 UNAUTHENTICATED, FORBIDDEN = 4401, 4403
 
 
@@ -38,22 +41,25 @@ class Membership:
         self.store = store
         self.backend = backend
         self._lock = threading.Lock()
-        self._kept: OrderedDict[str, Access] = OrderedDict()
+        #: room -> its access and when it was read, least recently used first.
+        self._kept: OrderedDict[str, tuple[Access, float]] = OrderedDict()
         #: Per room, how many changes this process was told of: a copy loaded across one is not kept.
         self._generations: dict[str, int] = {}
 
     def access(self, room: str) -> Access:
         """Return who may do what in room, from this process's copy or the store."""
+        now = time.monotonic()
         with self._lock:
             kept = self._kept.get(room)
-            if kept is not None:
+            if kept is not None and now - kept[1] < FRESH:
                 self._kept.move_to_end(room)
-                return kept
+                return kept[0]
             generation = self._generations.get(room, 0)
         loaded = self.store.access(room)
         with self._lock:
             if self._generations.get(room, 0) == generation:
-                self._kept[room] = loaded
+                self._kept[room] = (loaded, now)
+                self._kept.move_to_end(room)
                 while len(self._kept) > KEPT:
                     old, _ = self._kept.popitem(last=False)
                     self._generations.pop(old, None)

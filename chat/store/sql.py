@@ -203,7 +203,7 @@ class Database:
 
     def rooms_of(self, user: str) -> list[conversations.Summary]:
         """Return user's rooms (members of, joined or read), newest activity first."""
-        return [conversations.summary(row) for row in self._query(conversations.ROOMS_OF, (user, user, user, user))]
+        return [conversations.summary(row) for row in self._query(conversations.ROOMS_OF, (user, user, user))]
 
     def probe(self) -> None:
         """Read from the tables; raise Unavailable if the database does not answer."""
