@@ -184,7 +184,7 @@ def test_the_wheel_ships_the_page_and_its_files(tmp_path):
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), "."],
         cwd=source, check=True, capture_output=True, timeout=120,
     )
-    wheel = next(tmp_path.glob("chat-*.whl"))
+    wheel = next(tmp_path.glob("flask_chat_server-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"chat/web/templates/chat/index.html", "chat/web/static/chat.js", "chat/web/static/chat.css"} <= names
     target = tmp_path / "site"
