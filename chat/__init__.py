@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -21,12 +22,19 @@ __all__ = [
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Create the standalone chat app, its settings from test_config, then CHAT_* variables, then defaults."""
-    app = Flask(__name__, static_folder=None)
+    app = Flask(__name__, static_folder=None, template_folder=templates())
     for key, value in (test_config or {}).items():
         app.config[key if key.startswith("CHAT_") else "CHAT_" + key] = value
     Chat(app)
     configure_logging()
     return app
+
+
+def templates() -> str | None:
+    """Return the checkout's templates/ folder, where a deployer overrides the page, or None where there is none."""
+    # Beside the package in a checkout; an installed package has none and serves its own page.
+    folder = Path(__file__).resolve().parent.parent / "templates"
+    return str(folder) if (folder / "chat").is_dir() else None
 
 
 def configure_logging() -> None:
