@@ -184,7 +184,7 @@ def test_payload_is_protocol_chat(backend):
     inbox = started(backend, "lobby")
     text = '{"looks": "like json"} \u5fc3\u8df3 \\ "quoted"'
     message_id, ts = backend.publish("lobby", "Ada \u00e9", text)
-    [(replayed_id, payload, _, _)] = backend.replay("lobby", None, 1).messages
+    [(replayed_id, payload, *_)] = backend.replay("lobby", None, 1).messages
     assert replayed_id == message_id
     assert payload == protocol.chat(message_id, "lobby", "Ada \u00e9", text, ts)
     inbox.wait(lambda box: box.payloads("lobby") == [payload])

@@ -28,15 +28,51 @@ class Presence(NamedTuple):
 
 
 class Item(NamedTuple):
-    """One delivery: a chat message (with its id) or a presence event (id None), and its JSON payload."""
+    """One delivery: a chat message or a change (with its id), or a presence event (id None), and its JSON payload."""
 
     id: int | None
     payload: bytes
     #: For a presence event, what it says.
     presence: Presence | None = None
-    #: Where the event is in its room's order: (id, 0) for chat message id, (n, k) for the
+    #: Where the event is in its room's order: (id, 0) for chat message (or change) id, (n, k) for the
     #: k-th presence event after chat message n.
     at: Position | None = None
+    #: For a change (an edit, delete or reaction: protocol v3's state 6), the id of the message it changes.
+    target: int | None = None
+
+
+class Change(NamedTuple):
+    """A change asked of a message: an edit (text), a delete, or a reaction (emoji) toggled by user."""
+
+    kind: str
+    target: int
+    #: Who asks: an identified user, or None for the holder of the API key, who may edit and delete any message.
+    user: str | None
+    name: str
+    text: str = ""
+    emoji: str = ""
+
+
+class Changed(NamedTuple):
+    """A change as its backend sent it out: its id and ts, the message's state after it, and a reaction's on."""
+
+    id: int
+    ts: int
+    #: The changed message's state-2 frame as it stands now (protocol.folded's JSON).
+    state: str
+    on: bool | None = None
+
+
+class Refused(Exception):
+    """A change the rules do not allow; code is the notice's (not_found, forbidden)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class Missing(Exception):
+    """The backend does not hold the message a change is for: ask again with its state from the store."""
 
 
 class Published(NamedTuple):
@@ -77,6 +113,8 @@ class Replay:
     missed: int | None = None
     #: The room's newest message id when the replay was read (a lower bound when it has none).
     last: int = 0
+    #: The id of the room's newest change the backend holds (0: none), which tells a cached replay is stale.
+    changed: int = 0
 
 
 @dataclass
@@ -125,11 +163,24 @@ class Backend(Protocol):
     def once(self, key: str, seconds: float) -> bool:
         """Tell whether this is the first call with key, in any process, within seconds."""
 
-    def publish(self, room: str, name: str, text: str, user: str | None = None) -> Published:
+    def publish(
+        self, room: str, name: str, text: str, user: str | None = None, reply_to: int | None = None,
+    ) -> Published:
         """Store a chat message (from an identified user, if given), fan it out, and return its id and ts."""
+
+    def change(self, room: str, change: Change, seed: str | None = None) -> Changed:
+        """Apply a change to a message, as one atomic step, and fan it out as an event at the room's next id.
+
+        seed is the message's state from the store, for a message the backend
+        no longer holds (it raised Missing).  Raises Refused when the message
+        is deleted, or not the asker's to edit or delete.
+        """
 
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""
+
+    def look(self, room: str, message_id: int) -> str | None:
+        """Return a message's state (protocol.folded's JSON) if the backend holds it, else None."""
 
     def enter(
         self, room: str, member: str, name: str, since: int | None, limit: int, user: str | None = None

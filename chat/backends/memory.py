@@ -9,7 +9,21 @@ from itertools import islice
 from typing import Any
 
 from .. import protocol
-from . import Control, Deliver, Entry, Item, Position, Presence, Published, Replay, SignOut, resume
+from . import (
+    Change,
+    Changed,
+    Control,
+    Deliver,
+    Entry,
+    Item,
+    Position,
+    Presence,
+    Published,
+    Replay,
+    SignOut,
+    fold,
+    resume,
+)
 
 
 class MemoryBackend:
@@ -33,6 +47,7 @@ class MemoryBackend:
         #: Per room, which keys are its first list-limit keys online and their names, sorted; made again only
         #: when those keys change.
         self._names: dict[str, tuple[frozenset[str], protocol.Names]] = {}
+        self._folds = fold.Folds(self._size)
         self._newest_epoch = 0
         self._deliver: Deliver | None = None
         self._on_control: Control | None = None
@@ -71,6 +86,7 @@ class MemoryBackend:
             del used[oldest]
             for table in (self._history, self._last, self._epochs, self._positions):
                 table.pop(oldest, None)
+            self._folds.forget(oldest)
 
     def start(self, deliver: Deliver, on_signout: SignOut | None = None, on_control: Control | None = None) -> None:
         """Subscribe this process to every room and to control messages."""
@@ -98,25 +114,56 @@ class MemoryBackend:
             self._once[key] = now + seconds
             return True
 
-    def publish(self, room: str, name: str, text: str, user: str | None = None) -> Published:
+    def publish(
+        self, room: str, name: str, text: str, user: str | None = None, reply_to: int | None = None,
+    ) -> Published:
         """Store a chat message, fan it out, and return its id and ts."""
         ts = time.time_ns() // 1_000_000
         with self._lock:
             self._use_locked(room)
-            message_id = self._counter_locked(room) + 1
-            self._last[room] = message_id
-            self._positions[room] = (message_id, 0)
-            item = Item(message_id, protocol.chat(message_id, room, name, text, ts, user), None, (message_id, 0))
-            if self._size:
-                history = self._history.get(room)
-                if history is None:
-                    history = self._history[room] = deque(maxlen=self._size)
-                history.append(item)
-            # Delivering under the lock keeps deliveries in order; deliver
-            # only enqueues, so no I/O happens here.
-            if self._deliver is not None:
-                self._deliver(room, [item])
+            message_id = self._next_locked(room)
+            payload = fold.message(message_id, room, name, text, ts, user, reply_to)
+            self._add_locked(room, Item(message_id, payload, None, (message_id, 0)))
         return Published(message_id, ts)
+
+    def _next_locked(self, room: str) -> int:
+        message_id = self._counter_locked(room) + 1
+        self._last[room] = message_id
+        self._positions[room] = (message_id, 0)
+        return message_id
+
+    def _add_locked(self, room: str, item: Item) -> None:
+        if self._size:
+            history = self._history.get(room)
+            if history is None:
+                history = self._history[room] = deque(maxlen=self._size)
+            history.append(item)
+        # Delivering under the lock keeps deliveries in order; deliver
+        # only enqueues, so no I/O happens here.
+        if self._deliver is not None:
+            self._deliver(room, [item])
+
+    def change(self, room: str, change: Change, seed: str | None = None) -> Changed:
+        """Apply a change to a message (Refused, or Missing without seed when not held) and fan it out."""
+        ts = time.time_ns() // 1_000_000
+        with self._lock:
+            self._use_locked(room)
+            history = self._history.get(room, deque())
+            state = self._folds.state(room, history, change.target, seed)
+            on = fold.apply(state, change, ts)
+            change_id = self._next_locked(room)
+            folded = self._folds.keep(room, history, change, state, change_id)
+            payload = fold.event(
+                change.kind, room, change.target, change_id, change.user, change.name, ts, change.text, change.emoji,
+                on,
+            )
+            self._add_locked(room, Item(change_id, payload, None, (change_id, 0), change.target))
+        return Changed(change_id, ts, folded.decode(), on)
+
+    def look(self, room: str, message_id: int) -> str | None:
+        """Return a message's state if this backend holds it, else None."""
+        with self._lock:
+            return self._folds.look(room, self._history.get(room, deque()), message_id)
 
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""
@@ -129,14 +176,17 @@ class MemoryBackend:
         epoch = self._epochs.get(room)
         if last is None or epoch is None:
             last = epoch = self._epoch_locked()
+        changed = self._folds.changed.get(room, 0)
         if since is None:
             # From the newest end: a join costs the replay's length, not the history's.
-            newest = list(islice(reversed(window), limit))
+            newest = list(islice((item for item in reversed(window) if item.target is None), limit))
             newest.reverse()
-            return Replay(newest, last=last)
+            return Replay(newest, last=last, changed=changed)
         history = list(window)
         oldest = history[0].id if history else last + 1
-        return resume(history, since, last, epoch, oldest)
+        replay = resume(history, since, last, epoch, oldest)
+        replay.changed = changed
+        return replay
 
     def enter(
         self, room: str, member: str, name: str, since: int | None, limit: int, user: str | None = None

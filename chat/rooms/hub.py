@@ -20,6 +20,7 @@ from ..fanout.thread import Fanout
 from ..socket.connection import POLICY, Connection
 from ..store import NoStore, Store, history
 from . import replay as replays
+from .changes import KINDS, Changer
 from .conversations import Conversations
 from .offline import Gone
 from .sending import Moderate, Sender
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 GOING_AWAY = 1001
 #: Room kept in a replay's budget for its gap event and the frames' heads.
 GAP_BYTES = 1024
+#: What the frame of a deleted message holds (a text cannot: its quotes are escaped).
+DELETED = b'"deleted":true'
 
 
 class Hub:
@@ -46,6 +49,7 @@ class Hub:
         self.settings = settings
         self.stats = stats
         self._sender = Sender(backend, self.store, stats, moderate)
+        self._changer = Changer(backend, self.store, moderate)
         self._replays = history.Replays(self.store)
         self._shared = replays.Shared()
         #: Bytes a join's replay may take: it counts against the outbox limit, so a reader is never closed by it.
@@ -137,7 +141,11 @@ class Hub:
         payloads = [welcome]
         if replay.gap:
             payloads.append(protocol.gap(room, replay.missed))
-        payloads.extend(self._shared.items(room, replay.messages))
+        messages = replay.messages
+        if conn.version < 3:
+            # Changes are protocol v3's, and so is a deleted message; the others come as they stand.
+            messages = [item for item in messages if item.target is None and DELETED not in item.payload]
+        payloads.extend(self._shared.items(room, messages))
         return conn.replay(payloads, entry.position)
 
     def _refused(self, conn: Connection) -> bool:
@@ -172,7 +180,7 @@ class Hub:
                 del self._rooms[conn.room]
             self.stats.room_resized(len(members) + 1, len(members))
 
-    def publish(self, conn: Connection, text: str, cid: str | None = None) -> None:
+    def publish(self, conn: Connection, text: str, cid: str | None = None, reply_to: int | None = None) -> None:
         """Send a chat message from conn to its room (a v2 one once: cid names it), and store it; not if muted."""
         try:
             muted = self.conversations.muted(conn)
@@ -182,11 +190,16 @@ class Hub:
         if muted:
             conn.send(protocol.notice("muted", "you are muted in this room: your message was not sent", cid))
             return
-        self._sender.send(conn, text, cid)
+        self._sender.send(conn, text, cid, reply_to)
 
     def act(self, conn: Connection, frame: protocol.Frame) -> None:
-        """Answer a v3 frame that is not a chat message (read, typing)."""
-        self.conversations.act(conn, frame)
+        """Answer a v3 frame that is not a plain chat message (a reply, read, typing, edit, delete, react)."""
+        if frame.type == "message":
+            self.publish(conn, frame.text, frame.cid, frame.reply_to)
+        elif frame.type in KINDS:
+            self._changer.frame(conn, frame)
+        else:
+            self.conversations.act(conn, frame)
 
     def sign_out(self, user_id: str) -> int:
         """Close user_id's connections here and in every process sharing the backend; return how many were here."""

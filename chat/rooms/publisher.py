@@ -62,6 +62,7 @@ def check(settings: Mapping[str, Any], room: Any, text: Any, name: Any = None, u
 def send(
     backend: Backend, record: Store | NoStore, room: str, name: str, text: str, user: str | None = None,
     cid: str | None = None, vet: Vet | None = None, on_stored: Callable[[Stored], None] | None = None,
+    reply_to: int | None = None,
 ) -> Posted | None:
     """Publish a checked message under cid's claim (if given) and queue it for record; on_stored runs once stored.
 
@@ -86,12 +87,13 @@ def send(
         _release(record, room, cid)
         return None
     try:
-        sent = backend.publish(room, name, vetted, user)
+        sent = backend.publish(room, name, vetted, user) if reply_to is None else backend.publish(
+            room, name, vetted, user, reply_to)
     except Unavailable as exc:
         if not exc.maybe_done:
             _release(record, room, cid)
         raise
-    record.append(Stored(room, sent.id, sent.ts, name, vetted, user, cid), on_stored)
+    record.append(Stored(room, sent.id, sent.ts, name, vetted, user, cid, reply_to), on_stored)
     return Posted(sent.id, sent.ts)
 
 

@@ -15,10 +15,10 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from .. import protocol
-from ..backends import Backend, Unavailable
+from ..backends import Backend, Unavailable, fold
 from ..socket.connection import Connection
 from ..store import NoStore, Store
-from . import publisher
+from . import changes, publisher
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -36,14 +36,26 @@ class Sender:
         self._stats = stats
         self._moderate = moderate
 
-    def send(self, conn: Connection, text: str, cid: str | None = None) -> None:
-        """Send text from conn to its room once moderation lets it through, and store it (acking a cid once stored)."""
+    def send(self, conn: Connection, text: str, cid: str | None = None, reply_to: int | None = None) -> None:
+        """Send text from conn to its room once moderation lets it through, and store it (acking a cid once stored).
+
+        A reply to a message that is not in the room, or is deleted, is not sent.
+        """
         self._stats.received(len(text))
+        if reply_to is not None:
+            try:
+                target = changes.state(self._backend, self._store, conn.room, reply_to)
+            except Unavailable as exc:
+                conn.send(protocol.notice("unavailable", exc.notice, cid))
+                return
+            if target is None or fold.state_of(target).get("deleted"):
+                conn.send(protocol.notice("not_found", changes.REFUSALS["not_found"], cid))
+                return
         vet = None if self._moderate is None else partial(self._moderate, conn)
         on_stored = None if cid is None else lambda stored: conn.send(protocol.ack(cid, stored.id))
         try:
             posted = publisher.send(
-                self._backend, self._store, conn.room, conn.name, text, conn.user, cid, vet, on_stored,
+                self._backend, self._store, conn.room, conn.name, text, conn.user, cid, vet, on_stored, reply_to,
             )
         except Unavailable as exc:
             conn.send(protocol.notice("unavailable", exc.notice, cid))

@@ -13,8 +13,9 @@ class Batch:
     """Events for one room, with their frames encoded once for every recipient.
 
     A v1 client gets the chat messages and each join and leave while the room
-    has at most the list limit of members; a v2 (and v3) client gets the chat messages,
-    and presence as digests (``coalescer``).  ``views`` holds, per version, the
+    has at most the list limit of members; a v2 client gets the chat messages,
+    and presence as digests (``coalescer``); a v3 client what v2 gets and the
+    changes (state 6); its own events (receipts, typing) go to its connections alone.  ``views`` holds, per version, the
     items it gets with their frames; ``frames`` the same run joined.
     """
 
@@ -32,13 +33,18 @@ class Batch:
     def of(cls, items: list[Item], limit: int) -> Batch:
         """Encode live items (which carry their positions, in order) for each protocol version."""
         # Only what some version gets is encoded: a big room's presence goes into digests alone.
-        v1 = [
+        encoded = [
             (item, wire.text_frame(item.payload))
             for item in items
             if item.presence is None or item.presence.online <= limit
         ]
+        if not any(item.target is not None for item, _ in encoded):
+            v2 = [pair for pair in encoded if pair[0].presence is None]
+            return cls.viewed(encoded, v2, items[0].at, items[-1].at)
+        v1 = [pair for pair in encoded if pair[0].target is None]
         v2 = [pair for pair in v1 if pair[0].presence is None]
-        return cls.viewed(v1, v2, items[0].at, items[-1].at)
+        v3 = [pair for pair in encoded if pair[0].presence is None]
+        return cls.viewed(v1, v2, items[0].at, items[-1].at, v3)
 
     @classmethod
     def digest(cls, item: Item) -> Batch:
@@ -48,11 +54,11 @@ class Batch:
         return batch
 
     @classmethod
-    def viewed(cls, v1: list, v2: list, first: Position, last: Position) -> Batch:
-        """Build a batch from each version's items and frames."""
-        # v3 gets what v2 gets; its own events (receipts, typing) go to its connections alone.
-        views = {1: v1, 2: v2, 3: v2}
-        frames = {version: b"".join([frame for _, frame in view]) for version, view in views.items()}
+    def viewed(cls, v1: list, v2: list, first: Position, last: Position, v3: list | None = None) -> Batch:
+        """Build a batch from each version's items and frames (v3's are v2's unless given)."""
+        views = {1: v1, 2: v2, 3: v2 if v3 is None else v3}
+        frames = {1: b"".join([frame for _, frame in v1]), 2: b"".join([frame for _, frame in v2])}
+        frames[3] = frames[2] if v3 is None else b"".join([frame for _, frame in v3])
         spans = {version: (view[0][0].at, view[-1][0].at) for version, view in views.items() if view}
         return cls(views, frames, first, last, spans)
 

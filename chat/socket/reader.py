@@ -36,7 +36,7 @@ FLOOD_WINDOW = 10
 
 #: on_text(conn, text) for a message as typed, on_text(conn, text, cid) for a v2 message with its client id.
 Text = Callable[..., None]
-#: on_frame(conn, frame) for a v3 frame that is not a chat message.
+#: on_frame(conn, frame) for a v3 frame that is not a plain chat message (a reply, read, typing, a change).
 OnFrame = Callable[[Connection, protocol.Frame], None]
 
 
@@ -212,7 +212,7 @@ class Reader:
                 text = f"slow down: at most {bucket.rate:g} messages per second"
                 self.conn.send(protocol.notice("rate_limited", text, cid))
             return
-        if frame.type != "message":
+        if frame.type != "message" or frame.reply_to is not None:
             if self.on_frame is None:
                 self.conn.send(protocol.notice("invalid", f"{frame.type} frames are not taken here", cid))
             else:

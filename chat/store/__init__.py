@@ -16,10 +16,10 @@ from typing import Any
 from ..config import ConfigError
 from .conversations import Access, Summary
 from .off import NoStore
-from .records import Claim, Retention, Stored
+from .records import Claim, Retention, Revision, Stored
 from .store import Store
 
-__all__ = ["Access", "Claim", "NoStore", "Retention", "Store", "Stored", "Summary", "create"]
+__all__ = ["Access", "Claim", "NoStore", "Retention", "Revision", "Store", "Stored", "Summary", "create"]
 
 DEFAULT_FILE = "chat.db"
 

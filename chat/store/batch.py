@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from ..backends import Unavailable
 from .conversations import Changes
-from .records import Claim, Stored
+from .records import Claim, Revision, Stored
 
-OnStored = Callable[[Stored], None]
+OnStored = Callable[[Stored], None] | Callable[[Revision], None]
 
 
 class Ticket:
@@ -40,7 +40,7 @@ class Batch:
     __slots__ = ("rows", "tickets", "releases", "changes", "waiting")
 
     def __init__(self) -> None:
-        self.rows: list[tuple[Stored, OnStored | None]] = []
+        self.rows: list[tuple[Stored | Revision, OnStored | None]] = []
         self.tickets: list[Ticket] = []
         self.releases: list[tuple[str, str]] = []
         self.changes = Changes()

@@ -19,13 +19,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..backends import Backend, Item, Replay, Unavailable
-from .records import Stored
+from .records import Revision, Stored
 
 if TYPE_CHECKING:
     from .off import NoStore
     from .store import Store
 
 log = logging.getLogger(__name__)
+
+#: Above every id.
+HIGHEST = 2**63 - 1
 
 #: Seconds a room's remembered tail is trusted: retention may remove some of it meanwhile.
 TAIL_TTL = 30.0
@@ -43,10 +46,12 @@ class Tail:
     items: list[Item]
     whole: bool
     until: float
+    #: The room's newest change when it was read: a later one may have changed one of its messages.
+    changed: int = 0
 
-    def older(self, before: int, limit: int) -> list[Item] | None:
+    def older(self, before: int, limit: int, changed: int = 0) -> list[Item] | None:
         """Return the last limit messages below before, or None when this tail cannot tell."""
-        if before > self.below or time.monotonic() >= self.until:
+        if before > self.below or time.monotonic() >= self.until or changed != self.changed:
             return None
         items = self.items[: bisect.bisect_left(self.items, before, key=lambda item: item.id)]
         if len(items) < limit and not self.whole:
@@ -89,7 +94,7 @@ class Replays:
                 have = replay.messages
                 if len(have) >= limit:
                     return replay
-                older = self.older(room, have[0].id if have else upto + 1, limit - len(have))
+                older = self.older(room, have[0].id if have else upto + 1, limit - len(have), replay.changed)
                 return Replay(older + have, last=replay.last) if older else replay
             if not replay.gap:
                 return replay
@@ -98,13 +103,13 @@ class Replays:
             log.warning("replaying %s from the backend alone: %s", room, exc)
             return replay
 
-    def older(self, room: str, before: int, limit: int) -> list[Item]:
+    def older(self, room: str, before: int, limit: int, changed: int = 0) -> list[Item]:
         """Return the store's last limit messages of room below before, oldest first, from its tail when it can tell."""
         waited = False
         while True:
             with self._lock:
                 tail = self._tails.get(room)
-                found = tail.older(before, limit) if tail is not None else None
+                found = tail.older(before, limit, changed) if tail is not None else None
                 if found is not None:
                     self._tails.move_to_end(room)
                     return found
@@ -120,7 +125,7 @@ class Replays:
         try:
             items = [row.item() for row in self.store.newest(room, limit, before=before)]
             with self._lock:
-                self._tails[room] = Tail(before, items, len(items) < limit, time.monotonic() + TAIL_TTL)
+                self._tails[room] = Tail(before, items, len(items) < limit, time.monotonic() + TAIL_TTL, changed)
                 self._tails.move_to_end(room)
                 while len(self._tails) > TAILS:
                     self._tails.popitem(last=False)
@@ -139,7 +144,9 @@ def _resume(store: Store | NoStore, room: str, replay: Replay, since: int, upto:
         # The store knows nothing of the room: the backend's verdict stands.
         return replay
     stored = store.newest(room, cap, after=since, before=upto + 1) if cap else []
-    found = union(stored, replay.messages)
+    # The changes after since go with the messages, in order (protocol v3 gets them; the hub drops them for v1, v2).
+    changes = store.changes(room, since, upto + 1, cap) if cap else []
+    found = union([*stored, *changes], replay.messages)
     messages = found[-cap:] if cap else []
     if since < floor:
         return Replay(messages, gap=True, missed=None, last=replay.last)
@@ -162,7 +169,8 @@ def page(
     want = limit + 1
     if since is not None:
         replay = backend.replay(room, since, size)
-        items = union(store.oldest(room, want, after=since), replay.messages)[:want]
+        items = union([*store.oldest(room, want, after=since), *store.changes(room, since, HIGHEST, want)],
+                      replay.messages)[:want]
         floor = store.floor(room)
         gap = replay if floor is None else Replay(gap=since < floor)
         return items[:limit], len(items) > limit, gap
@@ -191,8 +199,8 @@ def fit(items: list[Item], budget: int, newest: bool) -> tuple[list[Item], bool]
     return (items[len(items) - kept:] if newest else items[:kept]), True
 
 
-def union(stored: list[Stored], recent: list[Item]) -> list[Item]:
-    """Return the messages of both lists once each, in id order."""
+def union(stored: list[Stored | Revision], recent: list[Item]) -> list[Item]:
+    """Return the messages (and changes) of both lists once each, in id order."""
     items = {item.id: item for item in recent}
     for row in stored:
         items.setdefault(row.id, row.item())

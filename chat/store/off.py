@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from ..backends import Unavailable
 from .conversations import Access, Statement, Summary
-from .records import Stored
+from .records import Revision, Stored
 
 #: Client ids remembered, oldest forgotten first.
 REMEMBERED = 100_000
@@ -34,9 +34,9 @@ class NoStore:
     def ready(self) -> None:
         """Take every message."""
 
-    def append(self, row: Stored, on_stored: Callable[[Stored], None] | None = None) -> None:
+    def append(self, row: Stored | Revision, on_stored: Callable | None = None) -> None:
         """Remember the message's client id, and call on_stored at once: there is nothing to wait for."""
-        if row.cid is not None:
+        if isinstance(row, Stored) and row.cid is not None:
             with self._lock:
                 self._cids[(row.room, row.cid)] = row.id
                 self._sent.notify_all()
@@ -75,6 +75,14 @@ class NoStore:
         return []
 
     def oldest(self, room: str, limit: int, after: int, before: int | None = None) -> list[Stored]:
+        """Return nothing."""
+        return []
+
+    def changes(self, room: str, after: int, before: int, limit: int) -> list[Revision]:
+        """Return nothing."""
+        return []
+
+    def by_user(self, user: str, limit: int, before: int | None = None) -> list[Stored]:
         """Return nothing."""
         return []
 

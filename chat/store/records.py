@@ -6,10 +6,10 @@ Plain values with no I/O, shared by the writer, the databases and their callers.
 from __future__ import annotations
 
 import enum
+import json
 from typing import NamedTuple
 
-from .. import protocol
-from ..backends import Item
+from ..backends import Item, fold
 
 #: Seconds after which a claim whose message was never stored may be taken over
 #: (its process died between claiming and storing).
@@ -27,11 +27,44 @@ class Stored(NamedTuple):
     user: str | None = None
     #: The client id a v2 sender gave it, if any.
     cid: str | None = None
+    #: The message it replies to, if any.
+    reply_to: int | None = None
+    #: Once changed: its state-2 frame as it stands (protocol.folded's JSON), and text is "".
+    state: str | None = None
 
     def item(self) -> Item:
-        """Return the message as a backend's history item, with the same state-2 payload."""
-        payload = protocol.chat(self.id, self.room, self.name, self.text, self.ts, self.user)
+        """Return the message as a backend's history item, with the same state-2 payload (folded, once changed)."""
+        if self.state is not None:
+            return Item(self.id, self.state.encode(), None, (self.id, 0))
+        payload = fold.message(self.id, self.room, self.name, self.text, self.ts, self.user, self.reply_to)
         return Item(self.id, payload, None, (self.id, 0))
+
+    def folded(self, state: str) -> Stored:
+        """Return this message changed to state, keeping no copy of its text."""
+        return self._replace(text="", state=state)
+
+
+class Revision(NamedTuple):
+    """One change to a message, as the store keeps it: the change's own row, and its message's state after it."""
+
+    room: str
+    id: int
+    target: int
+    ts: int
+    kind: str
+    user: str | None
+    name: str
+    emoji: str
+    on: bool | None
+    #: The target's state-2 frame after the change, which the store folds into the message's row.
+    state: str
+
+    def item(self) -> Item:
+        """Return the change as a backend's history item: its state-6 event (an edit with the message's text now)."""
+        text = json.loads(self.state)["message"] if self.kind == "edit" else None
+        payload = fold.event(self.kind, self.room, self.target, self.id, self.user, self.name, self.ts, text,
+                                  self.emoji, self.on)
+        return Item(self.id, payload, None, (self.id, 0), self.target)
 
 
 class Claim(enum.Enum):

@@ -98,6 +98,8 @@ def _forget(sql: Any, cursor: Any, gone: list[tuple[str, int]]) -> None:
         entry[1] += 1
     for room, (top, count) in sorted(rooms.items()):
         cursor.execute(sql("DELETE FROM chat_claims WHERE room = ? AND id <= ?"), (room, top))
+        # A room's changes go with its messages: those before the floor, and those to a message removed.
+        cursor.execute(sql("DELETE FROM chat_changes WHERE room = ? AND (id <= ? OR target <= ?)"), (room, top, top))
         cursor.execute(sql(
             "UPDATE chat_rooms SET floor = CASE WHEN floor < ? THEN ? ELSE floor END, count = count - ?"
             " WHERE room = ?"),
@@ -106,3 +108,4 @@ def _forget(sql: Any, cursor: Any, gone: list[tuple[str, int]]) -> None:
         if cursor.fetchone() is None:
             cursor.execute(sql("DELETE FROM chat_rooms WHERE room = ?"), (room,))
             cursor.execute(sql("DELETE FROM chat_claims WHERE room = ?"), (room,))
+            cursor.execute(sql("DELETE FROM chat_changes WHERE room = ?"), (room,))

@@ -10,6 +10,7 @@ call in gevent's threadpool (``green``).  The tables and statements are in
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,8 +19,22 @@ from typing import Any
 
 from ..backends import Unavailable
 from . import conversations, green
-from .records import STALE, Claim, Stored
-from .schema import COUNT_ROOM, INSERT_ROWS, NEWEST, OLDEST, RELEASE, SCHEMA, STORED_CLAIM, insert
+from .records import STALE, Claim, Revision, Stored
+from .schema import (
+    ADDED,
+    BY_USER,
+    CHANGES,
+    COUNT_ROOM,
+    FOLD,
+    INSERT_ROWS,
+    NEWEST,
+    OLDEST,
+    RELEASE,
+    REVISE,
+    SCHEMA,
+    STORED_CLAIM,
+    insert,
+)
 
 #: Bounds of an open range of ids.
 LOWEST, HIGHEST = -1, 2**63 - 1
@@ -61,6 +76,12 @@ class Database:
         """Create the tables if they are missing."""
         for statement in (*SCHEMA, *conversations.SCHEMA):
             conn.execute(statement)
+        cursor = conn.cursor()
+        cursor.execute("SELECT * FROM chat_messages LIMIT 0")
+        have = {column[0] for column in cursor.description}
+        for column, kind in ADDED:
+            if column not in have:
+                conn.execute(f"ALTER TABLE chat_messages ADD COLUMN {column} {kind}")
 
     def sync(self) -> None:
         """Make what is committed survive a machine crash, where a commit alone does not."""
@@ -102,13 +123,15 @@ class Database:
         return result
 
     def write(
-        self, rows: Sequence[Stored], claims: Sequence[tuple[str, str]], releases: Sequence[tuple[str, str]],
-        now: float, also: Also | None = None,
+        self, written: Sequence[Stored | Revision], claims: Sequence[tuple[str, str]],
+        releases: Sequence[tuple[str, str]], now: float, also: Also | None = None,
     ) -> list[Claim | int]:
-        """Store rows, drop released claims, run also(cursor, sql) and make claims, in one transaction.
+        """Store messages and changes, drop released claims, run also(cursor, sql) and make claims, in one transaction.
 
         Returns each claim's outcome.
         """
+        rows = [row for row in written if type(row) is Stored]
+        revisions = sorted((row for row in written if type(row) is Revision), key=lambda row: (row.room, row.id))
 
         def work(conn: Any) -> list[Claim | int]:
             cursor = conn.cursor()
@@ -126,6 +149,10 @@ class Database:
                 sent = [(row.room, row.cid, row.id, now) for row in ordered if row.cid is not None]
                 if sent:
                     cursor.executemany(self.sql(STORED_CLAIM), sent)
+            if revisions:
+                cursor.executemany(self.sql(REVISE), [(*row[:8], None if row.on is None else int(row.on))
+                                                      for row in revisions])
+                cursor.executemany(self.sql(FOLD), [_fold(row) for row in revisions])
             if releases:
                 cursor.executemany(self.sql(RELEASE), releases)
             if also is not None:
@@ -172,6 +199,15 @@ class Database:
         """Return the first limit messages of room after after (and before before), oldest first."""
         rows = self._query(OLDEST, (room, after, HIGHEST if before is None else before, limit))
         return [Stored(*row) for row in rows]
+
+    def changes(self, room: str, after: int, before: int, limit: int) -> list[Revision]:
+        """Return the first limit changes of room between after and before, oldest first."""
+        rows = self._query(CHANGES, (room, after, before, limit))
+        return [Revision(*row[:8], None if row[8] is None else bool(row[8]), row[9] or "{}") for row in rows]
+
+    def by_user(self, user: str, limit: int, before: int | None = None) -> list[Stored]:
+        """Return the last limit messages user wrote in any room (before before), newest first."""
+        return [Stored(*row) for row in self._query(BY_USER, (user, HIGHEST if before is None else before, limit))]
 
     def count(self, room: str, after: int, before: int) -> int:
         """Return how many messages of room lie between after and before, both excluded."""
@@ -240,3 +276,11 @@ class Database:
             yield
         except self.errors as exc:
             raise Unavailable(f"the message store is unavailable: {exc}") from exc
+
+
+def _fold(row: Revision) -> tuple:
+    """Return FOLD's arguments: the message's row as its state tells it, and the change's id."""
+    state = json.loads(row.state)
+    reply_to = state.get("reply_to")
+    return (row.room, row.target, state["ts"], state["name"], state.get("user"),
+            None if reply_to is None else int(reply_to), row.state, row.id)

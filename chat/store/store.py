@@ -17,7 +17,7 @@ from typing import Any
 
 from ..backends import Unavailable
 from .conversations import Access, Statement, Summary
-from .records import STALE, Claim, Retention, Stored
+from .records import STALE, Claim, Retention, Revision, Stored
 from .sql import Database
 from .writer import Writer
 
@@ -72,8 +72,8 @@ class Store:
         """Raise Unavailable when a message published now could not be stored."""
         self._started().ready()
 
-    def append(self, row: Stored, on_stored: Callable[[Stored], None] | None = None) -> None:
-        """Queue a published message; on_stored(row) runs once it is committed."""
+    def append(self, row: Stored | Revision, on_stored: Callable | None = None) -> None:
+        """Queue a published message or change; on_stored(row) runs once it is committed."""
         self._started().append(row, on_stored)
 
     def claim(self, room: str, cid: str) -> int | None:
@@ -114,14 +114,27 @@ class Store:
 
     def newest(self, room: str, limit: int, after: int | None = None, before: int | None = None) -> list[Stored]:
         """Return the last limit messages of room between after and before (both excluded), oldest first."""
-        pending = self._started().pending(room)
+        writer = self._started()
+        pending = writer.pending(room)
         rows = _merge(self.database.newest(room, limit, after, before), pending, after, before)
-        return rows[-limit:] if limit else []
+        return _folded(rows[-limit:] if limit else [], writer.folds(room))
 
     def oldest(self, room: str, limit: int, after: int, before: int | None = None) -> list[Stored]:
         """Return the first limit messages of room after after (and before before), oldest first."""
-        pending = self._started().pending(room)
-        return _merge(self.database.oldest(room, limit, after, before), pending, after, before)[:limit]
+        writer = self._started()
+        pending = writer.pending(room)
+        rows = _merge(self.database.oldest(room, limit, after, before), pending, after, before)[:limit]
+        return _folded(rows, writer.folds(room))
+
+    def changes(self, room: str, after: int, before: int, limit: int) -> list[Revision]:
+        """Return the first limit committed changes of room between after and before, oldest first."""
+        self._started()
+        return self.database.changes(room, after, before, limit)
+
+    def by_user(self, user: str, limit: int, before: int | None = None) -> list[Stored]:
+        """Return the last limit committed messages user wrote in any room (before before), newest first."""
+        self._started()
+        return self.database.by_user(user, limit, before)
 
     def count(self, room: str, after: int, before: int) -> int:
         """Return how many messages of room lie between after and before, both excluded."""
@@ -174,6 +187,13 @@ class Store:
         if writer is not None:
             writer.close()
             self.database.close()
+
+
+def _folded(rows: list[Stored], folds: dict[int, str]) -> list[Stored]:
+    """Return rows with the changes not yet committed folded in."""
+    if not folds:
+        return rows
+    return [row.folded(folds[row.id]) if row.id in folds else row for row in rows]
 
 
 def _merge(stored: list[Stored], pending: list[Stored], after: int | None, before: int | None) -> list[Stored]:

@@ -21,7 +21,7 @@ import time
 from ..backends import Unavailable
 from .batch import Batch, Change, OnStored, Ticket
 from .conversations import Statement
-from .records import Claim, Retention, Stored
+from .records import Claim, Retention, Revision, Stored
 from .retention import Pruner
 from .sql import Database
 
@@ -56,6 +56,8 @@ class Writer:
         self._queued = Batch()
         #: Per room, the messages queued or being written: readable before they are committed.
         self._pending: dict[str, dict[int, Stored]] = {}
+        #: Per room, the state each message has after the changes queued or being written.
+        self._folds: dict[str, dict[int, str]] = {}
         self._backlog = 0
         self._appended = self._committed = 0
         #: The thread waits for work (not for the batch to fill): only then does a message wake it.
@@ -83,11 +85,19 @@ class Writer:
         if self._backlog >= BACKLOG_LIMIT:
             raise Unavailable("the message store is not keeping up")
 
-    def append(self, row: Stored, on_stored: OnStored | None = None) -> None:
-        """Queue a message; on_stored(row) is called on the writer thread once it is committed."""
+    def append(self, row: Stored | Revision, on_stored: OnStored | None = None) -> None:
+        """Queue a message or a change; on_stored(row) is called on the writer thread once it is committed."""
         with self._lock:
             self._queued.rows.append((row, on_stored))
-            self._pending.setdefault(row.room, {})[row.id] = row
+            if type(row) is Stored:
+                self._pending.setdefault(row.room, {})[row.id] = row
+            else:
+                # What is read before the commit is the message as it stands, not its text before the change.
+                self._folds.setdefault(row.room, {})[row.target] = row.state
+                waiting = self._pending.get(row.room)
+                target = None if waiting is None else waiting.get(row.target)
+                if target is not None:
+                    waiting[row.target] = target.folded(row.state)
             self._backlog += 1
             self._appended += 1
             if self._idle:
@@ -140,6 +150,12 @@ class Writer:
         with self._lock:
             rows = self._pending.get(room)
             return list(rows.values()) if rows else []
+
+    def folds(self, room: str) -> dict[int, str]:
+        """Return the state of each message of room that changes queued or being written leave it in."""
+        with self._lock:
+            folds = self._folds.get(room)
+            return dict(folds) if folds else {}
 
     def healthy(self) -> bool:
         """Tell whether the thread runs and its last write succeeded."""
@@ -236,11 +252,13 @@ class Writer:
         self._dirty = self._dirty or bool(batch.rows)
         with self._wake:
             for row, _ in batch.rows:
-                waiting = self._pending.get(row.room)
-                if waiting is not None:
-                    waiting.pop(row.id, None)
+                table = self._pending if type(row) is Stored else self._folds
+                key = row.id if type(row) is Stored else row.target
+                waiting = table.get(row.room)
+                if waiting is not None and (type(row) is Stored or waiting.get(key) == row.state):
+                    waiting.pop(key, None)
                     if not waiting:
-                        del self._pending[row.room]
+                        del table[row.room]
             self._backlog -= len(batch.rows)
             self._committed += len(batch.rows) + batch.changes.calls
             self._wake.notify_all()

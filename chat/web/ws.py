@@ -185,7 +185,7 @@ def serve(
     try:
         conn = hub.connection(raw, ws_protocol, **details)
         if hub.join(conn, since):
-            Reader(conn, chat.settings, in_app(app, hub.publish), chat.metrics.count, hub.act).serve()
+            Reader(conn, chat.settings, in_app(app, hub.publish), chat.metrics.count, in_app(app, hub.act)).serve()
     except Unavailable:
         log.warning("backend unavailable: closing %s", address)
         linger(chat, raw, conn, TRY_AGAIN, "chat backend unavailable, try again later")

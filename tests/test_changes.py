@@ -1,0 +1,209 @@
+"""Messages that change (protocol v3): edits, deletes, reactions and replies, in the room's order, on every backend."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+
+import jwt
+import pytest
+from conftest import Client, Server
+
+SECRET = "a-jwt-secret-for-the-changes-tests-0123456789"
+KEY = "changes-api-key-0123456789"
+
+
+def mint(sub: str, name: str) -> str:
+    """Return a token for sub named name."""
+    return jwt.encode({"sub": sub, "name": name, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+
+
+@pytest.fixture(params=["memory", "redis"])
+def chat(request, make_server) -> Server:
+    """Start a chat on memory (one worker) or on a real redis-server (two workers)."""
+    env = {"CHAT_JWT_SECRET": SECRET, "CHAT_API_KEY": KEY, "CHAT_HEARTBEAT_INTERVAL": "60"}
+    if request.param == "redis":
+        url = request.getfixturevalue("clean_redis_url")
+        return make_server(workers=2, CHAT_BACKEND_URL=url, **env)
+    return make_server(**env)
+
+
+def join(connect: Callable[..., Client], server: Server, who: str | None = None, room: str = "r", v: int = 3,
+         since: str | None = None) -> Client:
+    """Open a v3 (or v) client in room as user who (a guest when None), read past its welcome and replay."""
+    query = f"room={room}&v={v}"
+    if who is not None:
+        query += f"&token={mint(who, who.title())}"
+    if since is not None:
+        query += f"&since={since}"
+    client = connect(f"{server.ws_url}?{query}")
+    client.welcome()
+    return client
+
+
+def send(client: Client, **frame: object) -> None:
+    """Send a JSON frame."""
+    client.send(json.dumps(frame))
+
+
+def said(client: Client, text: str, cid: str) -> str:
+    """Send a message with cid and return its id from the ack."""
+    send(client, text=text, cid=cid)
+    return client.next_where(lambda e: e.get("state") == 5 and e.get("ack") == cid)["id"]
+
+
+def api(server: Server, method: str, path: str, body: object = None) -> tuple[int, dict]:
+    """Call the HTTP API with the key; return the status and the JSON body."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(server.url + "/api" + path, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def history(server: Server, room: str = "r", query: str = "") -> list[dict]:
+    """Return the room's history through the API."""
+    status, body = api(server, "GET", f"/rooms/{room}/messages{query}")
+    assert status == 200, body
+    return body["messages"]
+
+
+def replayed(connect, server: Server, room: str = "r", v: int = 3, since: str | None = None) -> list[dict]:
+    """Join room afresh and return what its replay holds (messages and changes), up to a marker message."""
+    marker = f"marker-{time.monotonic_ns()}"
+    poster = join(connect, server, "zed", room)
+    client = join(connect, server, None, room, v, since)
+    poster.send(marker)
+    events = []
+    while True:
+        event = client.next_where(lambda e: e.get("state") in (2, 6))
+        if event.get("message") == marker:
+            return events
+        if not event.get("message", "").startswith("marker-"):
+            events.append(event)
+
+
+def test_edit_delete_and_react_reach_v3_clients_as_changes_in_order(chat, connect):
+    """Each accepted change reaches the room's v3 clients as a state-6 event with its own id, acked by cid."""
+    alice, bob = join(connect, chat, "alice"), join(connect, chat, "bob")
+    first = said(alice, "helo", "m1")
+    send(alice, type="edit", id=first, text="hello", cid="e1")
+    ack = alice.next_where(lambda e: e.get("state") == 5 and e.get("ack") == "e1")
+    for client, cid in ((bob, "r1"), (alice, "r2"), (bob, "r3")):
+        send(client, type="react", id=first, emoji="👍", cid=cid)
+        client.next_where(lambda e, cid=cid: e.get("ack") == cid)
+    send(alice, type="delete", id=first, cid="d1")
+    bob.next_where(lambda e: e.get("kind") == "delete")
+    changes = [e for e in bob.events if e.get("state") == 6]
+    assert [c["kind"] for c in changes] == ["edit", "react", "react", "react", "delete"]
+    assert changes[0]["text"] == "hello" and changes[0]["id"] == ack["id"] and changes[0]["target"] == first
+    assert [(c["user"], c["on"]) for c in changes[1:4]] == [("bob", True), ("alice", True), ("bob", False)]
+    assert all(c["message"] == "" and c["room"] == "r" for c in changes)
+    ids = [int(c["id"]) for c in changes]
+    assert ids == sorted(ids) and int(first) < ids[0]
+
+
+def test_refusals_carry_the_cid(chat, connect):
+    """A guest, another author, an unknown or deleted id, a blank edit and a bad emoji are refused with cid."""
+    alice, bob, guest = join(connect, chat, "alice"), join(connect, chat, "bob"), join(connect, chat)
+    first = said(alice, "mine", "m1")
+
+    def refused(client: Client, code: str, cid: str, **frame: object) -> None:
+        send(client, cid=cid, **frame)
+        notice = client.next_where(lambda e: e.get("state") == 4)
+        assert (notice["code"], notice.get("cid")) == (code, cid)
+
+    refused(guest, "forbidden", "g1", type="edit", id=first, text="x")
+    refused(guest, "forbidden", "g2", type="react", id=first, emoji="👍")
+    refused(bob, "forbidden", "b1", type="edit", id=first, text="x")
+    refused(bob, "forbidden", "b2", type="delete", id=first)
+    refused(alice, "empty", "a1", type="edit", id=first, text="  ")
+    refused(alice, "invalid", "a2", type="react", id=first, emoji="")
+    refused(alice, "invalid", "a3", type="react", id=first, emoji="x" * 17)
+    refused(alice, "not_found", "a4", type="edit", id="12345", text="x")
+    refused(alice, "invalid", "a5", type="frobnicate", id=first)
+    refused(alice, "not_found", "a6", text="reply", reply_to="12345")
+    send(alice, type="delete", id=first, cid="a7")
+    alice.next_where(lambda e: e.get("state") == 5 and e.get("ack") == "a7")
+    refused(alice, "not_found", "a8", type="edit", id=first, text="x")
+    refused(bob, "not_found", "a9", type="react", id=first, emoji="👍")
+    refused(bob, "not_found", "a10", text="reply", reply_to=first)
+
+
+def test_an_edit_over_the_size_limit_closes_1009(make_server, connect):
+    """An edit frame over CHAT_MAX_MESSAGE_BYTES closes the connection with 1009, as a message does."""
+    server = make_server(CHAT_JWT_SECRET=SECRET, CHAT_MAX_MESSAGE_BYTES="100")
+    alice = join(connect, server, "alice")
+    first = said(alice, "short", "m1")
+    send(alice, type="edit", id=first, text="x" * 200)
+    assert alice.close_code() == 1009
+
+
+def test_v1_and_v2_clients_see_no_change_events(chat, connect):
+    """Changes go to v3 clients only: v1 and v2 clients get the messages around them and nothing else."""
+    old, older = join(connect, chat, "carol", v=2), join(connect, chat, None, v=1)
+    alice = join(connect, chat, "alice")
+    first = said(alice, "one", "m1")
+    send(alice, type="edit", id=first, text="uno", cid="e1")
+    alice.next_where(lambda e: e.get("ack") == "e1")
+    alice.send("two")
+    for client in (old, older):
+        seen = [client.next_where(lambda e: e.get("state") in (2, 6)) for _ in range(2)]
+        assert [e["message"] for e in seen] == ["one", "two"]
+
+
+def test_replies_carry_reply_to(chat, connect):
+    """A message with reply_to carries it in its frame, live and in history."""
+    alice, bob = join(connect, chat, "alice"), join(connect, chat, "bob")
+    first = said(alice, "question", "m1")
+    send(bob, text="answer", cid="m2", reply_to=first)
+    reply = alice.next_where(lambda e: e.get("message") == "answer")
+    assert reply["reply_to"] == first
+    assert [m.get("reply_to") for m in history(chat)[-2:]] == [None, first]
+
+
+def test_history_and_a_fresh_join_give_folded_messages(chat, connect):
+    """History and a join without since give each message as it stands, and no change events."""
+    alice, bob = join(connect, chat, "alice"), join(connect, chat, "bob")
+    one, two, three = (said(alice, text, f"m{n}") for n, text in enumerate(["one", "two", "three"]))
+    for frame in ({"type": "edit", "id": one, "text": "ONE"}, {"type": "delete", "id": two},
+                  {"type": "react", "id": three, "emoji": "🎉"}):
+        send(alice, cid="c-" + frame["type"], **frame)
+        alice.next_where(lambda e, cid="c-" + frame["type"]: e.get("ack") == cid)
+    send(bob, type="react", id=three, emoji="🎉", cid="rb")
+    bob.next_where(lambda e: e.get("ack") == "rb")
+    expected = [("ONE", True, None, None), ("", None, True, None), ("three", None, None, {"🎉": ["alice", "bob"]})]
+
+    def shape(messages: list[dict]) -> list[tuple]:
+        return [(m["message"], bool(m.get("edited")) or None, m.get("deleted"), m.get("reactions")) for m in messages]
+
+    assert shape(history(chat)) == expected
+    fresh = replayed(connect, chat)
+    assert all(e["state"] == 2 for e in fresh)
+    assert shape(fresh) == expected
+    v1 = replayed(connect, chat, v=1)
+    assert [e["message"] for e in v1] == ["ONE", "three"]
+
+
+def test_a_resume_gets_messages_as_they_stand_and_the_changes_after_since(chat, connect):
+    """A resume from since replays the log after it in order: folded messages and the change events, once each."""
+    alice = join(connect, chat, "alice")
+    zero = said(alice, "zero", "m0")
+    one = said(alice, "one", "m1")
+    send(alice, type="edit", id=zero, text="ZERO", cid="e0")
+    send(alice, type="edit", id=one, text="ONE", cid="e1")
+    send(alice, type="react", id=one, emoji="👍", cid="r1")
+    alice.next_where(lambda e: e.get("ack") == "r1")
+    events = replayed(connect, chat, since=zero)
+    assert [(e["state"], e.get("kind"), e.get("text", e["message"])) for e in events] == [
+        (2, None, "ONE"), (6, "edit", "ZERO"), (6, "edit", "ONE"), (6, "react", "")]
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    # A since that names a change.
+    after = replayed(connect, chat, since=events[1]["id"])
+    assert [e.get("kind") for e in after] == ["edit", "react"]
