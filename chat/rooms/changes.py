@@ -99,7 +99,7 @@ class Changer:
                 return
             text = vetted
         assert frame.id is not None, "client_frame gives every change an id"
-        change = Change(frame.type, frame.id, conn.user, conn.name, text, frame.emoji)
+        change = Change(frame.type, frame.id, conn.user, conn.name, text, frame.emoji or "")
         on_stored = None if cid is None else lambda stored: conn.send(protocol.ack(cid, stored.id))
         try:
             apply(self._backend, self._store, conn.room, change, on_stored)

@@ -1,23 +1,19 @@
 """The Redis backend: per-room streams for history, sharded pub/sub for live delivery.
 
-Each room's keys, and its channel, are laid out in ``keys.py``: a hash of
-counters, a stream of its history and a sharded pub/sub channel of what is
-added to it, all in the room's one cluster slot.
+Each room's keys, and its channel, are laid out in ``keys.py`` (and its changed messages' in ``changes.py``): a
+hash of counters, a stream of its history and a sharded pub/sub channel of what is added to it, all in one slot.
 
-Every script declares all its keys and runs in one slot, so the backend works
-against one server and against a Redis Cluster (``redis+cluster://``) alike;
-on a cluster, scripts follow the slots while they move (``follow.py``), readers
-follow each room to its slot's owner (``subscriber.py``, ``node.py``), and a
-check makes sure none is left silent (``check.py``).
+Every script declares all its keys and runs in one slot, so the backend works against one server and against a
+Redis Cluster (``redis+cluster://``) alike; on a cluster, scripts follow the slots while they move (``follow.py``),
+readers follow each room to its slot's owner (``subscriber.py``, ``node.py``), and a check makes sure none is left
+silent (``check.py``).
 
-Every write gives the room's keys a TTL of ``ROOM_EXPIRY``, renewed while the
-room is occupied.  Commands time out after ``TIMEOUT`` and are retried only
-when they cannot have run (a retried publish could store a message twice);
+Every write gives the room's keys a TTL of ``ROOM_EXPIRY``, renewed while the room is occupied.  Commands time out
+after ``TIMEOUT`` and are retried only when they cannot have run (a retried publish could store a message twice);
 one that cannot reach Redis raises ``Unavailable``.  A process holds at most
 ``POOL`` connections and a command waits up to ``POOL_WAIT`` for one, so a
-join storm queues instead of being refused.  A room's messages published while its last group is on its
-way go out together as the next group (``group.py``): one round trip per
-group under load, none added when the room is idle.
+join storm queues instead of being refused.  A room's messages published while its last group is on its way
+go out together as the next group (``group.py``): one round trip per group under load, none added when idle.
 """
 
 from __future__ import annotations
@@ -36,8 +32,8 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from .. import Control, Deliver, Entry, Published, Replay, SignOut, Unavailable
-from . import decode, follow, keys, scripts
+from .. import Change, Changed, Control, Deliver, Entry, Published, Replay, SignOut, Unavailable
+from . import changes, decode, follow, keys, scripts
 from .check import Check
 from .control import ControlReader, Teller
 from .group import Groups, Message
@@ -156,10 +152,20 @@ class RedisBackend(Teller):
             for thread in self._threads:
                 thread.start()
 
-    def publish(self, room: str, name: str, text: str, user: str | None = None) -> Published:
+    def publish(
+        self, room: str, name: str, text: str, user: str | None = None, reply_to: int | None = None,
+    ) -> Published:
         """Store a chat message under the room's next id and return the id and the ts its frame carries."""
         self._redis()
-        return self._groups.publish(room, (name, text, time.time_ns() // 1_000_000, user or ""))
+        return self._groups.publish(room, (name, text, time.time_ns() // 1_000_000, user or "", str(reply_to or "")))
+
+    def change(self, room: str, change: Change, seed: str | None = None) -> Changed:
+        """Apply a change to a message in one script (change.lua), which fans it out at the room's next id."""
+        return changes.apply(self._script, room, change, seed, self._keep, self._expiry_ms)
+
+    def look(self, room: str, message_id: int) -> str | None:
+        """Return a message's state if Redis holds it, else None."""
+        return changes.look(self._script, room, message_id)
 
     def _send(self, room: str, messages: list[Message]) -> list[int]:
         """Store a group of room's chat messages under its next ids, in one script call, and return the ids."""
@@ -172,7 +178,8 @@ class RedisBackend(Teller):
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""
         reply = self._script(
-            "history", [keys.meta(room), keys.log(room)], ["" if since is None else since, limit, self._size],
+            "history", [keys.meta(room), keys.log(room), changes.states(room)],
+            ["" if since is None else since, limit, self._size],
         )
         return decode.replay(room, since, reply)
 
@@ -185,7 +192,7 @@ class RedisBackend(Teller):
         try:
             tail, (online, names), reply, known = self._script(
                 "enter",
-                [keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room)],
+                [keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room), changes.states(room)],
                 [
                     self._pid, member, key, name, self._ttl_ms, self._expiry_ms, PRESENCE_BACKLOG,
                     "" if since is None else since, limit, self._size, self._list_limit,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ... import protocol
-from .. import Item, Presence, Replay, resume
+from .. import Item, Presence, Replay, fold, resume
+from . import changes
 
 StreamId = tuple[int, int]
 #: One entry from a room's channel: the id of the entry before it, its id, its fields.
@@ -26,15 +27,18 @@ def live(body: dict[str, Any]) -> Live:
 
 
 def item(room: str, entry: StreamId, fields: dict[bytes, bytes]) -> Item | None:
-    """Return the delivery a stream entry of room makes: a chat message, or a presence event."""
+    """Return the delivery a stream entry of room makes: a chat message, a change, or a presence event."""
     ms, seq = entry
     if seq:
         event, name, online = fields[b"e"].decode(), fields[b"n"].decode(), int(fields[b"o"])
         said = Presence(event, fields.get(b"m", b"").decode(), name, online)
         return Item(None, protocol.presence(event, room, name, online), said, entry)
-    user = fields.get(b"u") or None
-    payload = protocol.chat(
+    if b"k" in fields:
+        return changes.item(room, entry, fields)
+    user, reply_to = fields.get(b"u") or None, fields.get(b"r")
+    payload = fold.message(
         ms, room, fields[b"n"].decode(), fields[b"x"].decode(), int(fields[b"ts"]), user and user.decode(),
+        None if reply_to is None else int(reply_to),
     )
     return Item(ms, payload, None, entry)
 
@@ -55,11 +59,14 @@ def replay(room: str, since: int | None, reply: list[Any]) -> Replay:
             message = item(room, entry, dict(zip(fields[::2], fields[1::2], strict=True)))
             if message is not None:
                 messages.append(message)
+    messages = changes.folds(messages, reply[5], int(reply[4]), since)
     if since is None:
-        return Replay(messages, last=last)
+        return Replay(messages, last=last, changed=int(reply[6]))
     if first:
         ms, seq = sid(first[0][0])
         oldest = ms + (1 if seq else 0)
     else:
         oldest = last + 1
-    return resume(messages, since, last, epoch, oldest)
+    found = resume(messages, since, last, epoch, oldest)
+    found.changed = int(reply[6])
+    return found

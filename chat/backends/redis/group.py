@@ -30,8 +30,8 @@ from .. import Published, Unavailable
 #: Most messages, and most bytes of text (in UTF-8), one group carries.
 MOST, MOST_BYTES = 100, 256 * 1024
 
-#: name, text, ts, user
-Message = tuple[str, str, int, str]
+#: name, text, ts, user, reply_to ("" for none)
+Message = tuple[str, str, int, str, str]
 Send = Callable[[str, list[Message]], list[int]]
 
 

@@ -1,6 +1,6 @@
 """The Lua scripts of the Redis backend, read from ``lua/`` and registered with a client.
 
-``common.lua`` and ``replay.lua`` hold functions that the other scripts share;
+``common.lua``, ``fold.lua`` and ``replay.lua`` hold functions that the other scripts share;
 each script that runs is those two followed by its own file.  ``source()``
 gives the full text, so a script can be run on its own
 (``redis-cli --eval``) as well as through redis-py.
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 FOLDER = Path(__file__).with_name("lua")
-LIBRARIES = ("common", "replay")
-NAMES = ("publish", "history", "enter", "leave", "users", "renew", "restore", "depart")
+LIBRARIES = ("common", "fold", "replay")
+NAMES = ("publish", "history", "enter", "leave", "users", "renew", "restore", "depart", "change", "look")
 
 
 @cache

@@ -1,5 +1,5 @@
 -- One round trip per join: presence, the join event, the replay, who is online.
--- KEYS: meta, log, channel, on, alive, online, names.
+-- KEYS: meta, log, channel, on, alive, online, names, states.
 -- ARGV: pid, member, key, name, ttl ms, expiry ms, cap, since, limit, history size, list limit.
 sweep(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[7]), KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 local fresh = redis.call('HSETNX', KEYS[4], ARGV[1] .. '/' .. ARGV[2], ARGV[3] .. '\t' .. ARGV[4]) == 1
@@ -13,4 +13,4 @@ end
 counter(KEYS[1], KEYS[2])
 touch(ARGV[6], KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 local tail = redis.call('HGET', KEYS[1], 'tail') or '0-0'
-return {tail, listing(KEYS[6], KEYS[7], tonumber(ARGV[11])), replay(KEYS[1], KEYS[2], ARGV[8], ARGV[9], ARGV[10]), known}
+return {tail, listing(KEYS[6], KEYS[7], tonumber(ARGV[11])), replay(KEYS[1], KEYS[2], ARGV[8], ARGV[9], ARGV[10], KEYS[8]), known}

@@ -1,14 +1,16 @@
 -- A group of chat messages, in order, on one round trip and one channel message.
--- KEYS: meta, log, channel. ARGV: keep, expiry ms, then name, text, ts, user for each message.
+-- KEYS: meta, log, channel. ARGV: keep, expiry ms, then name, text, ts, user, reply_to ('' for none) for each message.
 -- Each message is a stream entry as add() makes it; the channel gets them
 -- as one JSON array (a single message as the object alone), each with the id before it.
 local n = counter(KEYS[1], KEYS[2])
 local prev = redis.call('HGET', KEYS[1], 'tail') or '0-0'
 local bodies, ids = {}, {}
-for i = 3, #ARGV, 4 do
+for i = 3, #ARGV, 5 do
   n = n + 1
   local id = fmt(n) .. '-0'
-  bodies[#bodies + 1] = add(KEYS[2], prev, id, {'n', ARGV[i], 'x', ARGV[i + 1], 'ts', ARGV[i + 2], 'u', ARGV[i + 3]})
+  local fields = {'n', ARGV[i], 'x', ARGV[i + 1], 'ts', ARGV[i + 2], 'u', ARGV[i + 3]}
+  if ARGV[i + 4] ~= '' then fields[9], fields[10] = 'r', ARGV[i + 4] end
+  bodies[#bodies + 1] = add(KEYS[2], prev, id, fields)
   ids[#ids + 1] = fmt(n)
   prev = id
 end
