@@ -99,11 +99,11 @@ def send(room, messages):
 handing = Groups(send, 30)
 admin.client_pause(30_000, all=False)
 try:
-    holder = gevent.spawn(handing.publish, "handed", ("ann", "held", int(time.time() * 1000), ""))
+    holder = gevent.spawn(handing.publish, "handed", ("ann", "held", int(time.time() * 1000), "", ""))
     held()
-    victim = gevent.spawn(handing.publish, "handed", ("ann", "handed the lead", int(time.time() * 1000), ""))
+    victim = gevent.spawn(handing.publish, "handed", ("ann", "handed the lead", int(time.time() * 1000), "", ""))
     queued(handing, "handed", 1)
-    behind = gevent.spawn(handing.publish, "handed", ("ann", "behind the victim", int(time.time() * 1000), ""))
+    behind = gevent.spawn(handing.publish, "handed", ("ann", "behind the victim", int(time.time() * 1000), "", ""))
     queued(handing, "handed", 2)
     victims.append(victim)
 finally:
