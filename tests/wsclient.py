@@ -180,13 +180,18 @@ class Client:
         return self.closed(timeout).code
 
     def closed(self, timeout: float = 10) -> Closed:
-        """Read until the server closes, and return its close frame (code and reason)."""
-        self.ws.settimeout(timeout)
+        """Read until the server closes, and return its close frame (code and reason); fail after timeout even
+        while heartbeats keep coming."""
+        deadline = time.monotonic() + timeout
         try:
-            while True:
-                self.next()
+            while (left := deadline - time.monotonic()) > 0:
+                self.ws.settimeout(left)
+                self.next(skip_heartbeats=False)
         except Closed as closed:
             return closed
+        except websocket.WebSocketTimeoutException:
+            pass
+        raise AssertionError(f"the server did not close the connection within {timeout} s")
 
     def welcome(self) -> dict:
         """Read until the welcome event and return it."""
