@@ -1,6 +1,7 @@
 // The chat page: the UI only. The connection, the outbox, presence and history are the client's
 // (chat-client.js, the same module as the JavaScript client package).
 import { ChatClient } from "./chat-client.js";
+import { Conversations } from "./chat-conversations.js";
 
 const NOTICE_MS = 4000;
 const NEAR_BOTTOM_PX = 80;
@@ -36,6 +37,7 @@ const $ = (id) => document.getElementById(id);
 const SOCKET_PATH = document.body.dataset.socket || "/ws";
 const IDENTIFIED = Boolean(document.body.dataset.you);
 const USER = document.body.dataset.user || null;
+const API = SOCKET_PATH.replace(/\/ws$/, "") + "/api";
 const ui = {
   chooser: $("chooser"),
   room: $("room"),
@@ -57,6 +59,9 @@ const state = {
   client: null,
   wanted: true,
   room: DEFAULT_ROOM,
+  // The other user of a DM being opened (its room's name comes with the welcome), else null.
+  dm: null,
+  conversations: null,
   name: "",
   shown: new Set(),
   // The list item of each message of ours that waits for its ack, by client id,
@@ -129,7 +134,8 @@ function showProblem(message) {
 // A client for the chosen room and name; the handlers of a client replaced by another say nothing more.
 function open(since) {
   const client = new ChatClient(SOCKET_PATH, {
-    room: state.room,
+    room: state.dm ? undefined : state.room,
+    dm: state.dm || undefined,
     name: IDENTIFIED ? undefined : state.name,
     since,
     version: 3,
@@ -168,6 +174,7 @@ function chat(frame) {
   if (item === null) return;
   append(item);
   if (item.classList.contains("own") && item.dataset.id) adopt(item);
+  state.conversations?.message(frame);
 }
 
 // The broadcast of a message of ours that waits for its ack takes the place of its placeholder;
@@ -211,6 +218,9 @@ function presence(frame) {
   const name = text(frame.name);
   const client = state.client;
   if (event === "welcome") {
+    // A DM's room is named by the server.
+    if (typeof frame.room === "string") state.room = ui.room.value = frame.room;
+    state.dm = null;
     // Remember only what the server accepted, so a refused name is not
     // tried again on the next visit.
     save("chat.room", state.room);
@@ -222,6 +232,7 @@ function presence(frame) {
       }
     }
     setUsers(client.users, client.online);
+    state.conversations?.welcomed(client);
   } else if (event === "join" || event === "leave") {
     setUsers(client.users, client.online);
     system(text(frame.message) || name + (event === "join" ? " joined" : " left"), event);
@@ -241,7 +252,9 @@ function presence(frame) {
     const marker = make("li", "marker", label);
     marker.dataset.testid = "gap";
     append(marker);
-  } else if (event !== "read" && event !== "typing" && text(frame.message)) {
+  } else if (event === "read" || event === "typing") {
+    state.conversations?.event(frame);
+  } else if (text(frame.message)) {
     system(frame.message, "info");
   }
 }
@@ -367,6 +380,19 @@ function join(event) {
   open(since);
 }
 
+// Open a conversation the sidebar names: {room} or {dm: the other user's id}.
+function openPlace(place) {
+  if (place.room === state.room && state.wanted) return;
+  state.client.close();
+  clearRoom();
+  state.room = place.room || null;
+  state.dm = place.dm || null;
+  state.wanted = true;
+  showProblem("");
+  setUsers([], null);
+  open(null);
+}
+
 function send(event) {
   event.preventDefault();
   const message = ui.input.value;
@@ -460,6 +486,10 @@ function start() {
   if (!IDENTIFIED) ui.name.value = state.name;
   ui.chooser.addEventListener("submit", join);
   ui.composer.addEventListener("submit", send);
+  if (IDENTIFIED && USER !== null) {
+    state.conversations = new Conversations(API, USER, openPlace);
+    ui.input.addEventListener("input", () => state.conversations.typed());
+  }
   ui.toggle.addEventListener("click", toggle);
   ui.jump.addEventListener("click", toBottom);
   ui.messages.addEventListener("scroll", () => {
