@@ -5,9 +5,9 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from helpdesk import CLOSING, create_app
 
 from chat.client import Refused
+from examples.helpdesk import CLOSING, create_app
 
 
 def test_visitors_chat_links_are_refused_and_the_desk_announces(chat_server, chat_settings):

@@ -1,0 +1,1 @@
+"""Example host apps of the chat, and their tests."""
