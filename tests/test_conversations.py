@@ -172,6 +172,10 @@ def test_unread_counts_before_and_after_a_read(chat_server, connect):
     assert (status, body["moved"]) == (200, False)
     again = join(connect, ws, "bo", "room=team")
     assert (again.welcome_event["read"], again.welcome_event["unread"]) == (ids[1], 1)
+    send(ana, {"type": "delete", "id": ids[2], "cid": "d"})
+    ana.next_where(lambda e: e["state"] == 5 and e["ack"] == "d")
+    rooms = api("GET", "/users/bo/rooms")[1]["rooms"]
+    assert (rooms[0]["unread"], rooms[0]["last"]["deleted"]) == (0, True)
 
 
 def test_receipts_and_typing_reach_v3_clients_only(chat_server, connect):

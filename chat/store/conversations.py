@@ -38,8 +38,12 @@ PUT_ROOM = (
 ADD = "INSERT INTO chat_members (room, kind, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 REMOVE = "DELETE FROM chat_members WHERE room = ? AND kind = ? AND user_id = ?"
 CLEAR_MEMBERS = "DELETE FROM chat_members WHERE room = ? AND kind = 'member'"
-#: Others' messages in a room past a read position: a range of the primary key.
-UNREAD = "SELECT count(*) FROM chat_messages WHERE room = ? AND id > ? AND (user_id IS NULL OR user_id <> ?)"
+#: What a message's folded state holds once deleted (a text cannot hold it: its quotes are escaped), as the
+#: LIKE pattern the reads below take as their last argument (a literal % would be a placeholder to psycopg).
+DELETED = '%"deleted":true%'
+#: Others' messages in a room past a read position, deleted ones left out: a range of the primary key.
+UNREAD = ("SELECT count(*) FROM chat_messages WHERE room = ? AND id > ? AND (user_id IS NULL OR user_id <> ?)"
+          " AND (state IS NULL OR state NOT LIKE ?)")
 #: A user's rooms, each with its read position (0: none), as seats: member rows and read rows, one per room.
 ROOMS_OF = (
     "WITH mine AS (SELECT room, max(id) AS id FROM ("
@@ -47,8 +51,9 @@ ROOMS_OF = (
     " UNION ALL SELECT room, id FROM chat_reads WHERE user_id = ?) AS seats GROUP BY room)"
     " SELECT mine.room, coalesce(c.private, 0), c.dm, mine.id, t.top,"
     " (SELECT count(*) FROM chat_messages m WHERE m.room = mine.room AND m.id > mine.id"
-    " AND (m.user_id IS NULL OR m.user_id <> ?)),"
-    " l.ts, l.name, l.body, l.user_id"
+    " AND (m.user_id IS NULL OR m.user_id <> ?)"
+    " AND (m.state IS NULL OR m.state NOT LIKE ?)),"
+    " l.ts, l.name, l.body, l.user_id, l.reply_to, l.state"
     " FROM mine LEFT JOIN chat_conversations c ON c.room = mine.room"
     " LEFT JOIN chat_rooms t ON t.room = mine.room"
     " LEFT JOIN chat_messages l ON l.room = mine.room AND l.id = t.top"
@@ -139,7 +144,7 @@ def access(rows: list[tuple], members: list[tuple]) -> Access:
 
 def summary(row: tuple) -> Summary:
     """Build a Summary from a ROOMS_OF row."""
-    room, private, dm, read, top, unread, ts, name, body, user = row
-    last = None if ts is None else Stored(room, int(top), int(ts), name, body, user)
+    room, private, dm, read, top, unread, ts, name, body, user, reply_to, state = row
+    last = None if ts is None else Stored(room, int(top), int(ts), name, body, user, None, reply_to, state)
     pair = tuple(dm.split("\n", 1)) if dm else None
     return Summary(room, bool(private), pair, int(read), None if top is None else int(top), int(unread), last)  # type: ignore[arg-type]

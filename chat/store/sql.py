@@ -235,11 +235,12 @@ class Database:
 
     def unread(self, room: str, user: str, after: int) -> int:
         """Return how many of others' messages in room lie after after."""
-        return int(self._query(conversations.UNREAD, (room, after, user))[0][0])
+        return int(self._query(conversations.UNREAD, (room, after, user, conversations.DELETED))[0][0])
 
     def rooms_of(self, user: str) -> list[conversations.Summary]:
         """Return user's rooms (members of, joined or read), newest activity first."""
-        return [conversations.summary(row) for row in self._query(conversations.ROOMS_OF, (user, user, user))]
+        rows = self._query(conversations.ROOMS_OF, (user, user, user, conversations.DELETED))
+        return [conversations.summary(row) for row in rows]
 
     def probe(self) -> None:
         """Read from the tables; raise Unavailable if the database does not answer."""
