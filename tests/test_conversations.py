@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import Client, Closed
+from conftest import Client, Closed, wait_for
 from flask import Flask
 from served import Served
 from test_api import KEY, SECRET, Api, mint
 
-from chat import Chat
+from chat import Chat, protocol
 from chat.rooms.membership import dm_room
 
 
@@ -61,8 +62,6 @@ def send(client: Client, body: dict) -> None:
 
 def test_client_frame_reads_each_version():
     """v1 takes every frame as typed, v2 reads {text, cid}, v3 reads typed objects and refuses a bad shape."""
-    from chat import protocol
-
     assert protocol.client_frame('{"type":"read","id":"5"}', 1).text == '{"type":"read","id":"5"}'
     assert protocol.client_frame('{"text":"hi","cid":"c1"}', 2) == protocol.Frame(text="hi", cid="c1")
     assert protocol.client_frame('{"type":"read","id":"5"}', 3) == protocol.Frame("read", id=5)
@@ -211,6 +210,7 @@ def test_every_bad_input_gets_a_clear_answer(chat_server, connect):
     assert api("PUT", "/rooms/ok", {"members": "ana"})[0] == 400
     assert api("POST", "/dms", {"users": ["ana"]})[0] == 400
     assert api("POST", "/dms", {"users": ["ana", "ana"]})[0] == 400
+    assert api("POST", "/dms", {"users": ["", "ana"]})[0] == 400
     assert api("PUT", "/rooms/ok/read", {"id": "x1"}, key=mint("ana"))[0] == 400
     assert api("PUT", "/rooms/ok/read", {"id": "12"}, key=mint("ana"))[0] == 404
     for method, path in (("PUT", "/rooms/ok"), ("GET", "/rooms/ok"), ("PUT", "/rooms/ok/members/a"),
@@ -226,3 +226,49 @@ def test_every_bad_input_gets_a_clear_answer(chat_server, connect):
     send(ana, {"type": "dance", "cid": "d"})
     notices = [ana.next_where(lambda e: e["state"] == 4) for _ in range(2)]
     assert [(n["code"], n["cid"]) for n in notices] == [("not_found", "r"), ("invalid", "d")]
+
+
+def test_the_python_calls_change_and_read_what_the_api_does(chat_server, connect):
+    """create_room, add_member, remove_member, ban, mute, rooms_of and mark_read act as their HTTP twins."""
+    chat, api, ws = chat_server()
+    assert chat.create_room("team", members=["ana"]) == {"room": "team", "private": True, "members": ["ana"]}
+    chat.add_member("team", "bo")
+    bo = join(connect, ws, "bo", "room=team")
+    posted = chat.publish("team", "standup at 10", name="bot")
+    assert bo.next_where(lambda e: e["state"] == 2)["id"] == posted["id"]
+    assert [(r["room"], r["unread"]) for r in chat.rooms_of("ana")] == [("team", 1)]
+    assert chat.mark_read("team", "ana", posted["id"]) is True
+    assert chat.mark_read("team", "ana", posted["id"]) is False
+    assert bo.next_where(lambda e: e.get("event") == "read")["user"] == "ana"
+    assert [(r["room"], r["unread"]) for r in chat.rooms_of("ana")] == [("team", 0)]
+    chat.mute("team", "bo")
+    send(bo, {"text": "hi", "cid": "h"})
+    assert bo.next_where(lambda e: e["state"] == 4)["code"] == "muted"
+    chat.remove_member("team", "bo")
+    with pytest.raises(Closed) as closed:
+        bo.next_where(lambda e: False)
+    assert closed.value.reason == "removed"
+    chat.ban("lobby", "ana")
+    assert refused(connect, f"{ws}?token={mint('ana')}") == (4403, "banned")
+    with pytest.raises(protocol.ProtocolError):
+        chat.dm("ana", "ana")
+    with pytest.raises(protocol.ProtocolError):
+        chat.add_member("team", "")
+
+
+def test_the_offline_hook_waits_out_a_reload(chat_server, connect):
+    """On one process: a reload within CHAT_OFFLINE_GRACE calls nothing; the last close calls the hook once."""
+    chat, api, ws = chat_server(CHAT_OFFLINE_GRACE=0.5)
+    calls: list[tuple[str, dict]] = []
+    chat.on_offline(lambda user, unread: calls.append((user, unread)))
+    chat.create_room("team", members=["ana", "bo"])
+    chat.publish("team", "for ana", user="bo", name="Bo")
+    first = join(connect, ws, "ana", "room=team")
+    first.close()
+    again = join(connect, ws, "ana", "room=team")
+    # An absence that should not be reported can only be seen not to be by waiting: three graces.
+    time.sleep(1.5)
+    assert calls == []
+    again.close()
+    wait_for(lambda: calls, 5, "the offline hook")
+    assert calls == [("ana", {"team": 1})]
