@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
 import time
 import urllib.request
 from collections.abc import Callable
 
 import jwt
+import psycopg
 import pytest
+import redis
 from conftest import Client, Server
+from flask import Flask
+from postgres_server import clean_postgres_url, postgres_url  # noqa: F401  (fixtures)
+from served import Served, on_each_worker
+
+from chat import Chat
 
 SECRET = "a-jwt-secret-for-the-changes-tests-0123456789"
 KEY = "changes-api-key-0123456789"
@@ -20,14 +30,27 @@ def mint(sub: str, name: str) -> str:
     return jwt.encode({"sub": sub, "name": name, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-postgres"])
 def chat(request, make_server) -> Server:
-    """Start a chat on memory (one worker) or on a real redis-server (two workers)."""
+    """Start a chat on memory (one worker), or a real redis-server (two workers) with SQLite or PostgreSQL."""
     env = {"CHAT_JWT_SECRET": SECRET, "CHAT_API_KEY": KEY, "CHAT_HEARTBEAT_INTERVAL": "60"}
-    if request.param == "redis":
+    if request.param == "redis-postgres":
+        env["CHAT_STORE_URL"] = request.getfixturevalue("clean_postgres_url")
+    if request.param != "memory":
         url = request.getfixturevalue("clean_redis_url")
         return make_server(workers=2, CHAT_BACKEND_URL=url, **env)
     return make_server(**env)
+
+
+def stored(server: Server) -> list[tuple]:
+    """Return the body and state of every message in the server's store (SQLite or PostgreSQL)."""
+    url = server.env["CHAT_STORE_URL"]
+    statement = "SELECT body, coalesce(state, '') FROM chat_messages"
+    if url.startswith("postgres"):
+        with psycopg.connect(url) as db:
+            return db.execute(statement).fetchall()
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        return db.execute(statement).fetchall()
 
 
 def join(connect: Callable[..., Client], server: Server, who: str | None = None, room: str = "r", v: int = 3,
@@ -207,3 +230,116 @@ def test_a_resume_gets_messages_as_they_stand_and_the_changes_after_since(chat, 
     # A since that names a change.
     after = replayed(connect, chat, since=events[1]["id"])
     assert [e.get("kind") for e in after] == ["edit", "react"]
+
+
+def test_the_api_key_edits_and_deletes_any_message(chat, connect):
+    """PATCH and DELETE /api/rooms/<room>/messages/<id> change anyone's message, as user null; unknown ids are 404."""
+    alice, bob = join(connect, chat, "alice"), join(connect, chat, "bob")
+    first = said(alice, "rude", "m1")
+    status, body = api(chat, "PATCH", f"/rooms/r/messages/{first}", {"message": "polite", "name": "mod"})
+    assert status == 200 and body["target"] == first
+    edit = bob.next_where(lambda e: e.get("state") == 6)
+    assert (edit["kind"], edit["text"], edit["user"], edit["name"], edit["id"]) == ("edit", "polite", None, "mod",
+                                                                                    body["id"])
+    status, body = api(chat, "DELETE", f"/rooms/r/messages/{first}")
+    assert status == 200
+    delete = bob.next_where(lambda e: e.get("state") == 6)
+    assert (delete["kind"], delete["user"], delete["name"]) == ("delete", None, "moderator")
+    assert api(chat, "DELETE", f"/rooms/r/messages/{first}")[0] == 404
+    assert api(chat, "PATCH", "/rooms/r/messages/123", {"message": "x"})[0] == 404
+    assert api(chat, "PATCH", f"/rooms/r/messages/{first}", {"message": " "})[0] == 400
+    assert api(chat, "DELETE", "/rooms/r/messages/not-an-id")[0] == 400
+
+
+def test_export_then_erase_leaves_the_text_nowhere(chat, connect):
+    """Exported newest first, then erased: the text is not in the store, the stream, a join, history or a resume."""
+    alice, bob = join(connect, chat, "alice"), join(connect, chat, "bob")
+    secrets = [said(alice, f"secret-{n}", f"s{n}") for n in range(3)]
+    kept = said(bob, "bob stays", "b1")
+    send(alice, type="edit", id=secrets[0], text="secret-edited", cid="e")
+    alice.next_where(lambda e: e.get("ack") == "e")
+    status, body = api(chat, "GET", "/users/alice/messages?limit=2")
+    assert status == 200 and body["more"] is True
+    assert [m["message"] for m in body["messages"]] == ["secret-2", "secret-1"]
+    assert all(m["room"] == "r" and m["user"] == "alice" for m in body["messages"])
+    older = api(chat, "GET", f"/users/alice/messages?before={body['messages'][-1]['id']}")[1]
+    assert [m["message"] for m in older["messages"]] == ["secret-edited"] and older["more"] is False
+    status, body = api(chat, "DELETE", "/users/alice/messages")
+    assert (status, body["deleted"]) == (200, 3)
+    deleted = [bob.next_where(lambda e: e.get("kind") == "delete")["target"] for _ in range(3)]
+    assert sorted(deleted) == sorted(secrets)
+    exported = api(chat, "GET", "/users/alice/messages")[1]["messages"]
+    assert [(m["message"], m.get("deleted")) for m in exported] == [("", True)] * 3
+
+    def shows_secret(events: list[dict]) -> bool:
+        return "secret" in json.dumps(events)
+
+    assert not shows_secret(history(chat))
+    assert not shows_secret(replayed(connect, chat))
+    assert not shows_secret(replayed(connect, chat, since=str(int(secrets[0]) - 1)))
+    assert kept in [m["id"] for m in history(chat)]
+    rows = stored(chat)
+    assert rows and not shows_secret(rows)
+    if "CHAT_BACKEND_URL" in chat.env:
+        client = redis.Redis.from_url(chat.env["CHAT_BACKEND_URL"])
+        assert not shows_secret([repr(client.xrange(key)) for key in client.scan_iter("chat:*:log")])
+        assert not shows_secret([repr(client.hgetall(key)) for key in client.scan_iter("chat:*:states")])
+
+
+def test_python_edits_and_deletes_and_the_hook_sees_edits(connect):
+    """chat.edit_message and chat.delete_message change any message; on_message vets a client's edits."""
+    served = Served()
+    app = Flask("host")
+    app.config.update(CHAT_JWT_SECRET=SECRET, CHAT_HEARTBEAT_INTERVAL=60)
+    chat = Chat(app)
+    seen: list[str] = []
+
+    @chat.on_message
+    def vet(sender, room, text):
+        seen.append(text)
+        return None if "bad" in text else text.replace("darn", "d***")
+
+    url = served.serve(app).replace("http:", "ws:", 1) + "/ws"
+    try:
+        alice = connect(f"{url}?room=p&v=3&token={mint('alice', 'Alice')}")
+        alice.welcome()
+        first = said(alice, "hello", "m1")
+        send(alice, type="edit", id=first, text="darn it", cid="e1")
+        assert alice.next_where(lambda e: e.get("state") == 6)["text"] == "d*** it"
+        send(alice, type="edit", id=first, text="bad words", cid="e2")
+        assert alice.next_where(lambda e: e.get("state") == 4) == {
+            "state": 4, "code": "rejected", "message": "your edit was not accepted", "cid": "e2"}
+        assert seen == ["hello", "darn it", "bad words"]
+        with app.app_context():
+            edited = chat.edit_message("p", first, "by python", name="ops")
+            assert alice.next_where(lambda e: e.get("state") == 6)["id"] == edited["id"]
+            chat.delete_message("p", int(first))
+            assert alice.next_where(lambda e: e.get("state") == 6)["kind"] == "delete"
+            with pytest.raises(LookupError):
+                chat.delete_message("p", first)
+            assert chat.history("p")[-1]["deleted"] is True
+    finally:
+        served.stop()
+
+
+def test_changes_keep_their_order_across_a_worker_kill(make_server, connect, clean_redis_url):
+    """A client whose worker is killed resumes from its last id on another: the messages as they stand and the
+    changes made meanwhile, in order, once each; then live traffic."""
+    server = make_server(workers=2, CHAT_BACKEND_URL=clean_redis_url, CHAT_JWT_SECRET=SECRET,
+                         CHAT_HEARTBEAT_INTERVAL="60")
+    alice, bob = on_each_worker(server, lambda n: join(connect, server, ["alice", "bob"][n], "k"))
+    zero = said(alice, "zero", "m0")
+    assert bob.next_where(lambda e: e.get("state") == 2)["id"] == zero
+    os.kill(server.worker_pids()[1], signal.SIGKILL)
+    one = said(alice, "one", "m1")
+    frames = ({"type": "edit", "id": zero, "text": "ZERO"}, {"type": "react", "id": one, "emoji": "🙂"},
+              {"type": "delete", "id": zero}, {"type": "edit", "id": one, "text": "ONE"})
+    for n, frame in enumerate(frames):
+        send(alice, cid=f"c{n}", **frame)
+        alice.next_where(lambda e, n=n: e.get("ack") == f"c{n}")
+    back = replayed(connect, server, "k", since=zero)
+    assert [(e["state"], e.get("kind"), e.get("text", e["message"])) for e in back] == [
+        (2, None, "ONE"), (6, "react", ""), (6, "delete", ""), (6, "edit", "ONE")]
+    assert back[0]["reactions"] == {"🙂": ["alice"]} and back[0]["edited"]
+    ids = [int(e["id"]) for e in back]
+    assert ids == sorted(set(ids))

@@ -63,7 +63,7 @@ class Changed(NamedTuple):
     on: bool | None = None
 
 
-class Refused(Exception):
+class Refused(LookupError):
     """A change the rules do not allow; code is the notice's (not_found, forbidden)."""
 
     def __init__(self, code: str) -> None:

@@ -9,6 +9,7 @@ A change with a client id is acked once stored, as a message is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,8 @@ from .publisher import TooBig
 
 #: The name a change made with the API key goes out under when none is given.
 MODERATOR = "moderator"
+#: Messages read from the store at a time while erasing a user's.
+ERASE_PAGE = 500
 KINDS = ("edit", "delete", "react")
 REFUSALS = {
     "forbidden": "you may not change this message",
@@ -115,3 +118,53 @@ class Changer:
     @staticmethod
     def _refuse(conn: Connection, code: str, cid: str | None) -> None:
         conn.send(protocol.notice(code, REFUSALS[code], cid))
+
+
+def moderate(
+    backend: Backend, record: Store | NoStore, settings: dict[str, Any], room: str, message_id: Any, kind: str,
+    text: Any = None, name: Any = None,
+) -> dict[str, Any]:
+    """Edit or delete any message as the API key's holder; return {"id", "room", "target", "ts"}.
+
+    Raises ProtocolError for bad input (TooBig for an edit too long) and
+    Refused("not_found") for a message not in room, or deleted.
+    """
+    room = protocol.room(room)
+    target = protocol.message_id(message_id)
+    text = check(settings, kind, text)
+    if name is not None and not isinstance(name, str):
+        raise protocol.ProtocolError("name must be a string")
+    sender = protocol.name(name) if name is not None and name.strip() else MODERATOR
+    changed = apply(backend, record, room, Change(kind, target, None, sender, text))
+    return {"id": str(changed.id), "room": room, "target": str(target), "ts": changed.ts}
+
+
+def export(record: Store | NoStore, user: str, before: int | None, limit: int) -> dict[str, Any]:
+    """Return a page of what user wrote in any room, newest first: {"messages": [...], "more"}; deleted ones marked."""
+    record.flush()
+    rows = record.by_user(protocol.user(user), limit + 1, before)
+    return {"messages": [json.loads(row.item().payload) for row in rows[:limit]], "more": len(rows) > limit}
+
+
+def erase(backend: Backend, record: Store | NoStore, user: str, name: str = MODERATOR) -> int:
+    """Delete every message user wrote, in every room (connected clients get the delete events); return how many."""
+    user = protocol.user(user)
+    record.flush()
+    erased, before, seen = 0, None, set()
+    while True:
+        # Ids of different rooms can be equal: each page starts at the last one's smallest id, seen ones skipped.
+        rows = [row for row in record.by_user(user, ERASE_PAGE, before) if (row.room, row.id) not in seen]
+        for row in rows:
+            seen.add((row.room, row.id))
+            if row.state is not None and json.loads(row.state).get("deleted"):
+                continue
+            try:
+                apply(backend, record, row.room, Change("delete", row.id, None, name))
+                erased += 1
+            except Refused:
+                continue
+        if not rows:
+            break
+        before = rows[-1].id + 1
+    record.flush()
+    return erased

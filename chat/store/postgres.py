@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import psycopg.waiting
 
-from .records import Claim, Stored
+from .records import Claim, Revision, Stored
 from .sql import Also, Database
 
 #: Seconds to wait for the server when connecting.
@@ -48,11 +48,12 @@ class Postgres(Database):
         return statement.replace("?", "%s")
 
     def write(
-        self, rows: Sequence[Stored], claims: Sequence[tuple[str, str]], releases: Sequence[tuple[str, str]],
+        self, rows: Sequence[Stored | Revision], claims: Sequence[tuple[str, str]], releases: Sequence[tuple[str, str]],
         now: float, also: Also | None = None,
     ) -> list[Claim | int]:
         """Write as every dialect does, with NUL characters (which PostgreSQL text cannot hold) as U+FFFD."""
-        clean = [_without_nul(row) if "\0" in row.text or "\0" in (row.user or "") else row for row in rows]
+        clean = [_without_nul(row) if type(row) is Stored and ("\0" in row.text or "\0" in (row.user or "")) else row
+                 for row in rows]
         return super().write(clean, claims, releases, now, also)
 
     def create(self, conn: Any) -> None:

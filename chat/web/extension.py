@@ -14,7 +14,7 @@ from ..metrics import Metrics
 from ..rooms.hub import Hub
 from ..socket import probe
 from ..socket.connection import Connection
-from . import api, api_rooms, identity, views, ws
+from . import api, api_changes, api_rooms, identity, views, ws
 from .mount import Mount, register
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class Chat:
         app.register_blueprint(ws.bp, url_prefix=prefix)
         app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")
         app.register_blueprint(api_rooms.bp, url_prefix=f"{self.url_prefix}/api")
+        app.register_blueprint(api_changes.bp, url_prefix=f"{self.url_prefix}/api")
         ws.sock.init_app(app)
 
     # The host app's callbacks.
@@ -80,7 +81,7 @@ class Chat:
         return callback
 
     def on_message(self, callback: OnMessage) -> OnMessage:
-        """Register the moderation hook: called once per client message before it is stored.
+        """Register the moderation hook: called once per client message (and v3 edit) before it is stored.
 
         It gets the sender's ``Identity`` (``id`` is None for a guest), the
         room and the text, and returns the text to send (changed or not) or
@@ -134,6 +135,17 @@ class Chat:
     def publish(self, room: str, text: str, name: str | None = None, user: str | None = None) -> dict[str, Any]:
         """Send text to room as name (default "system"); return {"id", "room", "ts"}."""
         return self._mount().publish(room, text, name, user)
+
+    def edit_message(self, room: str, message_id: int | str, text: str, name: str | None = None) -> dict[str, Any]:
+        """Edit any message of room to text, as name (default "moderator"); return {"id", "room", "target", "ts"}.
+
+        Raises LookupError (backends.Refused) when the message is not in the room or is deleted.
+        """
+        return self._mount().change_message(room, message_id, "edit", text, name)
+
+    def delete_message(self, room: str, message_id: int | str, name: str | None = None) -> dict[str, Any]:
+        """Delete any message of room, as name (default "moderator"); return {"id", "room", "target", "ts"}."""
+        return self._mount().change_message(room, message_id, "delete", None, name)
 
     def history(self, room: str, since: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Return the messages of room after since (or the last limit), oldest first, as state-2 objects."""

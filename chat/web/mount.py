@@ -11,7 +11,7 @@ from flask import current_app
 
 from .. import protocol
 from ..metrics import Metrics
-from ..rooms import publisher
+from ..rooms import changes, publisher
 from ..rooms.hub import Hub
 from ..rooms.receipts import Receipts
 from ..store import history
@@ -121,6 +121,24 @@ class Mount:
         """
         room, user, found = protocol.room(room), protocol.user(user), protocol.message_id(message_id)
         return self.hub.conversations.read(room, user, name or user, found)
+
+    def change_message(
+        self, room: str, message_id: Any, kind: str, text: Any = None, name: Any = None,
+    ) -> dict[str, Any]:
+        """Edit (kind "edit", with text) or delete a message as the API key's holder; return the change's id and ts.
+
+        Raises ProtocolError for bad input, and Refused for a message not in the room (or deleted).
+        """
+        return changes.moderate(self.hub.backend, self.hub.store, self.settings, room, message_id, kind, text, name)
+
+    def messages_of(self, user: str, before: int | None = None, limit: int | None = None) -> dict[str, Any]:
+        """Return a page of what user wrote in any room, newest first: {"messages", "more"}."""
+        count = self.settings["HISTORY_REPLAY"] if limit is None else max(0, min(limit, PAGE_LIMIT))
+        return changes.export(self.hub.store, user, before, count)
+
+    def erase(self, user: str) -> int:
+        """Delete every message user wrote, in every room; return how many were deleted."""
+        return changes.erase(self.hub.backend, self.hub.store, user)
 
     def disconnect(self, user_id: str) -> int:
         """Close the connections of user_id with 1008 "signed out", in every process; return how many were here."""
