@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from redis_server import free_port
 
-__all__ = ["clean_postgres_url", "postgres_url"]
+__all__ = ["PostgresServer", "clean_postgres_url", "postgres_url"]
 
 #: The tables the chat's store creates, emptied between tests.
 TABLES = ("chat_messages", "chat_claims", "chat_rooms", "chat_conversations", "chat_members", "chat_reads")
@@ -54,10 +54,20 @@ class PostgresServer:
         run = {"check": True, "capture_output": True, "timeout": 60}
         subprocess.run(as_owner([binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                                  "-E", "UTF8", "--no-sync", "--no-instructions"]), **run)
+        return self.resume()
+
+    def resume(self) -> PostgresServer:
+        """Start the server on its data (again, after halt()); wait until it accepts."""
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
         subprocess.run(as_owner([binary("pg_ctl"), "-D", str(self.data), "-o", options,
-                                 "-l", str(self.directory / "log"), "-w", "-t", "30", "start"]), **run)
+                                 "-l", str(self.directory / "log"), "-w", "-t", "30", "start"]),
+                       check=True, capture_output=True, timeout=60)
         return self
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash would (immediate mode), keeping its data for resume()."""
+        subprocess.run(as_owner([binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]),
+                       check=True, capture_output=True, timeout=30)
 
     def stop(self) -> None:
         """Stop the server at once and remove its folder."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -13,7 +15,7 @@ import pytest
 import tokens
 from conftest import ROOT, Client, Closed, Server, on_each_worker, wait_for
 from flask import Flask
-from redis_server import flushall
+from redis_server import RedisServer, flushall
 from served import Served
 from tokens import API_KEY, SECRET
 from wsclient import cid_frame
@@ -39,7 +41,8 @@ class Api:
             sent["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(f"{self.base}/chat/api{path}", data=data, method=method, headers=sent)
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            # A post may wait for another with its Idempotency-Key (about 10 s): the deadline only bounds a hang.
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.load(response), dict(response.headers)
         except urllib.error.HTTPError as error:
             return error.code, json.load(error), dict(error.headers)
@@ -146,9 +149,11 @@ def test_a_stored_message_has_the_ts_of_its_frame(chat_server, connect, request,
         ({"body": {"message": "x" * 70_000}}, 413, "bytes"),
         ({"raw": b'{"message": "' + b"x" * 500_000 + b'"}'}, 413, "large"),
         ({"body": {"message": "hi", "name": "bell\x07"}}, 400, "name"),
+        ({"Idempotency_Key": ""}, 400, "Idempotency-Key"),
+        ({"Idempotency_Key": "k" * 256}, 400, "Idempotency-Key"),
     ],
     ids=["no-key", "wrong-key", "bad-room", "not-json", "not-an-object", "blank", "not-text", "too-big",
-         "body-too-big", "bad-name"],
+         "body-too-big", "bad-name", "empty-idempotency-key", "long-idempotency-key"],
 )
 def test_a_bad_post_gets_its_status_and_a_json_error(chat_server, kwargs, status, said):
     """A missing or wrong key is 401; a bad room, body, message or name 400; an oversize message or body 413."""
@@ -216,6 +221,9 @@ def test_reads_are_open_to_the_key_and_to_whoever_may_join(chat_server):
     assert api("GET", "/rooms/ops/messages", key=mint("u1", ["ops"]))[0] == 200
     code, body, _ = api("GET", "/rooms/ops/messages", key=mint("u1", ["dev"]))
     assert code == 403 and "not allowed" in body["error"]
+    for bad in (tokens.mint("u1", ttl=-60), tokens.mint("u1", secret="another-secret-0123456789abcdefghij"), "junk"):
+        code, body, headers = api("GET", "/rooms/ops/messages", key=bad)
+        assert code == 401 and body["error"], body
 
 
 def test_delete_signs_the_user_out_of_every_connection(chat_server, connect):
@@ -335,3 +343,78 @@ def test_sign_out_reaches_every_host(make_server, connect, clean_redis_url):
         assert response.status == 202
     assert elsewhere.close_code(timeout=10) == 1008
     wait_for(lambda: hosts[1].health()["connections"] == 0, 10, "the other host to drop the socket")
+
+
+def test_a_post_while_redis_is_down_is_503(chat_server):
+    """While the backend cannot be reached a post is answered 503 with a JSON error, and 201 once it is back."""
+    with RedisServer() as redis_server:
+        _, api, _ = chat_server(CHAT_BACKEND_URL=redis_server.url)
+        assert api("POST", "/rooms/ops/messages", {"message": "before"})[0] == 201
+        redis_server.stop()
+        code, body, _ = api("POST", "/rooms/ops/messages", {"message": "while down"})
+        assert code == 503 and "unavailable" in body["error"], body
+        redis_server.start()
+        wait_for(lambda: api("POST", "/rooms/ops/messages", {"message": "after"})[0] == 201, 20, "posts to work")
+
+
+def post_together(api: Api, key: str) -> list[tuple[int, dict, dict]]:
+    """Post the same message with the same Idempotency-Key twice at once; return both answers."""
+    answers: list[tuple[int, dict, dict]] = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        api("POST", "/rooms/ops/messages", {"message": "deploy"}, Idempotency_Key=key)), name=f"post-{n}")
+        for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return answers
+
+
+def test_without_a_store_a_retry_while_the_first_still_runs_is_409(chat_server):
+    """With CHAT_STORE_URL=none, a post with the Idempotency-Key of one still running (held by a frozen Redis) is
+    answered 409 at once; the first ends 503."""
+    with RedisServer() as redis_server:
+        _, api, _ = chat_server(CHAT_BACKEND_URL=redis_server.url, CHAT_STORE_URL="none")
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            answers = post_together(api, "held-1")
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+    assert sorted(code for code, _, _ in answers) == [409, 503], answers
+
+
+@pytest.mark.slow
+def test_with_a_store_a_retry_while_the_first_still_runs_waits_then_is_503(chat_server):
+    """With a store, a post with the Idempotency-Key of one still running (held by a frozen Redis) waits for it
+    instead of answering 409, and is 503 when it did not finish in time; neither was delivered."""
+    with RedisServer() as redis_server:
+        _, api, _ = chat_server(CHAT_BACKEND_URL=redis_server.url)
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            answers = post_together(api, "held-2")
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+    assert [code for code, _, _ in answers] == [503, 503], answers
+    assert all("may not have been sent" in body["error"] for _, body, _ in answers), answers
+
+
+def test_history_since_older_than_the_window_says_gap_and_missed(chat_server):
+    """Without a store, ?since= older than CHAT_HISTORY_SIZE answers the window with gap and the missed count."""
+    _, api, _ = chat_server(CHAT_STORE_URL="none", CHAT_HISTORY_SIZE="3")
+    ids = [api("POST", "/rooms/short/messages", {"message": f"m{n}"})[1]["id"] for n in range(6)]
+    code, body, _ = api("GET", f"/rooms/short/messages?since={ids[0]}")
+    assert code == 200
+    assert (body.get("gap"), body.get("missed")) == (True, 2)
+    assert [m["message"] for m in body["messages"]] == ["m3", "m4", "m5"]
+    _, inside, _ = api("GET", f"/rooms/short/messages?since={ids[2]}")
+    assert "gap" not in inside and [m["message"] for m in inside["messages"]] == ["m3", "m4", "m5"]
+
+
+def test_history_since_what_retention_removed_says_gap_with_missed_null(chat_server):
+    """With the store's retention past ?since=, the answer has gap and missed null (the count is not known)."""
+    _, api, _ = chat_server(CHAT_RETENTION="5", CHAT_RETENTION_INTERVAL="0.1", CHAT_HISTORY_SIZE="3")
+    ids = [api("POST", "/rooms/kept/messages", {"message": f"m{n}"})[1]["id"] for n in range(12)]
+    wait_for(lambda: len(api("GET", "/rooms/kept/messages?limit=200")[1]["messages"]) == 5, 20, "retention to run")
+    code, body, _ = api("GET", f"/rooms/kept/messages?since={ids[0]}")
+    assert code == 200 and body["gap"] is True and body["missed"] is None, body
+    assert [m["message"] for m in body["messages"]][-1] == "m11"

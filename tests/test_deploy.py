@@ -48,7 +48,8 @@ def test_start_up_prints_the_address_to_open(server):
 
 
 def test_healthz_and_notices_follow_redis_going_away_and_back(make_server, connect):
-    """With Redis down /healthz is 503 and senders get an unavailable notice; when it is back all is well."""
+    """With Redis down /healthz is 503, senders are told their message was not sent, new connections are closed
+    with 1013 (try again later); when it is back all is well."""
     redis_server = RedisServer().start()
     try:
         server = make_server(CHAT_BACKEND_URL=redis_server.url, CHAT_RATE_LIMIT="off")
@@ -63,6 +64,8 @@ def test_healthz_and_notices_follow_redis_going_away_and_back(make_server, conne
         client.send("while redis is down")
         notice = client.next_where(lambda e: e["state"] == 4)
         assert notice["code"] == "unavailable"
+        assert notice["message"] == "the chat is unavailable: your message was not sent"
+        assert connect(server.ws_url).close_code() == 1013
         redis_server.start()
         wait_for(lambda: server.health()["status"] == "ok", 20, "/healthz to recover")
         client.send("after redis is back")
