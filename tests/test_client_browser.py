@@ -1,0 +1,108 @@
+"""The JavaScript client in Chromium, imported from the chat's static folder: the outbox in localStorage, and v3."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import jwt
+import pytest
+from playwright.sync_api import Browser, Page
+
+SECRET = "a-test-secret-that-is-long-enough-for-hs256"
+
+
+def mint(user: str) -> str:
+    """Return a JWT for user, signed with the test secret."""
+    return jwt.encode({"sub": user, "name": user, "exp": int(time.time()) + 3600}, SECRET, "HS256")
+
+
+@pytest.fixture
+def opened(browser: Browser, make_server) -> Iterator[tuple[Page, str]]:
+    """Open a page of a chat server with JWTs on, where the client module can be imported; yield it and /ws."""
+    server = make_server(CHAT_JWT_SECRET=SECRET, CHAT_RATE_LIMIT="off")
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server.url + "/healthz")
+    yield page, server.ws_url
+    context.close()
+    assert errors == []
+
+
+QUEUED = """async ({url}) => {
+  const { ChatClient } = await import("/static/chat-client.js");
+  const writer = new ChatClient(url, { room: "queued", name: "writer", connect: false });
+  const acks = Array.from({ length: 10 }, (_, n) => writer.send("queued " + n));
+  const stored = JSON.parse(localStorage.getItem("chat.queue")).length;
+  writer.connect();
+  const ids = (await Promise.all(acks)).map((ack) => ack.id);
+  const page = await writer.history({ limit: 50 });
+  writer.close();
+  return { stored, ids, texts: page.messages.map((frame) => frame.message), left: localStorage.getItem("chat.queue") };
+}"""
+
+
+def test_ten_messages_queued_in_the_browser_go_out_once_each(opened: tuple[Page, str]) -> None:
+    """Ten sends before connecting wait in localStorage, are acked once connected, and are stored once each."""
+    page, url = opened
+    result = page.evaluate(QUEUED, {"url": url})
+    assert result["stored"] == 10
+    assert len(set(result["ids"])) == 10
+    assert result["texts"] == [f"queued {n}" for n in range(10)]
+    assert result["left"] == "[]"
+
+
+V3 = """async ({url, ana, bo}) => {
+  const { ChatClient } = await import("/static/chat-client.js");
+  const until = (test) => new Promise((resolve) => {
+    const poll = () => (test() ? resolve() : setTimeout(poll, 20));
+    poll();
+  });
+  const open = async (token, options) => {
+    const client = new ChatClient(url, { token, ...options });
+    client.seen = [];
+    for (const event of ["message", "change", "presence"]) client.on(event, (frame) => client.seen.push(frame));
+    await until(() => client.welcome);
+    return client;
+  };
+  const a = await open(ana, { room: "v3" });
+  const b = await open(bo, { room: "v3" });
+  const first = await a.send("first");
+  const reply = await b.send("reply", { replyTo: first.id });
+  const edit = await a.edit(first.id, "edited");
+  const react = await b.react(first.id, "🎉");
+  const removed = await a.delete(first.id);
+  a.typing();
+  b.read(reply.id);
+  await until(() => b.seen.filter((frame) => frame.state === 6).length === 3
+    && b.seen.some((frame) => frame.event === "typing") && a.seen.some((frame) => frame.event === "read"));
+  const dm = await open(ana, { dm: "bo" });
+  const other = await open(bo, { dm: "ana" });
+  const said = await dm.send("psst");
+  await until(() => other.seen.some((frame) => frame.id === said.id));
+  for (const client of [a, b, dm, other]) client.close();
+  return {
+    replyTo: b.seen.find((frame) => frame.id === reply.id).reply_to,
+    first: first.id,
+    changes: b.seen.filter((frame) => frame.state === 6).map((frame) => [frame.kind, frame.id, frame.target]),
+    ids: [edit.id, react.id, removed.id],
+    typing: b.seen.find((frame) => frame.event === "typing").user,
+    read: a.seen.find((frame) => frame.event === "read").id,
+    reply: reply.id,
+    rooms: [dm.room, other.room],
+  };
+}"""
+
+
+def test_every_v3_frame_from_the_browser(opened: tuple[Page, str]) -> None:
+    """In Chromium: a reply, edit, react and delete (acked, seen as state 6 in order), typing, a read, a DM."""
+    page, url = opened
+    result = page.evaluate(V3, {"url": url, "ana": mint("ana"), "bo": mint("bo")})
+    assert result["replyTo"] == result["first"]
+    assert result["changes"] == [[kind, change, result["first"]] for kind, change in
+                                 zip(("edit", "react", "delete"), result["ids"], strict=True)]
+    assert result["typing"] == "ana"
+    assert result["read"] == result["reply"]
+    assert result["rooms"][0] == result["rooms"][1] and result["rooms"][0].startswith("dm-")
