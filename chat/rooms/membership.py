@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from .. import protocol
-from ..backends import Backend
+from ..backends import Backend, Unavailable
 from ..store import Access, NoStore, Store
 from ..store import conversations as sql
 
@@ -55,7 +55,13 @@ class Membership:
                 self._kept.move_to_end(room)
                 return kept[0]
             generation = self._generations.get(room, 0)
-        loaded = self.store.access(room)
+        try:
+            loaded = self.store.access(room)
+        except Unavailable:
+            # An older copy beats refusing every join while the store is away; with none, the join waits (1013).
+            if kept is None:
+                raise
+            return kept[0]
         with self._lock:
             if self._generations.get(room, 0) == generation:
                 self._kept[room] = (loaded, now)

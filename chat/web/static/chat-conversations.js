@@ -2,7 +2,9 @@
 // badges, "… is typing", read positions sent as messages are seen, and "seen" under the last
 // message of ours a DM's other side has read. The page (chat.js) calls it; it owns its own DOM.
 
-const REFRESH_MS = 5000;
+// The sidebar asks for the user's rooms this often while the page is visible (other rooms' messages do not come
+// over the page's socket), and at once on a welcome and after a read.
+const REFRESH_MS = 10000;
 const TYPING_SHOWN_MS = 3500;
 const READ_AFTER_MS = 300;
 
@@ -31,7 +33,9 @@ export class Conversations {
     this.typists = new Map();
     this.readTimer = null;
     this.lastOthers = null;
-    this.refreshTimer = setInterval(() => this.refresh(), REFRESH_MS);
+    this.refreshTimer = setInterval(() => {
+      if (document.visibilityState !== "hidden") this.refresh();
+    }, REFRESH_MS);
     this.dmForm?.addEventListener("submit", (event) => {
       event.preventDefault();
       const input = this.dmForm.querySelector("input");
