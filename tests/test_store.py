@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -12,7 +13,7 @@ import pytest
 from postgres_server import clean_postgres_url, postgres_url  # noqa: F401  (fixtures)
 
 from chat import config
-from chat.store import Claim, Retention, Store, Stored, create
+from chat.store import Claim, Retention, Revision, Store, Stored, create
 from chat.store.records import STALE
 from chat.store.retention import prune
 
@@ -231,3 +232,21 @@ def test_a_postgresql_url_without_psycopg_names_what_to_install(monkeypatch):
     monkeypatch.delitem(sys.modules, "chat.store.postgres", raising=False)
     with pytest.raises(config.ConfigError, match="psycopg"):
         create("postgresql://db.internal/chat", settings(), "/nonexistent")
+
+
+def test_changes_fold_into_their_message_and_retention_removes_them_with_it(opened):
+    """A change is stored folded into its message (no copy of the old text), and goes when its message goes."""
+    store = opened()
+    for message_id in range(1, 21):
+        store.append(row(message_id))
+    edited = json.dumps({"state": 2, "message": "new", "id": "3", "room": "r", "name": "n", "ts": NOW_MS,
+                         "edited": NOW_MS})
+    store.append(Revision("r", 21, 3, NOW_MS, "edit", "u", "n", "", None, edited))
+    store.append(Revision("r", 22, 18, NOW_MS, "react", "u", "n", "👍", True, edited.replace('"3"', '"18"')))
+    assert store.flush()
+    [three] = [stored for stored in store.newest("r", 100) if stored.id == 3]
+    assert (three.text, json.loads(three.item().payload)["message"]) == ("", "new")
+    assert [change.id for change in store.changes("r", 0, 100, 10)] == [21, 22]
+    while prune(store.database, Retention(count=10), NOW_MS, 100):
+        pass
+    assert [change.id for change in store.changes("r", 0, 100, 10)] == [22]
