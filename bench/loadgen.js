@@ -60,6 +60,8 @@ const config = {
   probeTimeout: 5,
   rooms: 0,
   query: '',
+  // Every `changes`-th message a sender also sends a change to its latest message (v3: a reaction or an edit).
+  changes: 0,
   welcome: false,
   welcomeWait: 60,
   auto: false,
@@ -74,6 +76,7 @@ const now = () => performance.now();
 
 const stats = {
   delivered: 0,
+  changes: 0,
   duplicates: 0,
   outOfOrder: 0,
   heartbeats: 0,
@@ -165,9 +168,19 @@ class Sender {
     this.acked = 0;
     this.lastAck = 0;
     this.padding = '';
+    // The id of this sender's latest message, as its own client saw it (changes are made to it).
+    this.lastId = null;
+    this.changes = 0;
   }
 
   send() {
+    if (config.changes && this.lastId !== null && this.sent % config.changes === config.changes - 1) {
+      const kind = this.changes % 2 ? 'edit' : 'react';
+      this.client.conn.send(JSON.stringify(
+        kind === 'edit' ? { type: 'edit', id: this.lastId, text: 'edited' } : { type: 'react', id: this.lastId, emoji: '👍' }));
+      this.changes += 1;
+      stats.changes += 1;
+    }
     const head = `r${config.run}|${this.id}|${this.sent}|${Math.round(now() * 1000)}|`;
     if (this.padding.length !== Math.max(0, config.size - head.length)) {
       this.padding = 'x'.repeat(Math.max(0, config.size - head.length));
@@ -269,6 +282,10 @@ class Client {
     if (!measuring) return;
     cursor = at + prefix.length;
     const sender = field(data);
+    if (config.changes && this.sender !== null && sender === this.sender.id) {
+      const found = /"id":"(\d+)"/.exec(data.toString('latin1'));
+      if (found) this.sender.lastId = found[1];
+    }
     const seq = field(data);
     this.onChat(sender, seq, field(data));
   }
@@ -611,6 +628,7 @@ async function main() {
     open,
     senders: senders.length,
     sent,
+    changes: stats.changes,
     expected,
     received: stats.delivered,
     lost: expected - stats.delivered,

@@ -1,8 +1,11 @@
 """Define the load scenarios, at full size and in a quick variant, and which servers each one fits."""
 
+import time
 from dataclasses import dataclass, replace
 
-from bench.servers import Server
+import jwt
+
+from bench.servers import JWT_SECRET, Server
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class Scenario:
     scaling: bool = False
     compare: int | None = None
     quiet: float = 0.0
+    #: Every changes-th message a sender also sends a change (a reaction or an edit) to its latest message.
+    changes: int = 0
 
     @property
     def connections(self) -> int:
@@ -89,6 +94,7 @@ class Scenario:
             "rooms": self.rooms,
             "query": self.query if chat else "",
             "connectConcurrency": self.concurrency,
+            "changes": self.changes if chat else 0,
             "welcome": chat,
             "settleMax": 60 if self.storm else 30,
         }
@@ -100,6 +106,16 @@ def storm(sid: int, clients: int, v2: bool = True, **options) -> Scenario:
     return Scenario(
         sid, f"storm: {clients:,} {version}clients into one room, 200 handshakes in flight", clients, "idle",
         duration=1.0, concurrency=200, storm=True, query="v=2" if v2 else "", chat_only=not v2, **options,
+    )
+
+
+def changing(sid: int, clients: int, senders: int, **options) -> Scenario:
+    """Return scenario 1's shape where a tenth of what senders send is reactions and edits (v3, identified)."""
+    token = jwt.encode({"sub": "bench", "name": "bench", "exp": int(time.time()) + 86_400}, JWT_SECRET,
+                       algorithm="HS256")
+    return Scenario(
+        sid, f"{clients} v3 clients, {senders} senders flat out, 10% of it reactions and edits", clients, "flat",
+        senders=senders, query=f"v=3&token={token}", changes=9, chat_only=True, compare=1, **options,
     )
 
 
@@ -125,6 +141,7 @@ FULL = {
     14: storm(14, 10_000, threads=False),
     15: storm(15, 1000, v2=False),
     16: Scenario(16, "10,000 idle connections", 10_000, "idle", duration=1.0, threads=False),
+    17: changing(17, 100, 10),
 }
 
 
@@ -158,4 +175,5 @@ def scenarios(quick: bool = False) -> dict[int, Scenario]:
         14: storm(14, 1000, threads=False),
         15: storm(15, 200, v2=False),
         16: replace(FULL[16], title="1000 idle connections", clients=1000),
+        17: changing(17, 20, 2, duration=1.5),
     }

@@ -22,6 +22,8 @@ SPARE_THREADS = 20
 
 #: Settings given to every chat server on top of the benchmark's own (python -m bench --env).
 CHAT_ENV: dict[str, str] = {}
+#: The secret the chat servers check the tokens of identified scenarios (17) with.
+JWT_SECRET = "a-secret-for-the-bench-only-0123456789abcdef"
 #: The commit "chat", "chat-gevent", ... run at instead of the working tree (python -m bench --at), or None.
 CURRENT: str | None = None
 
@@ -174,7 +176,8 @@ def command(
     if server.chat:
         threads = limit + 10 if limit else connections + SPARE_THREADS
         most = str(limit or connections + SPARE_THREADS // 2)
-        env.update(CHAT_RATE_LIMIT="off", CHAT_MAX_CONNECTIONS=most, CHAT_MAX_CONNECTIONS_PER_IP=most)
+        env.update(CHAT_RATE_LIMIT="off", CHAT_MAX_CONNECTIONS=most, CHAT_MAX_CONNECTIONS_PER_IP=most,
+                   CHAT_JWT_SECRET=JWT_SECRET)
         if store is not None:
             env["CHAT_STORE_URL"] = f"sqlite:///{store / 'chat.db'}"
         env.update(CHAT_ENV)
