@@ -6,8 +6,9 @@ import re
 from collections.abc import Callable
 
 import pytest
+from conftest import wait_for
 from pages import DESKTOP, PHONE, SOCKETS, Opener, join, say, texts
-from playwright.sync_api import Browser, Page, WebSocketRoute, expect
+from playwright.sync_api import Browser, Page, WebSocket, WebSocketRoute, expect
 
 
 def test_message_reaches_every_page_once(server, open_page: Opener) -> None:
@@ -224,13 +225,94 @@ def pass_through(routes: list[WebSocketRoute]) -> Callable[[WebSocketRoute], Non
     return handle
 
 
+def sockets_to(page: Page, room: str) -> list[WebSocket]:
+    """Return the sockets page opened to room, in order."""
+    return [socket for socket in SOCKETS[page] if f"room={room}&" in socket.url + "&"]
+
+
+def test_a_server_restart_closes_with_1001_and_the_page_resumes_with_since(make_server, open_page: Opener) -> None:
+    """SIGTERM closes the page's socket with 1001 (the page says why); once the server is back the page reconnects
+    on its own, resumes with since, and nothing is shown twice."""
+    server = make_server()
+    page = open_page(server.url, "restarted", "rhea")
+    say(page, "before")
+    expect(texts(page)).to_have_text(["before"])
+    expect(page.get_by_test_id("sending")).to_have_count(0)
+    server.stop()
+    expect(page.get_by_test_id("notice")).to_have_text("server is restarting")
+    server.start()
+    # The page's backoff may have grown to its 30 s ceiling while the server was down.
+    expect(page.get_by_test_id("status")).to_have_text("connected", timeout=45_000)
+    assert "since=" in sockets_to(page, "restarted")[-1].url
+    say(page, "after")
+    expect(texts(page)).to_have_text(["before", "after"])
+
+
+def test_a_full_server_closes_with_1013_and_the_page_gets_in_once_a_place_frees(make_server, open_page: Opener,
+                                                                               connect) -> None:
+    """With CHAT_MAX_CONNECTIONS=1 taken, the page's socket is closed with 1013 and the page keeps retrying; once
+    the place is free it connects."""
+    server = make_server(CHAT_MAX_CONNECTIONS="1")
+    page = open_page(server.url, "lobby", "rhea")
+    page.clock.install()
+    page.get_by_test_id("toggle").click()
+    expect(page.get_by_test_id("status")).to_have_text("disconnected")
+    holder = connect(server.ws_url + "?room=full")
+    holder.welcome()
+    page.get_by_test_id("toggle").click()
+    expect(page.get_by_test_id("status")).to_have_attribute("data-state", "reconnecting")
+    wait_for(lambda: "refused 127.0.0.1: server is full" in server.log(), 10, "the page to be refused")
+    holder.close()
+    wait_for(lambda: server.health()["connections"] == 0, 10, "the place to free up")
+    # Past the longest backoff: the retry timer has fired.
+    page.clock.run_for(31_000)
+    expect(page.get_by_test_id("status")).to_have_text("connected")
+
+
+@pytest.mark.parametrize(
+    ("settings", "act"),
+    [({"CHAT_MAX_MESSAGE_BYTES": "100"}, "too-big"), ({"CHAT_ANONYMOUS": "off"}, "no-identity")],
+    ids=["1009", "4401"],
+)
+def test_a_refusal_retrying_cannot_fix_is_shown_and_not_retried(make_server, browser: Browser, settings: dict,
+                                                               act: str) -> None:
+    """The server closes with 1009 (a message too big) or 4401 (guests refused): the page shows the reason, stays
+    disconnected, and opens no other socket, even past its longest backoff."""
+    server = make_server(**settings)
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        opened: list[WebSocket] = []
+        page.on("websocket", lambda socket: opened.append(socket))
+        page.goto(server.url + "/")
+        page.clock.install()
+        page.get_by_test_id("room").fill("refusing")
+        page.get_by_test_id("name").fill("rhea")
+        page.get_by_test_id("join").click()
+        if act == "too-big":
+            expect(page.get_by_test_id("status")).to_have_text("connected")
+            say(page, "x" * 200)
+        status = page.get_by_test_id("status")
+        expect(status).to_have_text("disconnected")
+        expect(page.get_by_test_id("problem")).not_to_be_empty()
+        count = len(opened)
+        page.clock.run_for(31_000)
+        assert status.text_content() == "disconnected"
+        assert len(opened) == count
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize(
     ("code", "retried"),
-    [(1011, True), (1001, True), (1013, True),
-     (1003, False), (1008, False), (1009, False), (4401, False), (4403, False)],
+    [(1011, True), (1003, False), (1008, False), (4403, False)],
 )
 def test_retry_follows_the_close_code(server, open_page: Opener, code: int, retried: bool) -> None:
-    """The page resumes with since after 1011 (liveness), 1001 and 1013, and stays closed showing why after the rest."""
+    """The page resumes with since after 1011 (liveness), and stays closed showing why after 1003, 1008 and 4403.
+
+    These codes are injected through Playwright's socket route: the server sends them only when the page misses
+    pongs (1011), sends a binary frame (1003, which the page never does), floods or is signed out (1008, the
+    host app's test signs a page out for real) or asks for a room its token does not grant (4403)."""
     page = open_page(server.url, "lobby", "rhea")
     routes: list[WebSocketRoute] = []
     page.route_web_socket(re.compile(r"/ws\?"), pass_through(routes))
