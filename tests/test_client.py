@@ -75,6 +75,27 @@ def test_a_refused_message_raises_with_its_code(served):
     assert client.send("fine").isdigit()
 
 
+def test_messages_refused_by_the_rate_limit_are_sent_again_once_each(chat_server, tmp_path):  # noqa: F811
+    """Five messages in a burst against a limit of 1/s (burst 2): refused for now, sent again, each stored once."""
+    app = Flask("host")
+    app.config.update(CHAT_RATE_LIMIT="1,2", CHAT_STORE_URL=f"sqlite:///{tmp_path / 'chat.db'}")
+    Chat(app)
+    client = chat_server(app).client("limited", name="quick")
+    sent = ["one", "two", "three", "four", "five"]
+    ids = [entry.result(timeout=30) for entry in [client.queue(text) for text in sent]]
+    assert len(set(ids)) == len(sent)
+    assert "rate_limited" in [frame.get("code") for frame in client.frames(timeout=0)]
+    assert [frame["message"] for frame in client.history(limit=10)["messages"]] == sent
+
+
+def test_v3_calls_are_refused_on_v2(served):
+    """A v2 client refuses replies, changes, reads and typing instead of sending them as text."""
+    client = Client(served.ws_url, "old", version=2)
+    for call in (lambda: client.send("x", reply_to="1"), lambda: client.edit("1", "x"), client.typing):
+        with pytest.raises(ValueError):
+            call()
+
+
 def test_a_final_close_raises_closed(served):
     """A name the server refuses closes with 1008: connect raises Closed and the client does not retry."""
     with pytest.raises(Closed) as closed:

@@ -35,6 +35,8 @@ class Client:
     ) -> None:
         self.url = url.replace("http", "ws", 1) if url.startswith("http") else url
         self.api = self.url.replace("ws", "http", 1).removesuffix("/ws") + "/api"
+        if version not in (2, 3):
+            raise ValueError("the client speaks protocol v2 or v3 (v1 has no client ids)")
         self.dm, self.name, self.token, self.version = dm, name, token, version
         self.headers, self.timeout = dict(headers or {}), timeout
         self._room = Room(None if dm else protocol.room(room), None if since is None else int(since))
@@ -121,9 +123,7 @@ class Client:
 
     def queue(self, text: str, *, reply_to: str | None = None) -> Entry:
         """Queue a message without waiting: entry.result(timeout) gives its id once acknowledged."""
-        entry = self._outbox.add({"text": text} if reply_to is None else {"text": text, "reply_to": str(reply_to)})
-        self._flush()
-        return entry
+        return self._queue({"text": text} if reply_to is None else {"text": text, "reply_to": str(reply_to)})
 
     def edit(self, message_id: str, text: str, *, timeout: float | None = None) -> str:
         """Edit one of your messages; return the change's id."""
@@ -174,22 +174,24 @@ class Client:
         return get_json(f"{self.api}/rooms/{self.room}/messages", query, headers, self.timeout)
 
     def _address(self) -> str:
-        params = {"v": str(self.version)}
-        params.update({"dm": self.dm} if self.dm else {"room": self._room.name or protocol.DEFAULT_ROOM})
-        if self.token:
-            params["token"] = self.token
-        elif self.name:
-            params["name"] = self.name
-        if self._room.last_id is not None:
-            params["since"] = str(self._room.last_id)
-        return self.url + "?" + urllib.parse.urlencode(params)
+        place = {"dm": self.dm} if self.dm else {"room": self._room.name or protocol.DEFAULT_ROOM}
+        who = {"token": self.token} if self.token else {"name": self.name} if self.name else {}
+        since = {} if self._room.last_id is None else {"since": str(self._room.last_id)}
+        return self.url + "?" + urllib.parse.urlencode({"v": str(self.version), **place, **who, **since})
 
-    def _call(self, body: dict[str, str], timeout: float | None) -> str:
+    def _queue(self, body: dict[str, str]) -> Entry:
+        if self.version < 3 and body.keys() != {"text"}:
+            raise ValueError(f"replies and changes need protocol v3, not v{self.version}")
         entry = self._outbox.add(body)
         self._flush()
-        return entry.result(self.timeout if timeout is None else timeout)
+        return entry
+
+    def _call(self, body: dict[str, str], timeout: float | None) -> str:
+        return self._queue(body).result(self.timeout if timeout is None else timeout)
 
     def _now(self, body: dict[str, str]) -> bool:
+        if self.version < 3:
+            raise ValueError(f"{body['type']} needs protocol v3, not v{self.version}")
         with self._lock:
             ws = self._ws if self._welcomed.is_set() else None
         return ws is not None and self._write(ws, body)
@@ -245,13 +247,13 @@ class Client:
             except simple_websocket.ConnectionClosed as closed:
                 return int(closed.reason), closed.message or ""
             now = time.monotonic()
+            self._flush()
             if data is None:
                 # Heartbeats stopped (or the first frame never came): the connection is most likely dead.
                 limit = max(3 * gap, MIN_SILENCE) if gap else self.timeout
                 if now - heard > limit and (gap or not self._welcomed.is_set()):
                     ws.close()
                     return 1006, "the server went silent"
-                self._flush()
                 continue
             heard = now
             try:

@@ -82,6 +82,7 @@ export class ChatClient {
     this.name = options.name || "";
     this.token = options.token || null;
     this.version = options.version || VERSION;
+    if (this.version < 2) throw new RangeError("the client speaks protocol v2 or v3 (v1 has no client ids)");
     this.lastId = options.since === undefined || options.since === null ? null : String(options.since);
     this.WebSocket = options.WebSocket || globalThis.WebSocket;
     if (!this.WebSocket) throw new TypeError("no WebSocket here: pass one, e.g. {WebSocket} from the ws package");

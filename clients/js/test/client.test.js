@@ -156,3 +156,21 @@ test("a policy close is final: the client stays closed and says why", async () =
   assert.ok(final.reason);
   assert.equal(client.urls.length, 1);
 });
+
+test("messages refused for now by the rate limit are sent again and acked once each", async () => {
+  const own = await new Server({ CHAT_RATE_LIMIT: "1,2" }).start();
+  try {
+    const client = open("limited", "quick", { url: own.wsUrl });
+    await welcomed(client);
+    const notices = [];
+    client.on("notice", (frame) => notices.push(frame.code));
+    const sent = ["one", "two", "three", "four", "five"];
+    const ids = (await Promise.all(sent.map((text) => client.send(text)))).map((ack) => ack.id);
+    assert.equal(new Set(ids).size, sent.length);
+    assert.ok(notices.includes("rate_limited"));
+    const page = await client.history({ limit: 10 });
+    assert.deepEqual(page.messages.map((frame) => frame.message), sent);
+  } finally {
+    await own.dispose();
+  }
+});
