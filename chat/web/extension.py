@@ -53,7 +53,7 @@ class Chat:
         metrics = Metrics(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         backend = backends.create(settings["BACKEND_URL"], settings, metrics.repaired)
         record = store.create(settings["STORE_URL"], settings, app.instance_path)
-        hub = Hub(backend, settings, metrics, moderate=self._moderate, store=record,
+        hub = Hub(backend, settings, metrics, moderate=lambda conn, text: self._moderate(app, conn, text), store=record,
                   gone=lambda user: self._gone(app, user), wants_gone=lambda: self._on_offline is not None)
         mount = app.extensions["chat"] = Mount(settings, hub, metrics, self._identity, self._identifies)
         register(mount)
@@ -116,12 +116,15 @@ class Chat:
     def _identifies(self) -> bool:
         return self._identify is not None
 
-    def _moderate(self, conn: Connection, text: str) -> str | None:
+    def _moderate(self, app: Flask, conn: Connection, text: str) -> str | None:
         hook = self._on_message
         if hook is None:
             return text
         try:
-            result = hook(identity.Identity(conn.user, conn.name), conn.room, text)
+            # The hook may use current_app; a connection's thread has no context of its own, and only a hooked
+            # message pays for one (pushing an app context costs more than the rest of a message's way in).
+            with app.app_context():
+                result = hook(identity.Identity(conn.user, conn.name), conn.room, text)
         except Exception:
             log.exception("on_message failed: a message in %s from %s was dropped", conn.room, conn.remote)
             return None

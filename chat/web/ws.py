@@ -13,10 +13,10 @@ import logging
 import select
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Flask, abort, current_app, request
+from flask import Blueprint, abort, request
 from flask_sock import Sock
 from wsproto.connection import Connection as Protocol
 from wsproto.utilities import RemoteProtocolError
@@ -105,19 +105,18 @@ def chat_socket(ws: object) -> None:
     if admitted is None:
         return
     since, details = admitted
-    app = current_app._get_current_object()
     own = None
     try:
         own = wire.detach(ws, raw)
         if own is not None:
-            wire.spawn(own, f"chat-{address}", serve, chat, app, own, ws_protocol, since, details, True)
+            wire.spawn(own, f"chat-{address}", serve, chat, own, ws_protocol, since, details, True)
             return
     except BaseException:
         chat.hub.release(address)
         if own is not None:
             own.close()
         raise
-    serve(chat, app, raw, ws_protocol, since, details)
+    serve(chat, raw, ws_protocol, since, details)
 
 
 def admit(
@@ -176,7 +175,7 @@ def dm_room(chat: Mount, version: int, who: identity.Identity | None, other: str
 
 
 def serve(
-    chat: Mount, app: Flask, raw: socket.socket, ws_protocol: Protocol, since: int | None, details: dict[str, Any],
+    chat: Mount, raw: socket.socket, ws_protocol: Protocol, since: int | None, details: dict[str, Any],
     owned: bool = False,
 ) -> None:
     """Join an admitted client to its room and read it until it leaves; then give back its place (and owned socket)."""
@@ -185,7 +184,7 @@ def serve(
     try:
         conn = hub.connection(raw, ws_protocol, **details)
         if hub.join(conn, since):
-            Reader(conn, chat.settings, in_app(app, hub.publish), chat.metrics.count, in_app(app, hub.act)).serve()
+            Reader(conn, chat.settings, hub.publish, chat.metrics.count, hub.act).serve()
     except Unavailable:
         log.warning("backend unavailable: closing %s", address)
         linger(chat, raw, conn, TRY_AGAIN, "chat backend unavailable, try again later")
@@ -216,16 +215,6 @@ def ended(chat: Mount, conn: Connection) -> None:
         "disconnect %s room=%s code=%s duration=%.1fs reason=%s",
         conn.remote, conn.room, code, time.monotonic() - conn.started, conn.close_reason,
     )
-
-
-def in_app(app: Flask, publish: Callable[..., None]) -> Callable[..., None]:
-    """Wrap publish so that it runs in app's context, as the host's on_message hook may expect."""
-
-    def publish_in_app(*args: Any) -> None:
-        with app.app_context():
-            publish(*args)
-
-    return publish_in_app
 
 
 def refuse(chat: Mount, raw: socket.socket, code: int, reason: str) -> None:
