@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import jwt
 import pytest
+from conftest import wait_for
 from playwright.sync_api import Browser, Page
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
@@ -106,3 +107,30 @@ def test_every_v3_frame_from_the_browser(opened: tuple[Page, str]) -> None:
     assert result["typing"] == "ana"
     assert result["read"] == result["reply"]
     assert result["rooms"][0] == result["rooms"][1] and result["rooms"][0].startswith("dm-")
+
+
+@pytest.mark.parametrize("wake", ["window.dispatchEvent(new Event('online'))",
+                                  "document.dispatchEvent(new Event('visibilitychange'))"])
+def test_back_online_or_on_screen_reconnects_at_once(browser: Browser, make_server, wake: str) -> None:
+    """With the backoff's timers frozen, the browser's online or visibilitychange event alone reconnects the client."""
+    server = make_server(CHAT_HEARTBEAT_INTERVAL="0.5")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/healthz")
+        page.clock.install()
+        page.evaluate("""async (url) => {
+          const { ChatClient } = await import("/static/chat-client.js");
+          window.client = new ChatClient(url, { room: "wake", name: "sleeper" });
+        }""", server.ws_url)
+        wait_for(lambda: page.evaluate("client.state === 'connected' && client.welcome !== null"), 10, "a welcome")
+        server.stop()
+        page.clock.pause_at(time.time() + 1)
+        # A retry is waiting on a frozen timer, and no socket is open or opening.
+        wait_for(lambda: page.evaluate("client._timers.retry !== null && client._socket === null"), 10, "a retry")
+        server.start()
+        assert page.evaluate("client.state") == "reconnecting"
+        page.evaluate(wake)
+        wait_for(lambda: page.evaluate("client.state === 'connected' && client._welcomed"), 10, "the reconnect")
+    finally:
+        context.close()
