@@ -1,6 +1,7 @@
 // The chat page: the UI only. The connection, the outbox, presence and history are the client's
 // (chat-client.js, the same module as the JavaScript client package).
 import { ChatClient } from "./chat-client.js";
+import { Changes } from "./chat-changes.js";
 import { Conversations } from "./chat-conversations.js";
 
 const NOTICE_MS = 4000;
@@ -62,6 +63,7 @@ const state = {
   // The other user of a DM being opened (its room's name comes with the welcome), else null.
   dm: null,
   conversations: null,
+  changes: null,
   name: "",
   shown: new Set(),
   // The list item of each message of ours that waits for its ack, by client id,
@@ -147,6 +149,7 @@ function open(since) {
   };
   client.on("state", mine(changed));
   client.on("message", mine(chat));
+  client.on("change", mine((frame) => state.changes.change(frame)));
   client.on("presence", mine(presence));
   client.on("notice", mine((frame) => notify(text(frame.message) || text(frame.code))));
   client.on("outbox", mine(pending));
@@ -210,6 +213,7 @@ function messageItem(frame) {
   time.title = when.toLocaleString();
   meta.append(time);
   item.append(meta, make("p", "text", text(frame.message)));
+  if (item.dataset.id) state.changes.decorate(item, frame);
   return item;
 }
 
@@ -402,8 +406,8 @@ function send(event) {
     notify("That message is too long to send.");
     return;
   }
-  // A refusal is shown on the message (the client's "refused" event).
-  state.client.send(message).catch(() => {});
+  // A refusal is shown on the message (the client's "refused" event); an edit's or a reply's in the notice line.
+  if (!state.changes.submit(message)) state.client.send(message).catch(() => {});
   ui.input.value = "";
   toBottom();
 }
@@ -451,6 +455,7 @@ function acked(ack, entry) {
   item.dataset.state = "sent";
   item.classList.remove("pending");
   item.querySelector(".sending")?.remove();
+  state.changes.decorate(item, { user: USER, reply_to: entry.body.reply_to });
 }
 
 function fail(entry, reason) {
@@ -484,6 +489,7 @@ function start() {
   state.name = IDENTIFIED ? document.body.dataset.you : load("chat.name").trim();
   ui.room.value = state.room;
   if (!IDENTIFIED) ui.name.value = state.name;
+  state.changes = new Changes(ui.messages, ui.input, () => state.client, IDENTIFIED ? USER : null, notify);
   ui.chooser.addEventListener("submit", join);
   ui.composer.addEventListener("submit", send);
   if (IDENTIFIED && USER !== null) {
