@@ -121,16 +121,21 @@ def test_back_online_or_on_screen_reconnects_at_once(browser: Browser, make_serv
         page.clock.install()
         page.evaluate("""async (url) => {
           const { ChatClient } = await import("/static/chat-client.js");
-          window.client = new ChatClient(url, { room: "wake", name: "sleeper" });
+          window.client = new ChatClient(url, { room: "wake", name: "sleeper", connect: false });
+          window.changes = [];
+          window.welcomes = 0;
+          client.on("state", (change) => changes.push(change));
+          client.on("presence", (frame) => { if (frame.event === "welcome") welcomes += 1; });
+          client.connect();
         }""", server.ws_url)
-        wait_for(lambda: page.evaluate("client.state === 'connected' && client.welcome !== null"), 10, "a welcome")
+        wait_for(lambda: page.evaluate("welcomes === 1"), 10, "a welcome")
         server.stop()
         page.clock.pause_at(time.time() + 1)
-        # A retry is waiting on a frozen timer, and no socket is open or opening.
-        wait_for(lambda: page.evaluate("client._timers.retry !== null && client._socket === null"), 10, "a retry")
+        # The last change is a retry being set (it carries the close code) on a timer that is now frozen.
+        wait_for(lambda: page.evaluate("changes.at(-1).state === 'reconnecting' && 'code' in changes.at(-1)"), 10,
+                 "a retry")
         server.start()
-        assert page.evaluate("client.state") == "reconnecting"
         page.evaluate(wake)
-        wait_for(lambda: page.evaluate("client.state === 'connected' && client._welcomed"), 10, "the reconnect")
+        wait_for(lambda: page.evaluate("welcomes === 2 && client.state === 'connected'"), 10, "the reconnect")
     finally:
         context.close()
