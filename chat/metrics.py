@@ -52,11 +52,6 @@ class Metrics:
         self.events = Counter(
             "chat_events", "Slow-client closes and rate-limit hits", ["kind"], registry=registry
         )
-        handshakes = Counter(
-            "chat_handshakes", "WebSocket handshakes answered, by the worker itself or through Flask", ["by"],
-            registry=registry,
-        )
-        self._handshakes = {by: handshakes.labels(by) for by in ("worker", "flask")}
         self.closes = Counter("chat_closes", "Closed connections by close code", ["code"], registry=registry)
         self.repairs = Counter(
             "chat_backend_repairs", "Watched rooms the backend subscribed again and caught up, by why", ["reason"],
@@ -74,10 +69,6 @@ class Metrics:
             self.rooms.labels(band(before)).dec()
         if after and (not before or band(before) != band(after)):
             self.rooms.labels(band(after)).inc()
-
-    def handshake(self, by: str) -> None:
-        """Count a WebSocket handshake answered by "worker" (the worker itself) or "flask" (the Flask route)."""
-        self._handshakes[by].inc()
 
     def received(self, size: int) -> None:
         """Count one chat message from a client."""
