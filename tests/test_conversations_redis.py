@@ -9,8 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import Closed, wait_for
+from conftest import wait_for
 from served import on_each_worker
+from test_conversations import closed_within
 from tokens import API_KEY, SECRET, mint
 from wsclient import Client
 
@@ -22,16 +23,6 @@ def call(server, method: str, path: str, body: object = None) -> tuple[int, dict
                                      headers={"Authorization": f"Bearer {API_KEY}"})
     with urllib.request.urlopen(request, timeout=5) as response:
         return response.status, json.load(response)
-
-
-def closed_with(client: Client, timeout: float = 2.0) -> tuple[int, str]:
-    """Read client until the server closes it within timeout; return the code and reason."""
-    client.ws.settimeout(timeout)
-    try:
-        while True:
-            client.next()
-    except Closed as closed:
-        return closed.code, closed.reason
 
 
 @pytest.fixture
@@ -60,11 +51,11 @@ def test_removal_and_ban_close_sockets_on_every_worker(two_workers, connect):
     lobby = on_both(server, connect, "cy", "room=lobby", version=1)
     call(server, "DELETE", "/rooms/team/members/bo")
     call(server, "PUT", "/rooms/lobby/bans/cy")
-    assert [closed_with(client) for client in members] == [(4403, "removed")] * 2
-    assert [closed_with(client) for client in lobby] == [(4403, "banned")] * 2
+    assert [closed_within(client, 2) for client in members] == [(4403, "removed")] * 2
+    assert [closed_within(client, 2) for client in lobby] == [(4403, "banned")] * 2
     for query, user, reason in (("room=team", "bo", "not a member"), ("room=lobby", "cy", "banned")):
         client = connect(f"{server.ws_url}?v=3&{query}&token={mint(user)}")
-        assert closed_with(client, 5) == (4403, reason)
+        assert closed_within(client, 5) == (4403, reason)
 
 
 def test_a_mute_reaches_every_worker(two_workers, connect):

@@ -4,12 +4,15 @@ client's read and typing frames, and the control messages every process is told 
 The hub calls this; the state lives in ``membership`` (access), ``reads``
 (positions), ``typing`` and ``offline``.  Events for v3 clients (receipts,
 typing) go to each process through the backend's control channel and, there,
-straight to the room's v3 connections: they are never stored or replayed.
+straight to the room's v3 connections: they are never stored or replayed.  A
+process acts on what it tells at once (``tell``), not when the channel brings
+it back, which it skips by its origin: the channel may not be subscribed yet.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -38,10 +41,11 @@ class Conversations:
         wanted: Callable[[], bool] = lambda: False,
     ) -> None:
         self.backend = backend
-        self.membership = Membership(store, backend)
+        self.origin = secrets.token_hex(8)
+        self.membership = Membership(store, self.tell)
         self.reads = Reads(store, backend)
         self.typing = Typing()
-        self.offline = Offline(backend, settings["OFFLINE_GRACE"], gone or (lambda user: None), wanted)
+        self.offline = Offline(backend, self.origin, settings["OFFLINE_GRACE"], gone or (lambda user: None), wanted)
         self._limit = settings["PRESENCE_LIST_LIMIT"]
         self._members = members
 
@@ -97,7 +101,7 @@ class Conversations:
         try:
             if frame.type == "typing":
                 if self.typing.allow(conn.room, conn.user):
-                    self.backend.tell({"typing": conn.room, "user": conn.user, "name": conn.name})
+                    self.tell({"typing": conn.room, "user": conn.user, "name": conn.name})
                 return
             assert frame.id is not None
             self.read(conn.room, conn.user, conn.name, frame.id)
@@ -114,12 +118,23 @@ class Conversations:
             return False
         access = self.membership.access(room)
         count = len(access.members) if access.private else self.backend.presence(room)[0]
-        self.backend.tell({"read": room, "user": user, "name": name, "id": message_id, "receipt": count <= self._limit})
+        self.tell({"read": room, "user": user, "name": name, "id": message_id, "receipt": count <= self._limit})
         return True
 
     # What every process is told.
 
+    def tell(self, message: dict[str, Any]) -> None:
+        """Act on message here, then tell every other process sharing the backend."""
+        message = {**message, "origin": self.origin}
+        self._act(message)
+        self.backend.tell(message)
+
     def control(self, message: dict[str, Any]) -> None:
+        """Act on a control message another process told (this process's own were acted on when told)."""
+        if message.get("origin") != self.origin:
+            self._act(message)
+
+    def _act(self, message: dict[str, Any]) -> None:
         """Act on a control message: a room's access changed, a receipt, someone typing, a user's connections."""
         try:
             if isinstance(room := message.get("room"), str):

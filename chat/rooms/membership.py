@@ -2,7 +2,8 @@
 
 Each process keeps the rooms it has looked at (``Access``) until a control
 message says one changed: every change is committed to the store first, then
-told to every process (``backend.tell``), which forgets its copy and closes
+told to every process (``tell``: this one at once, the others on the backend's
+control channel), which forgets its copy and closes
 the sockets of a member removed or banned.  A copy loaded while a change was
 on its way is not kept (the room's generation moved), so no process keeps an
 older state than the store's once the change is told; and a copy is read
@@ -16,10 +17,11 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .. import protocol
-from ..backends import Backend, Unavailable
+from ..backends import Unavailable
 from ..store import Access, NoStore, Store
 from ..store import conversations as sql
 
@@ -37,9 +39,9 @@ def dm_room(first: str, second: str) -> str:
 class Membership:
     """Answer who may join, send in and be told about a room; change it in the store and tell every process."""
 
-    def __init__(self, store: Store | NoStore, backend: Backend) -> None:
+    def __init__(self, store: Store | NoStore, tell: Callable[[dict[str, Any]], None]) -> None:
         self.store = store
-        self.backend = backend
+        self._tell = tell
         self._lock = threading.Lock()
         #: room -> its access and when it was read, least recently used first.
         self._kept: OrderedDict[str, tuple[Access, float]] = OrderedDict()
@@ -136,6 +138,5 @@ class Membership:
         return room
 
     def _told(self, room: str, closes: list[tuple[str, str]]) -> None:
-        """Forget room here at once, then tell every process (this one too) to forget it and close whom it names."""
-        self.forget(room)
-        self.backend.tell({"room": room, "close": closes})
+        """Tell every process (this one first) to forget room and close whom it names."""
+        self._tell({"room": room, "close": closes})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -29,12 +28,13 @@ Gone = Callable[[str], None]
 class Offline:
     """Track each user's connections across processes and call gone(user) once they have all been closed a while."""
 
-    def __init__(self, backend: Backend, grace: float, gone: Gone, wanted: Callable[[], bool]) -> None:
+    def __init__(self, backend: Backend, origin: str, grace: float, gone: Gone, wanted: Callable[[], bool]) -> None:
         self.backend = backend
+        #: This process, as its control messages name it.
+        self.origin = origin
         self.grace = grace
         self._gone = gone
         self._wanted = wanted
-        self.origin = secrets.token_hex(8)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._here: dict[str, int] = {}
