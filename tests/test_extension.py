@@ -6,25 +6,16 @@ import re
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from conftest import ROOT
 from flask import Flask
-from served import Served
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from chat import Chat, ConfigError, create_app
 
 Serve = Callable[[Flask], str]
-
-
-@pytest.fixture
-def serve() -> Iterator[Serve]:
-    """Serve apps in this process; return each one's ws:// base URL."""
-    served = Served()
-    yield lambda app: served.serve(app).replace("http:", "ws:", 1)
-    served.stop()
 
 
 def host_app(**config: object) -> Flask:
@@ -39,13 +30,12 @@ def host_app(**config: object) -> Flask:
     return app
 
 
-def test_two_apps_in_one_process_keep_their_prefixes_and_settings(serve, connect):
-    """Two apps with chats at /a and /b keep separate rooms, and each replays as many messages as it is set to."""
-    first = host_app(CHAT_HISTORY_REPLAY=1)
-    second = host_app(CHAT_HISTORY_REPLAY=3)
-    Chat(first, url_prefix="/a")
-    Chat(second, url_prefix="/b")
-    urls = {"a": serve(first) + "/a/ws", "b": serve(second) + "/b/ws"}
+def test_two_apps_in_one_process_keep_their_prefixes_and_settings(make_server, connect):
+    """Two apps with chats at /a and /b, served by one gunicorn worker (tests/hosts.py:two_apps), keep separate
+    rooms, and each replays as many messages as its app.config says."""
+    server = make_server(target="hosts:two_apps", health="/a/healthz")
+    base = f"ws://127.0.0.1:{server.port}"
+    urls = {"a": base + "/a/ws", "b": base + "/other/b/ws"}
     for prefix, url in urls.items():
         sender = connect(url)
         sender.welcome()

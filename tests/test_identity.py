@@ -1,57 +1,33 @@
-"""Identity: the host's session through @chat.identify, signed tokens, guests, and each refusal."""
+"""Identity: the host's session through @chat.identify, signed tokens, guests, and each refusal, under gunicorn."""
 
 from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import jwt
 import pytest
+import tokens
 from conftest import Client, Closed, wait_for
-from flask import Flask, session
-from served import Served
-
-from chat import Chat
-
-SECRET = "a-secret-for-tests-only-0123456789abcdef"
-Serve = Callable[[Flask], str]
+from tokens import SECRET
 
 
 @pytest.fixture
-def serve() -> Iterator[Serve]:
-    """Serve apps in this process; return each one's http:// base URL."""
-    served = Served()
-    yield served.serve
-    served.stop()
+def serve(make_server) -> Callable[..., str]:
+    """Start the host app hosts:identified under gunicorn (the token secret and the given settings in its
+    environment, as deployed) and return its base URL."""
+
+    def start(**settings: str) -> str:
+        return make_server(target="hosts:identified", health="/chat/healthz",
+                           **{"CHAT_JWT_SECRET": SECRET, **settings}).url
+
+    return start
 
 
-def mint(sub: str = "u1", name: str | None = "Alice", ttl: float = 60, secret: str = SECRET, **claims) -> str:
-    """Return an HS256 token for sub, valid for ttl seconds (negative: expired)."""
-    body = {"sub": sub, "exp": int(time.time() + ttl), **claims}
-    if name is not None:
-        body["name"] = name
-    return jwt.encode(body, secret, algorithm="HS256")
-
-
-def chat_app(**config: object) -> Flask:
-    """Return an app with a chat at /chat whose identify reads the session, and a /login/<user> route."""
-    app = Flask("host")
-    app.secret_key = "session-secret-for-tests"
-    app.config.update({"CHAT_JWT_SECRET": SECRET, **config})
-    chat = Chat(app, url_prefix="/chat")
-
-    @app.post("/login/<user>")
-    def login(user: str) -> str:
-        session["user"] = user
-        return "signed in"
-
-    @chat.identify
-    def who() -> tuple[str, str] | None:
-        user = session.get("user")
-        return (user, user.title()) if user else None
-
-    return app
+def mint(sub: str = "u1", name: str | None = "Alice", **claims: object) -> str:
+    """Return a token for sub, named Alice unless told otherwise."""
+    return tokens.mint(sub, name, **claims)
 
 
 def sign_in(base: str, user: str) -> str:
@@ -77,7 +53,7 @@ def refusal(client: Client) -> tuple[int, str]:
 
 def test_session_identity_names_the_connection_and_its_messages(serve, connect):
     """@chat.identify reads the handshake's session: the welcome names the user, and chat frames carry user."""
-    base = serve(chat_app())
+    base = serve()
     client = connect(ws(base, "room=team&name=mallory"), cookie=sign_in(base, "bob"))
     assert client.welcome()["you"] == "Bob"
     client.send("hello")
@@ -87,7 +63,7 @@ def test_session_identity_names_the_connection_and_its_messages(serve, connect):
 
 def test_token_identity_overrides_the_name_parameter(serve, connect):
     """?token= names the connection by its claims, whatever ?name= says, and its frames carry sub as user."""
-    base = serve(chat_app())
+    base = serve()
     client = connect(ws(base, f"token={mint()}&name=mallory"))
     welcome = client.welcome()
     assert welcome["you"] == "Alice" and welcome["users"] == ["Alice"]
@@ -98,7 +74,7 @@ def test_token_identity_overrides_the_name_parameter(serve, connect):
 
 def test_guests_are_as_before_while_anonymous_access_is_on(serve, connect):
     """Without an identity a client chooses its name and its frames carry no user."""
-    base = serve(chat_app())
+    base = serve()
     client = connect(ws(base, "name=carol"))
     assert client.welcome()["you"] == "carol"
     client.send("as a guest")
@@ -120,7 +96,7 @@ def test_guests_are_as_before_while_anonymous_access_is_on(serve, connect):
 )
 def test_a_bad_token_is_closed_with_its_code_and_reason(serve, connect, query, code, said):
     """An expired, foreign, malformed, unsigned or exp-less token closes with 4401, a room not granted with 4403."""
-    base = serve(chat_app())
+    base = serve()
     watcher = connect(ws(base, "room=secret"))
     watcher.welcome()
     closed = refusal(connect(ws(base, query())))
@@ -132,20 +108,20 @@ def test_a_bad_token_is_closed_with_its_code_and_reason(serve, connect, query, c
 
 def test_a_granted_room_is_joined(serve, connect):
     """A token whose rooms claim lists the room joins it."""
-    base = serve(chat_app())
+    base = serve()
     assert connect(ws(base, f"room=ops&token={mint(rooms=['ops'])}")).welcome()["you"] == "Alice"
 
 
 def test_tokens_are_refused_when_no_secret_is_set(serve, connect):
     """Without CHAT_JWT_SECRET a token cannot be checked, so it is refused with 4401 rather than ignored."""
-    base = serve(chat_app(CHAT_JWT_SECRET=""))
+    base = serve(CHAT_JWT_SECRET="")
     code, reason = refusal(connect(ws(base, f"token={mint()}")))
     assert code == 4401 and "CHAT_JWT_SECRET" in reason
 
 
 def test_anonymous_off_refuses_guests_and_admits_identities(serve, connect):
     """With CHAT_ANONYMOUS off a client without identity is closed with 4401; a session or a token gets in."""
-    base = serve(chat_app(CHAT_ANONYMOUS=False))
+    base = serve(CHAT_ANONYMOUS="off")
     code, reason = refusal(connect(ws(base, "name=guest")))
     assert code == 4401 and "sign in" in reason
     assert connect(ws(base), cookie=sign_in(base, "dora")).welcome()["you"] == "Dora"
@@ -154,7 +130,7 @@ def test_anonymous_off_refuses_guests_and_admits_identities(serve, connect):
 
 def test_an_identified_page_shows_its_name_instead_of_the_name_box(serve):
     """The page rendered for a signed-in user carries its name and has no name input."""
-    base = serve(chat_app())
+    base = serve()
     request = urllib.request.Request(f"{base}/chat/", headers={"Cookie": sign_in(base, "erin")})
     with urllib.request.urlopen(request, timeout=5) as response:
         html = response.read().decode()
@@ -178,7 +154,7 @@ def test_the_token_is_never_written_to_a_log(make_server, connect, kind):
 
 def test_a_user_in_two_tabs_is_one_entry_online(serve, connect):
     """Two connections of one user are one name in users and one in online; a guest's each count."""
-    base = serve(chat_app())
+    base = serve()
     cookie = sign_in(base, "fred")
     connect(ws(base, "room=tabs"), cookie=cookie).welcome()
     second = connect(ws(base, "room=tabs"), cookie=cookie).welcome()

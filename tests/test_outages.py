@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import threading
 import urllib.request
 
+import pytest
 from conftest import Client, Server, wait_for
 from postgres_server import PostgresServer
 from redis_server import RedisServer
@@ -81,9 +83,11 @@ def test_a_postgresql_store_killed_and_restarted_loses_no_message(make_server, c
         postgres.stop()
 
 
-def test_sigterm_while_messages_arrive_loses_no_v1_message(make_server, connect):
+@pytest.mark.parametrize("behind", [False, True], ids=["store-keeping-up", "store-behind"])
+def test_sigterm_while_messages_arrive_loses_no_v1_message(make_server, own_store, behind):
     """SIGTERM while a v1 client sends flat out: every message a listener was sent is in the history after the
-    restart (the store's writer commits its queue before the worker exits)."""
+    restart. With the store behind (another process holds SQLite's write lock until every client is closed)
+    the writer still commits all it queued, on its way out, before the worker exits."""
     server = make_server(CHAT_RATE_LIMIT="off")
     listener = Client(server.ws_url + "?room=term")
     sender = Client(server.ws_url + "?room=term")
@@ -115,6 +119,16 @@ def test_sigterm_while_messages_arrive_loses_no_v1_message(make_server, connect)
         thread.start()
     try:
         wait_for(lambda: len(seen) >= 500, 20, "500 messages flowing")
+        if behind:
+            lock = sqlite3.connect(own_store, timeout=30, isolation_level=None)
+            lock.execute("BEGIN EXCLUSIVE")
+            locked_at = len(seen)
+            wait_for(lambda: len(seen) >= locked_at + 500, 20, "500 messages sent while the store is locked")
+            server.process.send_signal(signal.SIGTERM)
+            # Held until both clients are gone, the lock keeps the writer's queue for its last commits.
+            wait_for(lambda: server.log().count("room=term code=1001") == 2, 20, "the clients to be closed")
+            lock.execute("ROLLBACK")
+            lock.close()
         assert server.stop() == 0
     finally:
         stop.set()
