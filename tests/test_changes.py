@@ -343,3 +343,17 @@ def test_changes_keep_their_order_across_a_worker_kill(make_server, connect, cle
     assert back[0]["reactions"] == {"🙂": ["alice"]} and back[0]["edited"]
     ids = [int(e["id"]) for e in back]
     assert ids == sorted(set(ids))
+
+
+def test_history_after_since_carries_the_changes_in_order_and_counts_messages(chat, connect):
+    """GET messages?since= gives the messages after it (as they stand) and the changes among them, in order; its
+    limit counts messages, not changes."""
+    alice = join(connect, chat, "alice")
+    zero = said(alice, "zero", "m0")
+    one = said(alice, "one", "m1")
+    send(alice, type="react", id=zero, emoji="👍", cid="r0")
+    alice.next_where(lambda e: e.get("ack") == "r0")
+    said(alice, "two", "m2")
+    page = api(chat, "GET", f"/rooms/r/messages?since={zero}&limit=1")[1]
+    assert [(m["state"], m.get("kind"), m["message"]) for m in page["messages"]] == [(2, None, "one"), (6, "react", "")]
+    assert page["more"] is True and page["messages"][0]["id"] == one

@@ -13,6 +13,7 @@ import bisect
 import json
 from collections import OrderedDict
 from collections.abc import MutableSequence
+from json.encoder import encode_basestring as _quote
 
 from .. import protocol
 from . import Change, Item, Missing, Refused
@@ -87,16 +88,14 @@ def event(
     text: str | None = None, emoji: str | None = None, on: bool | None = None,
 ) -> bytes:
     """Build the state-6 frame of a change (edit, delete or react) to message target, at its own position."""
-    body: dict[str, object] = {
-        "state": 6, "message": "", "kind": kind, "room": room, "target": str(target), "id": str(change_id),
-        "user": user, "name": name, "ts": ts,
-    }
+    head = '{"state":6,"message":"","kind":"%s","room":"%s","target":"%d","id":"%d","user":%s,"name":%s,"ts":%d' % (
+        kind, room, target, change_id, "null" if user is None else _quote(user), _quote(name), ts,
+    )
     if kind == "edit":
-        body["text"] = text or ""
+        head += ',"text":' + _quote(text or "")
     elif kind == "react":
-        body["emoji"] = emoji
-        body["on"] = bool(on)
-    return folded(body)
+        head += ',"emoji":%s,"on":%s' % (_quote(emoji or ""), "true" if on else "false")
+    return (head + "}").encode()
 
 
 def message(
@@ -122,10 +121,13 @@ class Folds:
         self.changed: dict[str, int] = {}
 
     def state(self, room: str, window: MutableSequence[Item], target: int, seed: str | None) -> dict:
-        """Return a copy of the state of message target, from what is kept, the window or seed; raise Missing."""
+        """Return the state of message target, from what is kept, the window or seed; raise Missing.
+
+        A kept state is returned as it is: apply() refuses before it changes anything.
+        """
         state = self.states.get(room, {}).get(target)
         if state is not None:
-            return json.loads(folded(state))
+            return state
         at = find(window, target)
         if at is not None and window[at].target is None:
             return state_of(window[at].payload)

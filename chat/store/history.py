@@ -163,17 +163,21 @@ def page(
     """Return a page of room for the API: its messages in id order, whether more lie beyond it, and any gap.
 
     With before: the last limit messages before it; with since: the first
-    limit after it; with neither: the last limit.  "Beyond" is older, or
-    newer for since.
+    limit after it, and the changes among them (protocol v3's state 6); with
+    neither: the last limit.  "Beyond" is older, or newer for since.
     """
     want = limit + 1
     if since is not None:
         replay = backend.replay(room, since, size)
-        items = union([*store.oldest(room, want, after=since), *store.changes(room, since, HIGHEST, want)],
-                      replay.messages)[:want]
+        items = union([*store.oldest(room, want, after=since), *store.changes(room, since, HIGHEST, size)],
+                      replay.messages)
         floor = store.floor(room)
         gap = replay if floor is None else Replay(gap=since < floor)
-        return items[:limit], len(items) > limit, gap
+        # The limit counts messages: the changes among them come too, up to the first message beyond the page.
+        messages = [item.id for item in items if item.target is None]
+        if len(messages) > limit:
+            return [item for item in items if item.id < messages[limit]], True, gap
+        return items, False, gap
     stored = store.newest(room, want, before=before)
     if len(stored) >= want and before is not None:
         # Far enough back that whatever the backend's window holds is in the store too.
