@@ -212,8 +212,7 @@ class Fanout:
             recipients = self._members(room)
             if not recipients:
                 continue
-            for conn in recipients:
-                self._guarded(selector, conn, self._deliver_to, batch)
+            self._deliver(selector, recipients, batch)
             self._stats.delivered(len(recipients) * len(items), len(recipients) * len(batch.frames[1]))
         self._stats.fanned_out(time.perf_counter() - started)
 
@@ -222,8 +221,7 @@ class Fanout:
         if not recipients:
             return
         batch = Batch.digest(item)
-        for conn in recipients:
-            self._guarded(selector, conn, self._deliver_to, batch)
+        self._deliver(selector, recipients, batch)
         self._stats.delivered(len(recipients), len(recipients) * len(batch.frames[2]))
 
     def _guarded(self, selector: selectors.BaseSelector, conn: Connection, step: Callable, *args: Any) -> None:
@@ -231,15 +229,26 @@ class Fanout:
         try:
             step(selector, conn, *args)
         except Exception:
-            log.exception("fan-out to %s failed: closing it", conn.remote)
-            try:
-                conn.close(1011, "internal error")
-            except Exception:
-                log.exception("closing %s failed", conn.remote)
+            self._failed(conn)
 
-    def _deliver_to(self, selector: selectors.BaseSelector, conn: Connection, batch: Batch) -> None:
-        if conn.deliver(batch):
-            self._register(selector, conn)
+    def _deliver(self, selector: selectors.BaseSelector, recipients: list[Connection], batch: Batch) -> None:
+        """Hand batch to each recipient; a failing one is closed, and the fan-out goes on."""
+        # The innermost loop of the fan-out: no call per recipient beyond deliver() itself while all goes out.
+        register = self._register
+        for conn in recipients:
+            try:
+                if conn.deliver(batch):
+                    register(selector, conn)
+            except Exception:
+                self._failed(conn)
+
+    def _failed(self, conn: Connection) -> None:
+        """Log the exception being handled and close conn with 1011."""
+        log.exception("fan-out to %s failed: closing it", conn.remote)
+        try:
+            conn.close(1011, "internal error")
+        except Exception:
+            log.exception("closing %s failed", conn.remote)
 
     def _register(self, selector: selectors.BaseSelector, conn: Connection) -> None:
         fd = conn.fd

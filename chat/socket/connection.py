@@ -35,6 +35,7 @@ UNSUPPORTED, POLICY, TOO_BIG, INTERNAL, TRY_AGAIN = 1003, 1008, 1009, 1011, 1013
 CLOSE_WAIT = 2.0
 
 Notify = Callable[["Connection"], None]
+OPEN, JOINING, SENT = State.OPEN, State.JOINING, Write.SENT
 
 
 class Connection:
@@ -106,15 +107,19 @@ class Connection:
         """Write a batch of live events; return True when a backlog starts (the caller watches it)."""
         with self.lock:
             life = self.life
-            if life.state is State.OPEN:
-                data = self.gate.render(batch, self.version, self._encoder())
-                started = bool(data) and self._write_locked(data)
-            elif life.state is State.JOINING:
+            state = life.state
+            if state is OPEN:
+                data = self.gate.render(batch, self.version, self._frame_locked if self.compress else None)
+                verdict = self.outbox.write(data) if data else SENT
+                if verdict is SENT:
+                    return False
+                started = self._written_locked(verdict)
+            elif state is JOINING:
                 self.gate.hold(batch)
                 started = self.outbox.queued + self.gate.held > self.outbox.limit and self._overflow_locked()
             else:
                 return False
-            closing = not life.live
+            closing = life.state is not state  # only a close (overflow, broken socket) moves it on
         if closing:
             self._on_closing(self)
         return started
@@ -229,9 +234,6 @@ class Connection:
         self.life.lose()
         _shutdown(self.sock)
 
-    def _encoder(self) -> Callable[[bytes], bytes] | None:
-        return self._frame_locked if self.compress else None
-
     def _frame_locked(self, payload: bytes) -> bytes:
         if self.compress:
             return self.ws.send(TextMessage(data=payload.decode()))
@@ -252,7 +254,7 @@ class Connection:
                 # Each payload goes out as it is, shared with every other joiner that is sent it.
                 parts = [part for payload in payloads for part in (wire.text_head(len(payload)), payload)]
             started = self._written_locked(self.outbox.write_parts(parts))
-            encode = self._encoder()
+            encode = self._frame_locked if self.compress else None
             for batch in gate.release():
                 data = gate.render(batch, self.version, encode)
                 if data and self.life.live:
