@@ -111,6 +111,9 @@ def take_over(ws: simple_websocket.Server) -> tuple[Any, Connection]:
     # handshake's h11 state is not needed any more: let it go.
     ws.connected = False
     ws.ws = None
+    # flask-sock keeps ws in a class it makes for each request, which only a full collection frees: the
+    # request's environ (and the Request in it) must not wait for that with it.
+    ws.environ = None
     protocol._events = NO_EVENTS
     return sock, protocol
 
