@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 
-import jwt
-
-SECRET = "a-secret-for-tests-only-0123456789abcdef"
+from tokens import SECRET, mint
 
 
 def get(server, path: str, token: str | None = None) -> tuple[int, dict]:
@@ -75,9 +72,7 @@ def test_without_a_store_pages_reach_back_through_the_backend_window(make_server
 def test_pages_are_for_whoever_may_join_the_room(make_server, connect):
     """With anonymous access off a page needs an identity (401), and a token for other rooms is refused (403)."""
     server = make_server(CHAT_ANONYMOUS="off", CHAT_JWT_SECRET=SECRET)
-    claims = {"sub": "u1", "name": "Ann", "exp": int(time.time()) + 60}
-    member = jwt.encode({**claims, "rooms": ["club"]}, SECRET, algorithm="HS256")
-    outsider = jwt.encode({**claims, "rooms": ["other"]}, SECRET, algorithm="HS256")
+    member, outsider = mint("u1", "Ann", ["club"]), mint("u1", "Ann", ["other"])
     client = connect(f"{server.ws_url}?room=club&token={member}")
     client.welcome()
     client.send("members only")
