@@ -19,7 +19,7 @@ from inbox import started
 from redis_server import RedisServer, flushall
 
 from chat import backends, config, protocol
-from chat.backends import Backend, Unavailable
+from chat.backends import Backend, Change, Missing, Refused, Unavailable
 from chat.backends import redis as redis_backend
 from chat.backends.redis import keys as redis_keys
 from chat.backends.redis import presence as redis_presence
@@ -629,3 +629,33 @@ def test_messages_sent_while_a_group_is_on_its_way_go_out_together(make_redis, c
     assert inbox.ids("busy") == list(range(first, first + 22))
     texts = [json.loads(payload)["message"] for payload in inbox.payloads("busy")[2:]]
     assert sorted(texts) == sorted(f"m{index}" for index in range(20))
+
+
+def test_a_change_is_atomic_in_the_log_and_leaves_no_copy_of_the_old_text(backend):
+    """A change is delivered at the room's next id; replays give its message as it stands, a resume the changes
+    after since, and the window holds no copy of a text edited away (on one server and on a cluster)."""
+    inbox = started(backend, "ch")
+    first, second = publish_many(backend, "ch", 2, "old text ")
+    inbox.wait(lambda box: len(box.payloads("ch")) == 2)
+    with pytest.raises(Refused):
+        backend.change("ch", Change("edit", first, "someone", "S", "mine now"))
+    edited = backend.change("ch", Change("edit", first, None, "mod", "new text"))
+    assert edited.id == second + 1 and json.loads(edited.state)["message"] == "new text"
+    on = backend.change("ch", Change("react", first, "u1", "U", emoji="👍"))
+    off = backend.change("ch", Change("react", first, "u1", "U", emoji="👍"))
+    assert (on.on, off.on, on.id) == (True, False, edited.id + 1)
+    inbox.wait(lambda box: len(box.payloads("ch")) == 5)
+    assert [json.loads(p)["state"] for p in inbox.payloads("ch")] == [2, 2, 6, 6, 6]
+    fresh = backend.replay("ch", None, 10).messages
+    assert [json.loads(item.payload)["message"] for item in fresh] == ["new text", "old text 1"]
+    assert json.loads(fresh[0].payload)["edited"] and "reactions" not in json.loads(fresh[0].payload)
+    resumed = backend.replay("ch", first, 10).messages
+    assert [item.id for item in resumed] == [second, edited.id, on.id, off.id]
+    assert "old text 0" not in json.dumps([item.payload.decode() for item in backend.replay("ch", 0, 10).messages])
+    assert json.loads(backend.look("ch", first))["message"] == "new text"
+    backend.change("ch", Change("delete", first, None, "mod"))
+    with pytest.raises(Refused):
+        backend.change("ch", Change("react", first, "u1", "U", emoji="👍"))
+    assert all(b"new text" not in item.payload for item in backend.replay("ch", 0, 10).messages)
+    with pytest.raises(Missing):
+        backend.change("ch", Change("edit", 12345, None, "mod", "x"))
