@@ -188,6 +188,9 @@ function adopt(item) {
     && candidate.text === said && !candidate.body.type);
   if (entry === undefined) return;
   state.adopted.set(entry.cid, item.dataset.id);
+  // Its clock moves along: the message is sent once the server acks it, not when it is seen.
+  const clock = state.items.get(entry.cid).querySelector(".sending");
+  if (clock !== null) item.querySelector(".meta").append(clock);
   state.items.get(entry.cid).remove();
   state.items.delete(entry.cid);
 }
@@ -441,6 +444,7 @@ function showQueued() {
 function acked(ack, entry) {
   const adopted = state.adopted.get(ack.cid);
   state.adopted.delete(ack.cid);
+  if (adopted !== undefined) ui.messages.querySelector('.message[data-id="' + adopted + '"] .sending')?.remove();
   if (entry.body.type || adopted === ack.id) return;
   let item = state.items.get(ack.cid);
   state.items.delete(ack.cid);
