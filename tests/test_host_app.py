@@ -11,6 +11,8 @@ import pytest
 from conftest import Closed
 from served import under_gunicorn
 
+from chat.client import Client as ChatClient
+
 
 @pytest.fixture(scope="module")
 def host() -> Iterator[tuple[str, object]]:
@@ -82,3 +84,15 @@ def test_gunicorn_hooks_find_the_chat_in_the_host_app(connect):
         client.welcome()
         process.terminate()
         assert client.close_code() == 1001
+
+
+def test_the_python_client_chats_with_the_host_s_session_cookie(host):
+    """chat.client.Client with the host's session cookie is the signed-in user; its history call carries it too."""
+    base, _ = host
+    cookie = sign_in(base, "lee")
+    with ChatClient(socket(base), "cookies", headers={"Cookie": cookie}) as lee:
+        assert lee.you == "lee"
+        message_id = lee.send("signed in from Python")
+        page = lee.history()
+    stored = [(message["id"], message["user"], message["message"]) for message in page["messages"]]
+    assert stored == [(message_id, "lee", "signed in from Python")]
