@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import jwt
 import pytest
 from conftest import wait_for
-from playwright.sync_api import Browser, Page
+from pages import say, texts
+from playwright.sync_api import Browser, Page, expect
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 
@@ -139,3 +140,22 @@ def test_back_online_or_on_screen_reconnects_at_once(browser: Browser, make_serv
         wait_for(lambda: page.evaluate("welcomes === 2 && client.state === 'connected'"), 10, "the reconnect")
     finally:
         context.close()
+
+
+def test_ten_messages_typed_in_the_page_while_offline_show_once_each(server, open_page) -> None:
+    """Through the page: ten messages typed while disconnected wait with a clock, then show once in both pages."""
+    writer = open_page(server.url, "ten", "writer")
+    reader = open_page(server.url, "ten", "reader")
+    writer.get_by_test_id("toggle").click()
+    expect(writer.get_by_test_id("status")).to_have_text("disconnected")
+    typed = [f"offline {n}" for n in range(10)]
+    for text in typed:
+        say(writer, text)
+    expect(writer.get_by_test_id("sending")).to_have_count(10)
+
+    writer.get_by_test_id("toggle").click()
+    for page in (writer, reader):
+        expect(texts(page)).to_have_text(typed)
+    expect(writer.get_by_test_id("sending")).to_have_count(0)
+    assert writer.evaluate("localStorage.getItem('chat.queue')") == "[]"
+    expect(reader.get_by_test_id("online")).to_have_text("2")
