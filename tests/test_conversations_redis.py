@@ -1,5 +1,5 @@
 """Conversations on two gunicorn workers sharing Redis: removals, bans, mutes, receipts, typing and the offline hook
-reach every worker."""
+reach every worker; and conversations under the gevent worker."""
 
 from __future__ import annotations
 
@@ -123,3 +123,24 @@ def test_the_offline_hook_runs_once_across_workers_and_not_on_a_reload(make_serv
     time.sleep(3)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(c["user"], c["unread"]) for c in calls] == [("ana", {"team": 1})]
+
+
+def test_conversations_under_gevent(make_server, connect):
+    """Under the gevent worker: a DM from both sides, a third user refused, a receipt and typing, a removal."""
+    server = make_server("gevent", CHAT_API_KEY=API_KEY, CHAT_JWT_SECRET=SECRET, CHAT_RATE_LIMIT="off")
+    ana = connect(f"{server.ws_url}?v=3&dm=bo&token={mint('ana')}")
+    bo = connect(f"{server.ws_url}?v=3&dm=ana&token={mint('bo')}")
+    room = ana.welcome()["room"]
+    assert bo.welcome()["room"] == room
+    assert closed_within(connect(f"{server.ws_url}?v=3&room={room}&token={mint('cy')}"), 5) == (4403, "not a member")
+    ana.send(json.dumps({"text": "hi", "cid": "h"}))
+    posted = ana.next_where(lambda e: e["state"] == 5)["id"]
+    bo.send(json.dumps({"type": "read", "id": posted}))
+    bo.send(json.dumps({"type": "typing"}))
+    assert ana.next_where(lambda e: e.get("event") == "read")["user"] == "bo"
+    assert ana.next_where(lambda e: e.get("event") == "typing")["user"] == "bo"
+    call(server, "PUT", "/rooms/team", {"private": True, "members": ["ana"]})
+    member = connect(f"{server.ws_url}?v=3&room=team&token={mint('ana')}")
+    member.welcome()
+    call(server, "DELETE", "/rooms/team/members/ana")
+    assert closed_within(member, 2) == (4403, "removed")
