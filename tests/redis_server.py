@@ -158,7 +158,24 @@ class RedisCluster:
             check=True, capture_output=True, timeout=timeout,
         )
         self.wait_ok(timeout)
+        self.wait_synced(timeout)
         return self
+
+    def wait_synced(self, timeout: float = 30.0) -> None:
+        """Wait until every running replica has its primary's data (a replica that never synced never takes over)."""
+        deadline = time.monotonic() + timeout
+        for node in self.running():
+            while True:
+                client = self.client(node)
+                try:
+                    info = client.info("replication")
+                finally:
+                    client.close()
+                if info["role"] == "master" or info.get("master_link_status") == "up":
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the replica on {node.port} did not sync")
+                time.sleep(0.05)
 
     def client(self, node: RedisServer) -> redis.Redis:
         """Return a plain client of one node (close it after use)."""

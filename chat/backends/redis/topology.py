@@ -24,6 +24,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 
 from . import keys
 
@@ -68,7 +69,7 @@ class Topology:
             self._refreshed = now
         try:
             self._client.nodes_manager.initialize()
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, RedisClusterException, OSError) as exc:
             log.warning("could not read the cluster's slot map: %s", exc)
 
     def reader(self, name: str) -> Any:
