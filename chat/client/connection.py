@@ -16,7 +16,7 @@ import simple_websocket
 from .. import protocol
 from .outbox import Entry, Outbox
 from .room import Room
-from .wire import NO_RETRY, Closed, Socket, get_json
+from .wire import NO_RETRY, Closed, Socket, close_quietly, get_json
 
 BASE_DELAY, MAX_DELAY, STABLE_AFTER = 0.5, 30.0, 10.0
 MIN_SILENCE = 2.0
@@ -109,10 +109,7 @@ class Client:
         with self._lock:
             ws = self._ws
         if ws is not None:
-            try:
-                ws.close()
-            except (simple_websocket.ConnectionClosed, OSError):
-                pass
+            close_quietly(ws)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(self.timeout + 5)
         self._end(Closed(1000, "closed by the client"))
@@ -252,7 +249,7 @@ class Client:
                 # Heartbeats stopped (or the first frame never came): the connection is most likely dead.
                 limit = max(3 * gap, MIN_SILENCE) if gap else self.timeout
                 if now - heard > limit and (gap or not self._welcomed.is_set()):
-                    ws.close()
+                    close_quietly(ws)
                     return 1006, "the server went silent"
                 continue
             heard = now
@@ -269,6 +266,8 @@ class Client:
                 beat = now
                 continue
             self._take(frame)
+        # close() may have come while this socket was still being opened.
+        close_quietly(ws)
         return 1000, "closed by the client"
 
     def _take(self, frame: dict[str, Any]) -> None:

@@ -37,6 +37,14 @@ class Socket(simple_websocket.Client):
             self.sock.settimeout(None)
 
 
+def close_quietly(ws: simple_websocket.Client) -> None:
+    """Close ws, which may be closed already."""
+    try:
+        ws.close()
+    except (simple_websocket.ConnectionClosed, OSError):
+        pass
+
+
 def get_json(url: str, query: dict[str, Any], headers: dict[str, str], timeout: float) -> Any:
     """GET url with query and headers and return its JSON body."""
     address = url + ("?" + urllib.parse.urlencode({key: str(value) for key, value in query.items()}) if query else "")
