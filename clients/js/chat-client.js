@@ -189,6 +189,7 @@ export class ChatClient {
   /** Fetch a page of the room's history: {messages, more}; give before (older) or since (newer), and limit. */
   async history({ before, since, limit } = {}) {
     if (!this.fetch) throw new TypeError("no fetch here: pass one in the options");
+    if (this.room === null) throw new Error("a DM's room is known from its welcome: wait for it");
     const query = [];
     if (limit !== undefined) query.push("limit=" + Number(limit));
     if (before !== undefined && before !== null) query.push("before=" + encodeURIComponent(String(before)));
