@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds the reader waits for a message before it looks whether it must stop.
 POLL = 0.5
+#: Seconds start() waits for the first subscription: what is told meanwhile would not reach this process.
+SUBSCRIBE_WAIT = 2.0
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
 
 
@@ -56,19 +58,29 @@ class ControlReader(threading.Thread):
     ) -> None:
         super().__init__(name="chat-redis-control", daemon=True)
         self.connect, self.on_signout, self.stopping, self.on_control = connect, on_signout, stopping, on_control
+        #: Set once Redis has confirmed the first subscription.
+        self.subscribed = threading.Event()
+
+    def start(self) -> None:
+        """Start reading, and wait (SUBSCRIBE_WAIT at most) until the channel is subscribed."""
+        super().start()
+        self.subscribed.wait(SUBSCRIBE_WAIT)
 
     def run(self) -> None:
         delay = BACKOFF_MIN
         while not self.stopping.is_set():
             pubsub = None
             try:
-                pubsub = self.connect().pubsub(ignore_subscribe_messages=True)
+                pubsub = self.connect().pubsub()
                 pubsub.subscribe(keys.CONTROL)
                 delay = BACKOFF_MIN
                 while not self.stopping.is_set():
                     message = pubsub.get_message(timeout=POLL)
-                    if message is not None and message.get("type") == "message":
+                    kind = None if message is None else message.get("type")
+                    if kind == "message":
                         self._arrived(message["data"])
+                    elif kind == "subscribe":
+                        self.subscribed.set()
             except (redis.RedisError, RedisClusterException, OSError) as exc:
                 log.debug("control channel: %s", exc)
                 self.stopping.wait(delay)
