@@ -291,3 +291,25 @@ def test_no_receipt_in_a_room_past_the_presence_list_limit(chat_server, connect)
     wait_for(lambda: chat.rooms_of("bo")[0]["unread"] == 0, 5, "bo's read to be stored")
     send(bo, {"type": "typing"})
     assert ana.next_where(lambda e: e.get("event") in ("read", "typing"))["event"] == "typing"
+
+
+def test_a_process_started_later_learns_who_is_online_elsewhere(served, connect, clean_redis_url):
+    """Two apps on one Redis: a user on the first leaves the second (started after) with no call; leaving the first
+    calls the hook once."""
+    calls: list[tuple[str, dict]] = []
+    urls = []
+    for _ in range(2):
+        app = Flask("host")
+        app.config.update({"CHAT_JWT_SECRET": SECRET, "CHAT_BACKEND_URL": clean_redis_url, "CHAT_OFFLINE_GRACE": 0.5})
+        Chat(app).on_offline(lambda user, unread: calls.append((user, unread)))
+        urls.append(served.serve(app).replace("http:", "ws:", 1) + "/ws")
+    first = join(connect, urls[0], "ana", "room=hall")
+    later = join(connect, urls[1], "ana", "room=hall")
+    later.close()
+    # An absence that should not be reported can only be seen not to be by waiting: three graces.
+    time.sleep(1.5)
+    assert calls == []
+    first.close()
+    wait_for(lambda: calls, 5, "the offline hook")
+    time.sleep(1)
+    assert [user for user, _ in calls] == ["ana"]

@@ -2,7 +2,9 @@
 
 Each process counts its own connections per user and tells the others
 (``backend.tell``) when a user's first one opens and its last one closes
-here, so each knows which other processes hold the user.  The process where
+here, so each knows which other processes hold the user; a process that
+holds the user answers another's "online" with "here", so one started later
+learns of the connections made before it.  The process where
 the last one closed waits ``grace`` seconds on its thread; if the user is
 still nowhere then, ``backend.once`` makes sure one process alone calls the
 hook, even when two closed the user's last connections together.
@@ -74,15 +76,20 @@ class Offline:
         origin = message.get("origin")
         if origin == self.origin or not isinstance(origin, str):
             return
+        answer = None
         with self._lock:
-            if isinstance(user := message.get("online"), str):
+            if isinstance(user := message.get("online") or message.get("here"), str):
                 self._elsewhere.setdefault(user, set()).add(origin)
+                if "online" in message and user in self._here:
+                    answer = {"here": user, "origin": self.origin}
             elif isinstance(user := message.get("offline"), str):
                 others = self._elsewhere.get(user)
                 if others is not None:
                     others.discard(origin)
                     if not others:
                         del self._elsewhere[user]
+        if answer is not None:
+            self._tell(answer)
 
     def stop(self) -> None:
         """Stop the thread and wait for it."""
