@@ -168,7 +168,7 @@ class Frames:
 
 def replay(args: argparse.Namespace) -> None:
     """Fill a room with escaped history from three guests, then open joiners that never read."""
-    served = Served(args.root, args.kind)
+    served = Served(args.root, args.kind, **dict(item.split("=", 1) for item in args.env))
     try:
         text = b"\x01" * 65536
         senders = [connect(served.port, "/ws?room=attic") for _ in range(3)]
@@ -210,6 +210,7 @@ def _drain(sock: socket.socket) -> None:
 def latency(served: Served, stop: threading.Event, samples: dict[str, list[float]]) -> None:
     """Time /healthz and a chat round trip in another room until stop is set."""
     sock = connect(served.port, "/ws?room=quiet")
+    sock.settimeout(10)
     frames = Frames(sock)
     n = 0
     while not stop.is_set():
@@ -228,7 +229,7 @@ def latency(served: Served, stop: threading.Event, samples: dict[str, list[float
 
 def flood(args: argparse.Namespace) -> None:
     """Send empty text frames flat out while another client times /healthz and a round trip."""
-    served = Served(args.root, args.kind)
+    served = Served(args.root, args.kind, **dict(item.split("=", 1) for item in args.env))
     try:
         samples: dict[str, list[float]] = {"healthz": [], "round trip": []}
         stop = threading.Event()
@@ -248,16 +249,19 @@ def flood(args: argparse.Namespace) -> None:
                 sent += 10_000
         except OSError as exc:
             print(f"the flood's socket failed after {sent} frames: {exc}")
-        sock.settimeout(10)
+        sock.settimeout(2)
         code = None
+        deadline = time.monotonic() + 10
         try:
             frames = Frames(sock)
-            while code is None:
+            # Heartbeats keep coming to a connection left open: look for a close until the deadline.
+            while code is None and time.monotonic() < deadline:
                 opcode, payload = frames.next()
                 if opcode == 0x8:
                     code = struct.unpack("!H", payload[:2])[0]
         except (OSError, ConnectionError):
             pass
+        sock.close()
         time.sleep(1)
         stop.set()
         timer.join()
@@ -276,7 +280,7 @@ def _cpu(pid: int) -> float:
 
 def reconnect(args: argparse.Namespace) -> None:
     """Reconnect ten times, sending 25 messages each time; count what a watcher gets in 2.5 s."""
-    served = Served(args.root, args.kind)
+    served = Served(args.root, args.kind, **dict(item.split("=", 1) for item in args.env))
     try:
         watcher = connect(served.port, "/ws?room=burst")
         watcher.settimeout(0.2)
@@ -312,6 +316,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50)
     parser.add_argument("--frames", type=int, default=250_000)
     parser.add_argument("--opcode", type=int, default=1, help="1 empty text, 9 ping, 10 pong, 0 continuation")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server, repeatable")
     args = parser.parse_args()
     {"replay": replay, "flood": flood, "reconnect": reconnect}[args.attack](args)
 

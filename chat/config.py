@@ -116,6 +116,10 @@ def _retention(text: str) -> tuple[float | None, int | None]:
     return age, count
 
 
+def _optional_text(text: str) -> str | None:
+    return text.strip() or None
+
+
 def _optional_count(text: str) -> int | None:
     if text.strip().lower() in {"", "auto"}:
         return None
@@ -129,6 +133,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "PING_TIMEOUT": _number(float, 0.01),
     "MAX_MESSAGE_BYTES": _number(int, 1),
     "RATE_LIMIT": _rate,
+    "FRAME_RATE": _rate,
+    "HANDSHAKE_RATE": _rate,
     "OUTBOX_LIMIT": _number(int, 1024),
     "REPLAY_BYTES": _number(int, 1024),
     "PAGE_BYTES": _number(int, 1024),
@@ -147,6 +153,10 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "ROOM_EXPIRY": _duration,
     "METRICS_TOKEN": _token,
     "JWT_SECRET": _secret,
+    "JWT_MAX_AGE": _duration,
+    "JWT_ISSUER": _optional_text,
+    "JWT_AUDIENCE": _optional_text,
+    "SIGNOUT_TTL": _duration,
     "ANONYMOUS": _switch,
     "API_KEY": _token,
     "IDEMPOTENCY_TTL": _duration,
@@ -163,6 +173,8 @@ DEFAULTS: dict[str, Any] = {
     "PING_TIMEOUT": 25.0,
     "MAX_MESSAGE_BYTES": 64 * 1024,
     "RATE_LIMIT": (5.0, 20.0),
+    "FRAME_RATE": (100.0, 1000.0),
+    "HANDSHAKE_RATE": (10.0, 100.0),
     "OUTBOX_LIMIT": 1024 * 1024,
     "REPLAY_BYTES": 512 * 1024,
     "PAGE_BYTES": 1024 * 1024,
@@ -181,6 +193,10 @@ DEFAULTS: dict[str, Any] = {
     "ROOM_EXPIRY": 7 * 86400.0,
     "METRICS_TOKEN": None,
     "JWT_SECRET": None,
+    "JWT_MAX_AGE": 30 * 86400.0,
+    "JWT_ISSUER": None,
+    "JWT_AUDIENCE": None,
+    "SIGNOUT_TTL": 30 * 86400.0,
     "ANONYMOUS": True,
     "API_KEY": None,
     "IDEMPOTENCY_TTL": 86400.0,

@@ -17,6 +17,8 @@ from prometheus_client import (
 )
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Close codes counted by their number: the standard ones and the chat's own; a client's other choices are "other".
+CODES = frozenset((*range(1000, 1016), 4401, 4403))
 #: Upper bounds of the room size bands, in local connections.
 BANDS = (1, 10, 100, 1000)
 
@@ -93,8 +95,8 @@ class Metrics:
         self.repairs.labels(reason).inc()
 
     def closed(self, code: int) -> None:
-        """Count a connection closed with code."""
-        self.closes.labels(str(code)).inc()
+        """Count a connection closed with code (a code outside CODES as "other", so clients cannot add series)."""
+        self.closes.labels(str(code) if code in CODES else "other").inc()
 
     def render(self) -> bytes:
         """Return the metrics in Prometheus text format."""

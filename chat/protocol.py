@@ -10,6 +10,8 @@ from functools import cached_property
 from json import dumps, loads
 from json.encoder import encode_basestring as _quote
 
+from .text import hidden, nfkc
+
 HEARTBEAT = b'{"state":1,"message":"\xe5\xbf\x83\xe8\xb7\xb3"}'
 ROOM_PATTERN = re.compile(r"[a-z0-9_-]{1,32}")
 DEFAULT_ROOM = "lobby"
@@ -32,16 +34,14 @@ def room(text: str | None) -> str:
 
 
 def name(text: str | None) -> str:
-    """Return the display name given by text, or a random guest name."""
-    if text is None:
-        return "guest-" + secrets.token_hex(2)
-    trimmed = text.strip()
+    """Return the display name given by text (NFKC-normalised), or a random guest name."""
+    trimmed = nfkc(text or "").strip()
     if not trimmed:
         return "guest-" + secrets.token_hex(2)
     if len(trimmed) > MAX_NAME_LENGTH:
         raise ProtocolError(f"name must be at most {MAX_NAME_LENGTH} characters")
-    if not trimmed.isprintable():
-        raise ProtocolError("name must not contain control characters")
+    if not trimmed.isprintable() or hidden(trimmed):
+        raise ProtocolError("name must not contain control or invisible characters, or stacked combining marks")
     return trimmed
 
 
@@ -115,7 +115,7 @@ def client_frame(text: str, version: int) -> Frame:
         return Frame(text=text)
     try:
         body = loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return Frame(text=text)
     if type(body) is not dict:
         return Frame(text=text)
@@ -171,7 +171,7 @@ def client_message(frame: str) -> tuple[str, str | None]:
         return frame, None
     try:
         body = loads(frame)
-    except ValueError:
+    except (ValueError, RecursionError):
         return frame, None
     if type(body) is not dict or body.keys() != {"text", "cid"}:
         return frame, None

@@ -39,17 +39,23 @@ def handshake(port: int, path: str, rcvbuf: int | None = None, headers: str = ""
 class Crowd:
     """Open many clients, read them all from one selector, and tally frames and close codes."""
 
-    def __init__(self, port: int, path: str = "/ws", count: int = 100, keep: Callable[[dict], bool] | None = None
-                 ) -> None:
+    def __init__(self, port: int, path: str = "/ws", count: int = 100, keep: Callable[[dict], bool] | None = None,
+                 headers: Callable[[int], str] | None = None) -> None:
         """Open count clients; {n} in path becomes each client's number, {group} that number modulo 100.
 
-        Each member counts its frames by state; the events keep accepts are kept in its frames.
+        Each member counts its frames by state; the events keep accepts are kept in its frames.  headers(n)
+        gives client n's extra header lines, if given.
         """
         self.keep = keep
-        self.members = [handshake(port, path.format(n=number, group=number % 100)) for number in range(count)]
+        self.members = [
+            handshake(port, path.format(n=number, group=number % 100), headers=headers(number) if headers else "")
+            for number in range(count)
+        ]
         self.selector = selectors.DefaultSelector()
         for member in self.members:
             self.selector.register(member.sock, selectors.EVENT_READ, member)
+            # What came with the 101 (a refusal's close frame) is read before the socket's end is.
+            self._parse(member)
 
     def pump(self, seconds: float, until=None) -> None:
         """Read for up to seconds, or until until() is true."""

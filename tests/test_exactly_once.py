@@ -8,6 +8,10 @@ from wsclient import cid_frame as frame
 MARK = "end of test"
 
 
+#: The sender key a guest keeps across reconnects, so that its resent client ids are its own.
+KEY = "guest-key-0123456789abcdef"
+
+
 def room_sees(listener: Client, marker_from: Client) -> list[dict]:
     """Send a marker from marker_from and return every chat message listener got before it."""
     marker_from.send(MARK)
@@ -29,7 +33,7 @@ def cut_and_resend(first_url: str, second_url: str, connect) -> None:
     """Send 20 of 40 with cids on first_url, cut TCP, resend the unacked ones and the rest on second_url: once each."""
     listener = connect(first_url + "?room=once")
     listener.welcome()
-    sender = connect(first_url + "?room=once&v=2")
+    sender = connect(first_url + f"?room=once&v=2&key={KEY}")
     sender.welcome()
     cids = [f"cid-{n}" for n in range(40)]
     acks: dict[str, list[str]] = {}
@@ -41,7 +45,7 @@ def cut_and_resend(first_url: str, second_url: str, connect) -> None:
         sender.send(frame(f"message {n}", cid))
     sender.drop()
     since = max(int(ids[0]) for ids in acks.values())
-    resumed = connect(f"{second_url}?room=once&v=2&since={since}")
+    resumed = connect(f"{second_url}?room=once&v=2&key={KEY}&since={since}")
     resumed.welcome()
     unacked = [n for n, cid in enumerate(cids[:20]) if cid not in acks]
     assert len(unacked) == 15
@@ -70,7 +74,7 @@ def test_the_resend_on_another_worker_is_delivered_once(make_server, connect, cl
 def test_a_cid_sent_before_a_restart_is_acked_with_its_first_id(make_server, connect):
     """A resend after the server restarted is not delivered again: the ack names the id it was first stored under."""
     server = make_server(CHAT_RATE_LIMIT="off")
-    sender = connect(server.ws_url + "?room=again&v=2")
+    sender = connect(server.ws_url + f"?room=again&v=2&key={KEY}")
     sender.welcome()
     sender.send(frame("only once", "restart-1"))
     first = sender.next_where(lambda e: e["state"] == 5)
@@ -79,7 +83,7 @@ def test_a_cid_sent_before_a_restart_is_acked_with_its_first_id(make_server, con
     listener = connect(server.ws_url + "?room=again")
     listener.welcome()
     assert [e["message"] for e in listener.chats(1)] == ["only once"]
-    again = connect(server.ws_url + f"?room=again&v=2&since={first['id']}")
+    again = connect(server.ws_url + f"?room=again&v=2&key={KEY}&since={first['id']}")
     again.welcome()
     again.send(frame("only once", "restart-1"))
     assert again.next_where(lambda e: e["state"] == 5) == first

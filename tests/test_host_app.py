@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import http.cookiejar
+import os
+import re
+import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from conftest import Closed
+from conftest import PYTHON, ROOT, Closed
 from served import under_gunicorn
 
 from chat.client import Client as ChatClient
@@ -21,11 +25,19 @@ def host() -> Iterator[tuple[str, object]]:
         yield served
 
 
+def form_token(opener: urllib.request.OpenerDirector, base: str) -> str:
+    """Open the host's page and return the CSRF token its forms carry."""
+    with opener.open(base + "/", timeout=5) as response:
+        found = re.search(r'name="csrf" value="([^"]+)"', response.read().decode())
+    assert found, "the page's forms carry no CSRF token"
+    return found[1]
+
+
 def sign_in(base: str, user: str) -> str:
-    """Sign in through the host's form and return the session cookie."""
+    """Sign in through the host's form (with its CSRF token) and return the session cookie."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    form = urllib.parse.urlencode({"user": user}).encode()
+    form = urllib.parse.urlencode({"user": user, "csrf": form_token(opener, base)}).encode()
     with opener.open(f"{base}/login", data=form, timeout=5) as response:
         assert response.url.endswith("/chat/")
     return "; ".join(f"{cookie.name}={cookie.value}" for cookie in jar)
@@ -66,7 +78,11 @@ def test_sign_out_closes_the_socket_and_the_next_handshake_is_refused(host, conn
     client.welcome()
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    opener.open(urllib.request.Request(f"{base}/logout", method="POST", headers={"Cookie": cookie}), timeout=5)
+    token = re.search(r'name="csrf" value="([^"]+)"', page(base, cookie))[1]
+    opener.open(urllib.request.Request(
+        f"{base}/logout", data=urllib.parse.urlencode({"csrf": token}).encode(), method="POST",
+        headers={"Cookie": cookie},
+    ), timeout=5)
     with pytest.raises(Closed) as closed:
         client.next_where(lambda e: False)
     assert (closed.value.code, closed.value.reason) == (1008, "signed out")
@@ -96,3 +112,50 @@ def test_the_python_client_chats_with_the_host_s_session_cookie(host):
         page = lee.history()
     stored = [(message["id"], message["user"], message["message"]) for message in page["messages"]]
     assert stored == [(message_id, "lee", "signed in from Python")]
+
+
+def page(base: str, cookie: str) -> str:
+    """Return the host's page as the holder of cookie sees it."""
+    request = urllib.request.Request(base + "/", headers={"Cookie": cookie})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.read().decode()
+
+
+def test_a_cookie_copied_before_logout_is_dead_after_it(host, connect):
+    """Signing out ends the session everywhere: a copy of the cookie taken before is signed out too."""
+    base, _ = host
+    cookie = sign_in(base, "lou")
+    token = re.search(r'name="csrf" value="([^"]+)"', page(base, cookie))[1]
+    logout = urllib.request.Request(
+        f"{base}/logout", data=urllib.parse.urlencode({"csrf": token}).encode(), method="POST",
+        headers={"Cookie": cookie},
+    )
+    urllib.request.urlopen(logout, timeout=5).close()
+    assert "login-name" in page(base, cookie)
+    with pytest.raises(Closed) as refused:
+        connect(socket(base, "?room=copied"), cookie=cookie).next()
+    assert refused.value.code == 4401
+
+
+def test_login_without_the_forms_csrf_token_is_refused(host):
+    """A cross-site form post to /login (no CSRF token) is refused with 400 and signs nobody in."""
+    base, _ = host
+    form = urllib.parse.urlencode({"user": "mallory"}).encode()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/login", data=form, timeout=5)
+    assert refused.value.code == 400 and "Set-Cookie" not in refused.value.headers
+
+
+@pytest.mark.parametrize(("env", "starts"), [
+    ({}, False), ({"FLASK_DEBUG": "1"}, True), ({"SECRET_KEY": "k" * 32}, True),
+])
+def test_the_example_refuses_to_start_without_a_secret_key(env, starts):
+    """Outside debug mode the example will not run with a known secret: without SECRET_KEY it stops with why."""
+    environ = {key: value for key, value in os.environ.items() if key not in ("SECRET_KEY", "FLASK_DEBUG")}
+    result = subprocess.run(
+        [PYTHON, "-c", "import examples.host_app"], cwd=ROOT, env={**environ, **env}, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert (result.returncode == 0) == starts, result.stderr
+    if not starts:
+        assert "SECRET_KEY" in result.stderr

@@ -85,7 +85,7 @@ class Fanout:
         deadline = time.monotonic() + timeout
         while not done.wait(0.5):
             if not thread.is_alive() or time.monotonic() > deadline:
-                log.error("the fan-out thread did not release the socket of %s", conn.remote)
+                log.error("the fan-out thread did not release the socket of %r", conn.remote)
                 return False
         return True
 
@@ -244,11 +244,11 @@ class Fanout:
 
     def _failed(self, conn: Connection) -> None:
         """Log the exception being handled and close conn with 1011."""
-        log.exception("fan-out to %s failed: closing it", conn.remote)
+        log.exception("fan-out to %r failed: closing it", conn.remote)
         try:
             conn.close(1011, "internal error")
         except Exception:
-            log.exception("closing %s failed", conn.remote)
+            log.exception("closing %r failed", conn.remote)
 
     def _register(self, selector: selectors.BaseSelector, conn: Connection) -> None:
         fd = conn.fd

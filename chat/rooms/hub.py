@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING, Any
 from .. import protocol
 from ..backends import Backend, Unavailable
 from ..fanout.thread import Fanout
-from ..socket.connection import POLICY, Connection
+from ..socket.budget import Buckets
+from ..socket.connection import POLICY, TRY_AGAIN, Connection
 from ..store import NoStore, Store, history
+from ..text import same_name
 from . import replay as replays
 from .changes import KINDS, Changer
 from .conversations import Conversations
 from .offline import Gone
 from .sending import Moderate, Sender
+from .signouts import SignOuts
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -55,6 +58,11 @@ class Hub:
         #: Bytes a join's replay may take: it counts against the outbox limit, so a reader is never closed by it.
         self._replay_bytes = min(settings["REPLAY_BYTES"], settings["OUTBOX_LIMIT"])
         self.limit: int = settings["MAX_CONNECTIONS"] or 1000
+        rate, handshakes = settings["RATE_LIMIT"], settings["HANDSHAKE_RATE"]
+        #: Each sender's messages (a user's, a guest address's), across its connections and reconnects.
+        self.messages = Buckets(*rate) if rate else None
+        self._handshakes = Buckets(*handshakes) if handshakes else None
+        self.signouts = SignOuts(settings["SIGNOUT_TTL"])
         self.fanout = Fanout(
             self.members, self.occupied, stats, settings["PRESENCE_INTERVAL"], settings["PRESENCE_LIST_LIMIT"],
         )
@@ -72,6 +80,12 @@ class Hub:
         self._started = False
 
     # Admission, from connection threads.
+
+    def handshake(self, address: str) -> tuple[int, str] | None:
+        """Count a handshake from address, or return the close code and reason to refuse one too many."""
+        if self._handshakes is None or self._handshakes.take(address)[0]:
+            return None
+        return TRY_AGAIN, "too many connections from your address, try again later"
 
     def admit(self, address: str) -> tuple[int, str] | None:
         """Reserve a place for a new connection, or return the close code and reason to refuse it."""
@@ -121,6 +135,12 @@ class Hub:
         if refused:
             conn.close(GOING_AWAY, "server is shutting down")
             return False
+        if conn.user is None and any(
+            other.user is not None and same_name(other.name, conn.name) for other in self.members(room)
+        ):
+            self._remove(conn)
+            conn.close(POLICY, "that name belongs to a signed-in user here: choose another")
+            return False
         try:
             # Again once in the room: a removal or ban told meanwhile either shows here or finds conn in the room.
             if self._refused(conn):
@@ -168,7 +188,7 @@ class Hub:
             try:
                 self.backend.exit(conn.room, conn.member)
             except Unavailable:
-                log.warning("backend unavailable: %s of %s leaves no trace in %s", conn.name, conn.remote, conn.room)
+                log.warning("backend unavailable: %r of %r leaves no trace in %s", conn.name, conn.remote, conn.room)
 
     def _remove(self, conn: Connection) -> None:
         with self._lock:
@@ -208,7 +228,8 @@ class Hub:
         return closed
 
     def disconnect_local(self, user_id: str) -> int:
-        """Close this process's connections of user_id with 1008 "signed out"; return how many."""
+        """Close user_id's connections here with 1008 "signed out", and refuse its older tokens; return how many."""
+        self.signouts.record(user_id)
         mine = [conn for conn in self.connections() if conn.user == user_id]
         for conn in mine:
             conn.close(POLICY, "signed out")

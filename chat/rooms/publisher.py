@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from .. import backends, config, protocol, store
 from ..backends import Backend, Unavailable
 from ..store import NoStore, Store, Stored
+from ..text import scalar
 
 #: The name a message published through an API goes out under when none is given.
 DEFAULT_NAME = "system"
@@ -48,13 +49,15 @@ def check(settings: Mapping[str, Any], room: Any, text: Any, name: Any = None, u
     room = protocol.room(room)
     if not isinstance(text, str) or protocol.is_blank(text):
         raise protocol.ProtocolError("message must be a non-empty string")
+    if not scalar(text):
+        raise protocol.ProtocolError("message must be valid Unicode text")
     limit = settings["MAX_MESSAGE_BYTES"]
     if len(text.encode()) > limit:
         raise TooBig(f"message over {limit} bytes")
     if name is not None and not isinstance(name, str):
         raise protocol.ProtocolError("name must be a string")
-    if user is not None and (not isinstance(user, str) or not user):
-        raise protocol.ProtocolError("user must be a non-empty string")
+    if user is not None and (not isinstance(user, str) or not user or not scalar(user)):
+        raise protocol.ProtocolError("user must be a non-empty string of Unicode text")
     sender = protocol.name(name) if name is not None and name.strip() else DEFAULT_NAME
     return room, sender, text, user
 

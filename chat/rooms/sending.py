@@ -54,8 +54,10 @@ class Sender:
         vet = None if self._moderate is None else partial(self._moderate, conn)
         on_stored = None if cid is None else lambda stored: conn.send(protocol.ack(cid, stored.id))
         try:
+            # A client id is its sender's: another sender's same id is another message.
+            claim = None if cid is None else f"{conn.scope} {cid}"
             posted = publisher.send(
-                self._backend, self._store, conn.room, conn.name, text, conn.user, cid, vet, on_stored, reply_to,
+                self._backend, self._store, conn.room, conn.name, text, conn.user, claim, vet, on_stored, reply_to,
             )
         except Unavailable as exc:
             conn.send(protocol.notice("unavailable", exc.notice, cid))

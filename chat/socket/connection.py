@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from wsproto.connection import Connection as Protocol
@@ -42,8 +43,9 @@ class Connection:
     """Deliver frames to one client in order, without ever blocking the caller."""
 
     __slots__ = (
-        "sock", "native", "fd", "ws", "room", "name", "user", "remote", "member", "started", "compress", "version",
-        "lock", "life", "outbox", "gate", "_on_backlog", "_on_closing", "_count", "_slow_wait", "__weakref__",
+        "sock", "native", "fd", "ws", "room", "name", "user", "remote", "member", "scope", "started", "compress",
+        "version", "lock", "life", "outbox", "gate", "_on_backlog", "_on_closing", "_count", "_slow_wait",
+        "__weakref__",
     )
 
     def __init__(
@@ -58,8 +60,7 @@ class Connection:
         on_backlog: Notify,
         on_closing: Notify,
         count: Callable[[str], None],
-        user: str | None = None,
-        version: int = 1,
+        user: str | None = None, version: int = 1, scope: str | None = None,
     ) -> None:
         self.sock = sock
         self.native = wire.native(sock)
@@ -73,6 +74,8 @@ class Connection:
         self.version = version
         self.remote = remote
         self.member = secrets.token_hex(8)
+        #: Whose client ids this connection's are: its user's, a guest's key's, or (by default) its own.
+        self.scope = scope or f"m:{self.member}"
         self.started = time.monotonic()
         self.compress = wire.compressed(ws)
         self.lock = threading.Lock()
@@ -251,7 +254,6 @@ class Connection:
             if self.compress:
                 parts = [self._frame_locked(payload) for payload in payloads]
             else:
-                # Each payload goes out as it is, shared with every other joiner that is sent it.
                 parts = [part for payload in payloads for part in (wire.text_head(len(payload)), payload)]
             started = self._written_locked(self.outbox.write_parts(parts))
             encode = self._frame_locked if self.compress else None
@@ -294,7 +296,5 @@ class Connection:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass

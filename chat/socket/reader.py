@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +20,9 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError
 
 from .. import protocol
+from ..text import scalar
 from . import wire
+from .budget import Bucket, Buckets
 from .connection import INTERNAL, POLICY, TOO_BIG, UNSUPPORTED, Connection
 from .lifecycle import State
 
@@ -31,8 +32,8 @@ RECEIVE_BYTES = 65536
 #: A compressed read can inflate a thousandfold before its size is checked,
 #: so compressed connections read in small steps.
 COMPRESSED_RECEIVE_BYTES = 1024
-#: Seconds of drops over which a flood is judged.
-FLOOD_WINDOW = 10
+#: Most frames one message may come in.
+MAX_FRAGMENTS = 256
 
 #: on_text(conn, text) for a message as typed, on_text(conn, text, cid) for a v2 message with its client id.
 Text = Callable[..., None]
@@ -40,50 +41,17 @@ Text = Callable[..., None]
 OnFrame = Callable[[Connection, protocol.Frame], None]
 
 
-class Bucket:
-    """A token bucket: rate tokens a second, at most burst at once."""
-
-    __slots__ = ("rate", "burst", "tokens", "refilled", "drops", "warned")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst, self.tokens = rate, burst, burst
-        self.refilled = time.monotonic()
-        self.drops: deque[float] | None = None
-        self.warned = False
-
-    def take(self) -> bool:
-        """Take a token if there is one."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate)
-        self.refilled = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            self.warned = False
-            return True
-        drops = self.drops
-        if drops is None:
-            drops = self.drops = deque()
-        drops.append(now)
-        while drops and drops[0] < now - FLOOD_WINDOW:
-            drops.popleft()
-        return False
-
-    def flooding(self) -> bool:
-        """Tell whether the drops of the last window pass five times the rate."""
-        return self.drops is not None and len(self.drops) > self.rate * FLOOD_WINDOW * 5
-
-
 class Reader:
     """Read one connection's frames and keep its timers until it ends."""
 
     __slots__ = (
         "conn", "settings", "on_text", "on_frame", "count", "max_bytes", "size", "fragments", "fragment_bytes",
-        "bucket",
+        "messages", "key", "frames", "warned",
     )
 
     def __init__(
         self, conn: Connection, settings: dict[str, Any], on_text: Text, count: Callable[[str], None],
-        on_frame: OnFrame | None = None,
+        on_frame: OnFrame | None = None, messages: Buckets | None = None,
     ):
         self.conn = conn
         self.settings = settings
@@ -94,8 +62,14 @@ class Reader:
         self.size = COMPRESSED_RECEIVE_BYTES if conn.compress else RECEIVE_BYTES
         self.fragments: list[str] | None = None
         self.fragment_bytes = 0
-        rate = settings["RATE_LIMIT"]
-        self.bucket = Bucket(*rate) if rate else None
+        #: The message buckets of every sender, shared by its connections: its user's, or a guest's address's.
+        self.messages = messages
+        self.key = f"u:{conn.user}" if conn.user is not None else f"a:{conn.remote}"
+        # CHAT_RATE_LIMIT=off (benchmarks, trusted clients) turns the frame budget off too.
+        frames = settings["FRAME_RATE"] if settings["RATE_LIMIT"] else None
+        #: Every frame but a close costs one of these: empty ones, pings, pongs and fragments too.
+        self.frames = Bucket(*frames) if frames else None
+        self.warned = False
 
     def serve(self) -> None:
         """Read and answer the client until the connection ends."""
@@ -104,6 +78,7 @@ class Reader:
         heartbeat = settings["HEARTBEAT_INTERVAL"]
         ping_every, ping_timeout = settings["PING_INTERVAL"], settings["PING_TIMEOUT"]
         receive = wire.receiver(conn.sock, self.size).receive
+        pause = _pause(conn.sock)
         now = time.monotonic()
         next_beat, next_ping, pong_due = now + heartbeat, now + ping_every, 0.0
         while True:
@@ -116,6 +91,9 @@ class Reader:
                 pong_due = 0.0
                 if not self._receive(data):
                     return
+                if pause is not None:
+                    # A gevent socket with data waiting never yields: let the other greenlets run between chunks.
+                    pause()
             now = time.monotonic()
             if life.state is State.DONE:
                 return
@@ -124,7 +102,7 @@ class Reader:
                     return
                 continue
             if pong_due and now >= pong_due:
-                log.info("no pong from %s in %s s", conn.remote, ping_timeout)
+                log.info("no pong from %r in %s s", conn.remote, ping_timeout)
                 conn.close(INTERNAL, "ping timeout")
                 return
             if now >= next_beat:
@@ -157,6 +135,14 @@ class Reader:
 
     def _handle(self, event: object) -> bool:
         conn = self.conn
+        frames = self.frames
+        if (
+            frames is not None and not isinstance(event, CloseConnection)
+            and getattr(event, "frame_finished", True) and not frames.take()
+        ):
+            self.count("frame_floods")
+            conn.close(POLICY, "too many frames")
+            return False
         if isinstance(event, TextMessage):
             if conn.life.live:
                 self._text(event)
@@ -184,6 +170,9 @@ class Reader:
             if self.fragments is None:
                 self.fragments = []
             self.fragments.append(data)
+            if len(self.fragments) > MAX_FRAGMENTS:
+                self.fragments = None
+                self.conn.close(POLICY, f"a message in over {MAX_FRAGMENTS} frames")
             return
         if self.fragments is not None:
             self.fragments.append(data)
@@ -196,22 +185,28 @@ class Reader:
             self.conn.send(protocol.notice("invalid", str(exc), exc.cid))
             return
         cid = frame.cid
+        if not scalar(frame.text):
+            self.conn.send(protocol.notice("invalid", "the text is not valid Unicode text", cid))
+            return
         if frame.type == "message" and protocol.is_blank(frame.text):
             if cid is not None:
                 self.conn.send(protocol.notice("empty", "an empty message is not sent", cid))
             return
-        bucket = self.bucket
+        messages = self.messages
         # Typing is throttled per sender where it is handled, so it takes no token from the sender's messages.
-        if bucket is not None and frame.type != "typing" and not bucket.take():
-            self.count("rate_limited")
-            if bucket.flooding():
-                self.conn.close(POLICY, "too many messages")
-            elif cid is not None or not bucket.warned:
-                # A v2 sender hears of each message dropped, so that it can send it again later.
-                bucket.warned = True
-                text = f"slow down: at most {bucket.rate:g} messages per second"
-                self.conn.send(protocol.notice("rate_limited", text, cid))
-            return
+        if messages is not None and frame.type != "typing":
+            taken, flooding = messages.take(self.key)
+            if not taken:
+                self.count("rate_limited")
+                if flooding:
+                    self.conn.close(POLICY, "too many messages")
+                elif cid is not None or not self.warned:
+                    # A v2 sender hears of each message dropped, so that it can send it again later.
+                    self.warned = True
+                    text = f"slow down: at most {messages.rate:g} messages per second"
+                    self.conn.send(protocol.notice("rate_limited", text, cid))
+                return
+            self.warned = False
         if frame.type != "message" or frame.reply_to is not None:
             if self.on_frame is None:
                 self.conn.send(protocol.notice("invalid", f"{frame.type} frames are not taken here", cid))
@@ -221,3 +216,12 @@ class Reader:
             self.on_text(self.conn, frame.text)
         else:
             self.on_text(self.conn, frame.text, cid)
+
+
+def _pause(sock: Any) -> Callable[[], None] | None:
+    """Return what yields to the other greenlets under gevent, or None for an OS thread."""
+    if not wire.cooperative(sock):
+        return None
+    import gevent
+
+    return lambda: gevent.sleep(0)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import weakref
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
 
 from .. import protocol
 from ..backends import Unavailable
@@ -62,7 +64,10 @@ def post_message(room: str) -> tuple[Response, int]:
     limit = request.max_content_length = chat.settings["MAX_MESSAGE_BYTES"] * JSON_OVERHEAD + JSON_SLACK
     if (request.content_length or 0) > limit:
         abort(413, description=f"the body is too large: over {limit} bytes")
-    body = request.get_json(force=True, silent=True)
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:
+        abort(400, description="the body is nested too deeply")
     if not isinstance(body, dict):
         abort(400, description='the body must be a JSON object such as {"message": "hello", "name": "ci"}')
     asked = (body.get("message"), body.get("name"), body.get("user"))
@@ -163,3 +168,25 @@ def _require_reader(chat: Mount, room: str) -> None:
     refusal = chat.hub.conversations.membership.refusal(room, None if who is None else who.id)
     if refusal is not None:
         abort(refusal[0] - 4000, description=refusal[1])
+
+
+#: Per app, the API's own rules, for telling which methods a path takes.
+_rules: weakref.WeakKeyDictionary[Flask, Map] = weakref.WeakKeyDictionary()
+
+
+@bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def unrouted(rest: str) -> tuple[Response, int]:
+    """Answer a path or method the API does not take with 404 or 405 in JSON, as its other errors are."""
+    app = current_app._get_current_object()
+    rules = _rules.get(app)
+    if rules is None:
+        rules = _rules[app] = Map([
+            Rule(rule.rule, methods=rule.methods, endpoint=rule.endpoint) for rule in app.url_map.iter_rules()
+            if rule.endpoint.startswith(f"{bp.name}.") and rule.endpoint != request.endpoint
+        ])
+    allowed = sorted(set(rules.bind("").allowed_methods(request.path)) - {"HEAD", "OPTIONS"})
+    if not allowed:
+        return jsonify(error="no such API path"), 404
+    response = jsonify(error=f"method {request.method} is not allowed here: use {' or '.join(allowed)}")
+    response.headers["Allow"] = ", ".join(allowed)
+    return response, 405

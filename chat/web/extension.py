@@ -126,7 +126,7 @@ class Chat:
             with app.app_context():
                 result = hook(identity.Identity(conn.user, conn.name), conn.room, text)
         except Exception:
-            log.exception("on_message failed: a message in %s from %s was dropped", conn.room, conn.remote)
+            log.exception("on_message failed: a message in %s from %r was dropped", conn.room, conn.remote)
             return None
         if result is not None and (not isinstance(result, str) or protocol.is_blank(result)):
             log.error("on_message returned %r, not a non-empty text: the message was dropped", type(result).__name__)

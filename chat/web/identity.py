@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
+from urllib.parse import unquote_plus
 
 import jwt
 
 from .. import protocol
 
 UNAUTHENTICATED, FORBIDDEN = 4401, 4403
-_TOKEN = re.compile(r"(token=)[^&\s\"']+")
+#: A query parameter in a request line: its name (however it is percent-encoded) and its value.
+_PARAMETER = re.compile(r"([?&;])([^=&;\s\"']*)=([^&;\s\"']*)")
 
 Identify = Callable[[], Any]
 
@@ -23,6 +27,8 @@ class Identity(NamedTuple):
     id: str | None
     name: str
     rooms: frozenset[str] | None = None
+    #: For an identity from a token: when the token was issued (its iat, 0 without one); None otherwise.
+    issued: float | None = None
 
     def may_join(self, room: str) -> bool:
         """Tell whether this identity may join room."""
@@ -42,12 +48,12 @@ class Refusal(Exception):
         return self.code - 4000
 
 
-def resolve(token: str | None, identify: Identify, secret: str | None) -> Identity | None:
+def resolve(token: str | None, identify: Identify, settings: Mapping[str, Any]) -> Identity | None:
     """Return the identity a signed token gives, else the one the host's callback gives, else None."""
     if token is not None:
-        if secret is None:
+        if settings["JWT_SECRET"] is None:
             raise Refusal(UNAUTHENTICATED, "tokens are not accepted here (CHAT_JWT_SECRET is not set)")
-        return from_token(token, secret)
+        return from_token(token, settings)
     return from_callback(identify())
 
 
@@ -61,18 +67,39 @@ def authorize(identity: Identity | None, room: str, anonymous: bool) -> None:
         raise Refusal(FORBIDDEN, f"room {room} is not allowed for you")
 
 
-def from_token(token: str, secret: str) -> Identity:
-    """Return the identity in a token signed with secret, or raise Refusal."""
+def from_token(token: str, settings: Mapping[str, Any]) -> Identity:
+    """Return the identity in a token signed with CHAT_JWT_SECRET, or raise Refusal.
+
+    exp must be a number at most CHAT_JWT_MAX_AGE ahead; rooms, when present, a list; iss and aud must be
+    CHAT_JWT_ISSUER and CHAT_JWT_AUDIENCE when those are set.
+    """
+    issuer, audience = settings["JWT_ISSUER"], settings["JWT_AUDIENCE"]
+    required = ["sub", "exp", *(["iss"] if issuer else []), *(["aud"] if audience else [])]
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]})
+        claims = jwt.decode(
+            token, settings["JWT_SECRET"], algorithms=["HS256"], options={"require": required},
+            issuer=issuer, audience=audience,
+        )
     except jwt.ExpiredSignatureError:
         raise Refusal(UNAUTHENTICATED, "token expired") from None
     except jwt.InvalidTokenError as exc:
         raise Refusal(UNAUTHENTICATED, f"invalid token: {exc}") from None
+    exp, issued = claims["exp"], claims.get("iat", 0)
+    if not _number(exp) or exp - time.time() > settings["JWT_MAX_AGE"]:
+        raise Refusal(UNAUTHENTICATED, "invalid token: exp must be a number at most CHAT_JWT_MAX_AGE ahead")
+    if not _number(issued):
+        raise Refusal(UNAUTHENTICATED, "invalid token: iat must be a number")
+    if "rooms" in claims and not isinstance(claims["rooms"], list):
+        raise Refusal(UNAUTHENTICATED, "invalid token: rooms must be a list of room names")
     try:
-        return _identity(claims["sub"], claims.get("name", claims["sub"]), claims.get("rooms"))
+        found = _identity(claims["sub"], claims.get("name", claims["sub"]), claims.get("rooms"))
     except (protocol.ProtocolError, TypeError) as exc:
         raise Refusal(UNAUTHENTICATED, f"invalid token: {exc}") from None
+    return found._replace(issued=float(issued))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def from_callback(result: Any) -> Identity | None:
@@ -105,9 +132,18 @@ class Redact(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "token=" in message:
-            record.msg, record.args = _TOKEN.sub(r"\1[redacted]", message), None
+        if "=" in message:
+            redacted = _PARAMETER.sub(_redact, message)
+            if redacted != message:
+                record.msg, record.args = redacted, None
         return True
+
+
+def _redact(match: re.Match[str]) -> str:
+    """Return a query parameter as logged: its value hidden when its name, decoded as Flask decodes it, is token."""
+    if unquote_plus(match[2]).strip().lower() != "token":
+        return match[0]
+    return f"{match[1]}{match[2]}=[redacted]"
 
 
 def redact_request_logs() -> None:

@@ -42,7 +42,7 @@ class Mount:
 
     def identity(self, token: str | None = None) -> identity.Identity | None:
         """Return who the current request is, from token if given, else from the host's callback."""
-        return identity.resolve(token, self._identify, self.settings["JWT_SECRET"])
+        return identity.resolve(token, self._identify, self.settings)
 
     def publish(
         self, room: str, text: str, name: str | None = None, user: str | None = None, cid: str | None = None,

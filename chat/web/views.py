@@ -51,13 +51,23 @@ def metrics() -> Response:
     token = chat.settings["METRICS_TOKEN"]
     if token is None:
         abort(404, description="metrics are off: set CHAT_METRICS_TOKEN and scrape with that bearer token")
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    if not _holds(token):
         response = jsonify(error="metrics need Authorization: Bearer <CHAT_METRICS_TOKEN>")
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     return Response(chat.metrics.render(), content_type=CONTENT_TYPE)
+
+
+def _holds(token: str) -> bool:
+    """Tell whether the request's Authorization gives token: as a bearer token, or a basic password, any case."""
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    scheme, credentials = scheme.lower(), credentials.strip()
+    if scheme == "basic" and request.authorization is not None:
+        credentials = request.authorization.password or ""
+    elif scheme != "bearer":
+        return False
+    return hmac.compare_digest(credentials.encode(), token.encode())
 
 
 @page.after_request

@@ -9,6 +9,7 @@ thread.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import select
 import socket
@@ -26,6 +27,7 @@ from ..backends import Unavailable
 from ..socket import wire
 from ..socket.connection import CLOSE_WAIT, INTERNAL, POLICY, TRY_AGAIN, Connection
 from ..socket.reader import Reader
+from ..text import sender_key as sender_key_ok
 from . import identity
 from .mount import Mount, state
 
@@ -67,7 +69,7 @@ def check_handshake() -> None:
         abort(400, description="a WebSocket handshake needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13")
     origin = request.headers.get("Origin")
     if origin is not None and not origin_allowed(origin, request.scheme, request.headers, settings):
-        log.info("refused origin %s from %s", origin, remote_address(request.headers, request.remote_addr, settings))
+        log.info("refused origin %r from %r", origin, remote_address(request.headers, request.remote_addr, settings))
         abort(403, description=f"origin {origin} is not allowed")
     if not settings["COMPRESSION"]:
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
@@ -127,10 +129,21 @@ def admit(
     Returns None once the client has been refused.
     """
     settings = chat.settings
+    refusal = chat.hub.handshake(address)
+    if refusal is not None:
+        log.info("refused %r: %s", address, refusal[1])
+        chat.metrics.count("handshakes_refused")
+        refuse(chat, raw, *refusal)
+        return None
     try:
         since = protocol.since(args.get("since"))
         version = protocol.version(args.get("v"))
+        key = args.get("key") or None
+        if key is not None and not sender_key_ok(key):
+            raise protocol.ProtocolError("key must be 16-64 of A-Z a-z 0-9 _ -")
         who = chat.identity(args.get("token"))
+        if who is not None and who.issued is not None and chat.hub.signouts.refuses(who.id, who.issued):
+            raise identity.Refusal(identity.UNAUTHENTICATED, "signed out: sign in again")
         if args.get("dm") is None:
             room = protocol.room(args.get("room"))
             identity.authorize(who, room, settings["ANONYMOUS"])
@@ -142,25 +155,35 @@ def admit(
         refuse(chat, raw, POLICY, str(exc))
         return None
     except identity.Refusal as refused:
-        log.info("refused %s: %s", address, refused.reason)
+        log.info("refused %r: %r", address, refused.reason)
         refuse(chat, raw, refused.code, refused.reason)
         return None
     except Unavailable as exc:
-        log.warning("refused %s: %s", address, exc)
+        log.warning("refused %r: %s", address, exc)
         refuse(chat, raw, TRY_AGAIN, "the chat's store is unavailable, try again later")
         return None
     except Exception:
-        log.exception("identifying %s failed", address)
+        log.exception("identifying %r failed", address)
         refuse(chat, raw, INTERNAL, "internal error")
         return None
     user = who.id if who is not None else None
+    scope = f"u:{user}" if user is not None else sender_key(key)
     refusal = chat.hub.admit(address)
     if refusal is not None:
-        log.info("refused %s: %s", address, refusal[1])
+        log.info("refused %r: %s", address, refusal[1])
         refuse(chat, raw, *refusal)
         return None
-    log.info("connect %s room=%s user=%s", address, room, user)
-    return since, {"room": room, "name": name, "user": user, "remote": address, "version": version}
+    log.info("connect %r room=%s user=%r name=%r", address, room, user, name)
+    return since, {
+        "room": room, "name": name, "user": user, "remote": address, "version": version, "scope": scope,
+    }
+
+
+def sender_key(key: str | None) -> str | None:
+    """Return the scope of a guest's client ids: a digest of the key it keeps across reconnects, if it gave one."""
+    if key is None or key == "":
+        return None
+    return "k:" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def dm_room(chat: Mount, version: int, who: identity.Identity | None, other: str) -> str:
@@ -184,12 +207,12 @@ def serve(
     try:
         conn = hub.connection(raw, ws_protocol, **details)
         if hub.join(conn, since):
-            Reader(conn, chat.settings, hub.publish, chat.metrics.count, hub.act).serve()
+            Reader(conn, chat.settings, hub.publish, chat.metrics.count, hub.act, hub.messages).serve()
     except Unavailable:
-        log.warning("backend unavailable: closing %s", address)
+        log.warning("backend unavailable: closing %r", address)
         linger(chat, raw, conn, TRY_AGAIN, "chat backend unavailable, try again later")
     except Exception:
-        log.exception("connection %s failed", address)
+        log.exception("connection %r failed", address)
         linger(chat, raw, conn, INTERNAL, "internal error")
     finally:
         try:
@@ -212,7 +235,7 @@ def ended(chat: Mount, conn: Connection) -> None:
     code = conn.close_code or 1006
     chat.metrics.closed(code)
     log.info(
-        "disconnect %s room=%s code=%s duration=%.1fs reason=%s",
+        "disconnect %r room=%s code=%s duration=%.1fs reason=%r",
         conn.remote, conn.room, code, time.monotonic() - conn.started, conn.close_reason,
     )
 

@@ -107,6 +107,8 @@ export interface ChatClientOptions {
   dm?: string;
   name?: string;
   token?: string;
+  /** A guest's sender key (16-64 of A-Z a-z 0-9 _ -): its client ids are its own. Default: one kept in storage. */
+  key?: string;
   /** Resume after this message id. */
   since?: string | null;
   version?: 1 | 2 | 3;

@@ -44,6 +44,26 @@ function newCid() {
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
+// A guest's sender key: its client ids are its own, and it is kept beside the outbox so that a resend after a
+// reload is still recognised.
+function senderKey(storage, name) {
+  let key = "";
+  try {
+    key = (storage && storage.getItem(name)) || "";
+  } catch {
+    // Storage can be disabled: a key of this client's own life still keeps its ids apart from others'.
+  }
+  if (!/^[0-9a-f]{32}$/.test(key)) {
+    key = newCid();
+    try {
+      if (storage) storage.setItem(name, key);
+    } catch {
+      // As above.
+    }
+  }
+  return key;
+}
+
 function names(list) {
   return Array.isArray(list) ? list.filter((name) => typeof name === "string") : [];
 }
@@ -69,7 +89,8 @@ function socketUrl(url) {
 export class ChatClient {
   /**
    * Connect to the chat socket at url (ws://host/ws, or /ws on a page) and keep connected until close().
-   * Options: room, dm, name, token, since, version, WebSocket, storage, storageKey, fetch, connect (true),
+   * Options: room, dm, name, token, key (a guest's sender key), since, version, WebSocket, storage, storageKey,
+   * fetch, connect (true),
    * connectTimeout (ms).
    */
   constructor(url, options = {}) {
@@ -89,6 +110,7 @@ export class ChatClient {
     this.fetch = options.fetch || globalThis.fetch?.bind(globalThis);
     this.storage = options.storage === undefined ? defaultStorage() : options.storage;
     this.storageKey = options.storageKey || "chat.queue";
+    this.key = options.key || senderKey(this.storage, this.storageKey + ".sender");
     this.connectTimeout = options.connectTimeout || CONNECT_TIMEOUT_MS;
     this.state = "disconnected";
     this.welcome = null;
@@ -236,6 +258,7 @@ export class ChatClient {
     else params.push(["room", this.room]);
     if (this.name && !this.token) params.push(["name", this.name]);
     if (this.token) params.push(["token", this.token]);
+    else params.push(["key", this.key]);
     if (this.lastId !== null) params.push(["since", this.lastId]);
     return params.map(([key, value]) => key + "=" + encodeURIComponent(value)).join("&");
   }

@@ -109,4 +109,4 @@ class ControlReader(threading.Thread):
         try:
             self.on_signout(str(user))
         except Exception:
-            log.exception("signing out %s failed", user)
+            log.exception("signing out %r failed", user)

@@ -206,8 +206,10 @@ function messageItem(frame) {
     item.dataset.id = frame.id;
   }
   const name = text(frame.name);
-  const own = IDENTIFIED ? USER !== null && frame.user === USER : name && name === state.client.you;
+  const own = IDENTIFIED ? USER !== null && frame.user === USER : name && name === state.client.you && !frame.user;
   if (own) item.classList.add("own");
+  // Only a signed-in sender's frames carry user: a guest's name is whatever it typed.
+  if (typeof frame.user !== "string") item.classList.add("guest");
   const meta = make("div", "meta");
   if (name) meta.append(make("span", "who " + hue(name), name));
   const when = Number.isFinite(frame.ts) ? new Date(frame.ts) : new Date();
