@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import queue
 import random
-import secrets
 import threading
 import time
 import urllib.parse
@@ -39,7 +38,6 @@ class Client:
         if version not in (2, 3):
             raise ValueError("the client speaks protocol v2 or v3 (v1 has no client ids)")
         self.dm, self.name, self.token, self.version = dm, name, token, version
-        self._key = secrets.token_hex(16)  # a guest's client ids are its key's: the same on every reconnect
         self.headers, self.timeout = dict(headers or {}), timeout
         self._room = Room(None if dm else protocol.room(room), None if since is None else int(since))
         self._lock = threading.Lock()
@@ -176,7 +174,7 @@ class Client:
 
     def _address(self) -> str:
         place = {"dm": self.dm} if self.dm else {"room": self._room.name or protocol.DEFAULT_ROOM}
-        who = {"token": self.token} if self.token else {"key": self._key, **({"name": self.name} if self.name else {})}
+        who = {"token": self.token} if self.token else {"key": self._outbox.key, "name": self.name or ""}
         since = {} if self._room.last_id is None else {"since": str(self._room.last_id)}
         return self.url + "?" + urllib.parse.urlencode({"v": str(self.version), **place, **who, **since})
 

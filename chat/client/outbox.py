@@ -49,6 +49,8 @@ class Outbox:
     """Own the entries waiting for an ack, under one lock; the waiting happens outside it."""
 
     def __init__(self) -> None:
+        #: The sender key a guest's client ids are claimed under: the same on every reconnect, so resends stay its own.
+        self.key = secrets.token_hex(16)
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._error: Exception | None = None
