@@ -3,6 +3,9 @@
 A backend assigns each chat message an id that is strictly increasing within
 its room, keeps the room's recent history, counts who is online, and hands
 every message and presence event to ``deliver`` in each process, in order.
+A change to a message (an edit, a delete, a reaction: ``change``) is applied
+to the message's state in one atomic step and takes the room's next id, so it
+is delivered, replayed and resumed in the room's order like a message.
 The memory backend goes through the same publish -> deliver path as Redis, so
 one process behaves like many.  Presence events are built with
 ``protocol.presence`` from the event, name and count, so every process
@@ -58,7 +61,7 @@ class Changed(NamedTuple):
 
     id: int
     ts: int
-    #: The changed message's state-2 frame as it stands now (protocol.folded's JSON).
+    #: The changed message's state-2 frame as it stands now (fold.folded's JSON).
     state: str
     on: bool | None = None
 
@@ -180,7 +183,7 @@ class Backend(Protocol):
         """Return the messages after since, or the last limit when since is None."""
 
     def look(self, room: str, message_id: int) -> str | None:
-        """Return a message's state (protocol.folded's JSON) if the backend holds it, else None."""
+        """Return a message's state (fold.folded's JSON) if the backend holds it, else None."""
 
     def enter(
         self, room: str, member: str, name: str, since: int | None, limit: int, user: str | None = None

@@ -1,7 +1,7 @@
 """Changes applied to a message's state: the rules of who may, and what an edit, delete or reaction leaves.
 
-A message's state is its state-2 frame as a dict (``protocol.folded``
-encodes it): ``message`` is its current text, ``edited`` the ts of its last
+A message's state is its state-2 frame as a dict (``folded`` encodes
+it): ``message`` is its current text, ``edited`` the ts of its last
 edit, ``deleted`` true once deleted (with an empty ``message``),
 ``reactions`` ``{emoji: [user ids]}``.  The memory backend applies changes
 here; the Redis backend's ``change.lua`` applies the same rules in one script.

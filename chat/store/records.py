@@ -29,7 +29,7 @@ class Stored(NamedTuple):
     cid: str | None = None
     #: The message it replies to, if any.
     reply_to: int | None = None
-    #: Once changed: its state-2 frame as it stands (protocol.folded's JSON), and text is "".
+    #: Once changed: its state-2 frame as it stands (fold.folded's JSON), and text is "".
     state: str | None = None
 
     def item(self) -> Item:
