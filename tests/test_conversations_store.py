@@ -3,8 +3,6 @@ figure of GET /api/me/rooms for a user in 500 rooms."""
 
 from __future__ import annotations
 
-import time
-
 import test_store
 from postgres_server import clean_postgres_url, postgres_url  # noqa: F401  (fixtures)
 
@@ -62,9 +60,11 @@ def test_a_users_rooms_come_newest_activity_first(opened):
     assert store.rooms_of("nobody") == []
 
 
-def test_a_user_in_500_rooms_gets_its_rooms_in_under_50_ms(opened, store_url, capsys):
-    """rooms_of for a user in 500 rooms, each with 20 messages (5 unread), answers in under 50 ms; the figure is
-    printed for the bench's table."""
+def test_a_user_in_500_rooms_gets_each_rooms_unread_count_newest_first(opened):
+    """rooms_of for a user in 500 rooms, each with 20 messages (5 of others' unread), lists all 500, newest first.
+
+    How fast it answers is measured by ``python -m bench.rooms``, not here.
+    """
     store = opened()
     rooms = [f"r{n:03d}" for n in range(500)]
     store.change([statement for room in rooms for statement in sql.put_room(room, True, ["ana", "bo"])])
@@ -73,16 +73,6 @@ def test_a_user_in_500_rooms_gets_its_rooms_in_under_50_ms(opened, store_url, ca
             store.append(message(room, 1000 * n + k + 1, "bo" if k % 2 else "ana"))
         store.read(room, "ana", 1000 * n + 10)
     store.flush()
-    store.rooms_of("ana")
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        summaries = store.rooms_of("ana")
-        timings.append(time.perf_counter() - started)
+    summaries = store.rooms_of("ana")
     assert len(summaries) == 500 and {s.unread for s in summaries} == {5}
-    assert summaries[0].room == "r499"
-    best, median = min(timings), sorted(timings)[2]
-    kind = store_url.split(":")[0]
-    with capsys.disabled():
-        print(f"\nrooms_of, 500 rooms, {kind}: best {best * 1000:.1f} ms, median {median * 1000:.1f} ms")
-    assert median < 0.05
+    assert [s.room for s in summaries] == rooms[::-1]
