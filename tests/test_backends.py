@@ -659,3 +659,16 @@ def test_a_change_is_atomic_in_the_log_and_leaves_no_copy_of_the_old_text(backen
     assert all(b"new text" not in item.payload for item in backend.replay("ch", 0, 10).messages)
     with pytest.raises(Missing):
         backend.change("ch", Change("edit", 12345, None, "mod", "x"))
+
+
+def test_a_reader_catching_up_gets_a_message_changed_meanwhile(make_redis):
+    """A reader that catches up from the stream past a message edited meanwhile (its entry gone) gets it back,
+    as it stands, at its place before the change."""
+    backend = make_redis()
+    inbox = started(backend)
+    first = backend.publish("cu", "ann", "before").id
+    edit = backend.change("cu", Change("edit", first, None, "mod", "after"))
+    backend._subscriber.watch("cu", (first - 1, 0))
+    inbox.wait(lambda box: len(box.payloads("cu")) == 2)
+    assert [json.loads(payload)["state"] for payload in inbox.payloads("cu")] == [2, 6]
+    assert json.loads(inbox.payloads("cu")[0])["message"] == "after" and inbox.ids("cu") == [first, edit.id]

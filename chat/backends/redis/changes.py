@@ -29,6 +29,8 @@ from .. import Change, Changed, Item, Missing, Refused, fold
 from .keys import channel, log, meta, prefix
 
 Script = Callable[[str, list[str], list[Any]], Any]
+#: A stream entry: its id and its fields.
+Entry = tuple[tuple[int, int], dict[bytes, bytes]]
 
 
 def states(room: str) -> str:
@@ -100,6 +102,25 @@ def folds(items: list[Item], flat: list[Any], start: int, since: int | None) -> 
             out.append(Item(target, folded(raw), None, (target, 0)))
     out.sort(key=lambda each: each.at)
     return out
+
+
+def restore(client: Any, room: str, position: tuple[int, int], entries: list[Entry]) -> list[Entry]:
+    """Return stream entries read after position with the messages that changes among them took out of the stream
+    (edited, deleted) put back at their places, as entries holding their states (``s``).
+
+    A reader that missed a message and catches up from the stream finds only
+    the change; the message comes back from the states hash, as it stands.
+    """
+    present = {entry for entry, _ in entries}
+    wanted = sorted({
+        int(fields[b"t"]) for _, fields in entries
+        if b"k" in fields and (int(fields[b"t"]), 0) > position and (int(fields[b"t"]), 0) not in present
+    })
+    if not wanted:
+        return entries
+    found = client.hmget(states(room), wanted)
+    back = [((target, 0), {b"s": raw}) for target, raw in zip(wanted, found, strict=True) if raw]
+    return sorted([*entries, *back], key=lambda pair: pair[0])
 
 
 def _now() -> int:

@@ -35,6 +35,8 @@ def item(room: str, entry: StreamId, fields: dict[bytes, bytes]) -> Item | None:
         return Item(None, protocol.presence(event, room, name, online), said, entry)
     if b"k" in fields:
         return changes.item(room, entry, fields)
+    if b"s" in fields:
+        return Item(ms, changes.folded(fields[b"s"]), None, entry)
     user, reply_to = fields.get(b"u") or None, fields.get(b"r")
     payload = fold.message(
         ms, room, fields[b"n"].decode(), fields[b"x"].decode(), int(fields[b"ts"]), user and user.decode(),

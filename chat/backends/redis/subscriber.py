@@ -28,7 +28,7 @@ from typing import Any
 from redis.exceptions import RedisClusterException
 
 from .. import Deliver, Item
-from . import keys
+from . import changes, keys
 from .decode import Live, StreamId, item, sid
 from .node import NodeReader, Watch
 from .topology import Topology, slot
@@ -212,6 +212,7 @@ class Subscriber:
             pending = more
 
     def _hand_on(self, room: str, watch: Watch, entries: list[tuple[StreamId, dict[bytes, bytes]]]) -> None:
+        entries = changes.restore(self._client, room, watch.position, entries)
         fresh = [(entry, fields) for entry, fields in entries if entry > watch.position]
         items: list[tuple[StreamId, Item]] = []
         for entry, fields in fresh:
