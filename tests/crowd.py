@@ -36,6 +36,47 @@ def handshake(port: int, path: str, rcvbuf: int | None = None, headers: str = ""
     return Member(sock, rest)
 
 
+#: Handshakes in flight at once while a crowd connects.
+BATCH = 200
+
+
+def opened(port: int, paths: list[str], headers: list[str], timeout: float = 60) -> list[Member]:
+    """Open a client for each path (with its extra header lines) with all their handshakes in flight at once;
+    return them in order."""
+    waiting: dict[socket.socket, tuple[int, bytearray]] = {}
+    done: dict[int, Member] = {}
+    with selectors.DefaultSelector() as selector:
+        for index, path in enumerate(paths):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(wsclient.upgrade_request(port, path, headers[index]))
+            sock.setblocking(False)
+            waiting[sock] = (index, bytearray())
+            selector.register(sock, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"{len(waiting)} handshakes unanswered after {timeout} s")
+            for key, _ in selector.select(1.0):
+                sock = key.fileobj
+                index, response = waiting[sock]
+                try:
+                    chunk = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    raise ConnectionError(f"closed during the handshake: {bytes(response)!r}")
+                response += chunk
+                head, found, rest = response.partition(b"\r\n\r\n")
+                if not found:
+                    continue
+                if not head.startswith(b"HTTP/1.1 101"):
+                    raise ConnectionError(head.decode(errors="replace"))
+                selector.unregister(sock)
+                del waiting[sock]
+                done[index] = Member(sock, bytearray(rest))
+    return [done[index] for index in range(len(paths))]
+
+
 class Crowd:
     """Open many clients, read them all from one selector, and tally frames and close codes."""
 
@@ -47,10 +88,10 @@ class Crowd:
         gives client n's extra header lines, if given.
         """
         self.keep = keep
-        self.members = [
-            handshake(port, path.format(n=number, group=number % 100), headers=headers(number) if headers else "")
-            for number in range(count)
-        ]
+        paths = [path.format(n=number, group=number % 100) for number in range(count)]
+        extra = [headers(number) if headers else "" for number in range(count)]
+        self.members = [each for start in range(0, count, BATCH)
+                        for each in opened(port, paths[start:start + BATCH], extra[start:start + BATCH])]
         self.selector = selectors.DefaultSelector()
         for member in self.members:
             self.selector.register(member.sock, selectors.EVENT_READ, member)

@@ -21,7 +21,8 @@ from typing import NamedTuple
 import websocket
 
 __all__ = ["BINARY", "CLOSE", "CONTINUATION", "ENDED", "PING", "PONG", "TEXT", "Client", "Closed", "Frame",
-           "RawClient", "cid_frame", "close_code", "close_payload", "frame", "handshake", "masked", "parse"]
+           "RawClient", "cid_frame", "close_code", "close_payload", "frame", "handshake", "masked", "parse",
+           "upgrade_request"]
 
 PING, PONG, CLOSE, TEXT, BINARY, CONTINUATION = 0x9, 0xA, 0x8, 0x1, 0x2, 0x0
 #: What RawClient.frame returns once the server ended TCP.
@@ -101,6 +102,15 @@ def parse(buffer: bytearray) -> Frame | None:
     return Frame(first, payload)
 
 
+def upgrade_request(port: int, path: str, headers: str = "") -> bytes:
+    """Return a WebSocket handshake request for path on 127.0.0.1:port, with extra header lines (each ending CRLF)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    ).encode()
+
+
 def handshake(port: int, path: str = "/ws", headers: str = "", timeout: float = 30, rcvbuf: int | None = None
               ) -> tuple[socket.socket, bytes, bytearray]:
     """Open a WebSocket to 127.0.0.1:port; return the socket, the 101 head and what followed it.
@@ -114,11 +124,7 @@ def handshake(port: int, path: str = "/ws", headers: str = "", timeout: float = 
     sock.settimeout(timeout)
     sock.connect(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n".encode()
-    )
+    sock.sendall(upgrade_request(port, path, headers))
     response = b""
     while b"\r\n\r\n" not in response:
         chunk = sock.recv(4096)
