@@ -8,11 +8,11 @@ conftest.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from missing import fail_instead_of_skip
 from pages import browser, host_app_url, open_page  # noqa: F401  (the page's fixtures)
 from reconnecting import Resuming
 from redis_server import *  # noqa: F403  (the redis_url fixtures)
@@ -24,32 +24,6 @@ from chat import create_app
 
 __all__ = ["BIN", "PYTHON", "ROOT", "Client", "Closed", "Server", "answers", "close_code", "free_port",
            "on_each_worker", "proc_status", "wait_for", "worker_of"]
-
-#: Words that mark a skip as a missing real component; in CI (CI=true) such a skip is a failure.
-COMPONENTS = ("chromium", "redis-server", "redis-cli", "postgresql", "initdb", "pg_ctl", "psycopg", "node", "npm",
-              "playwright")
-
-
-def missing_component(reason: str) -> str | None:
-    """Return the real component a skip's reason names as missing, if any."""
-    lowered = reason.lower()
-    return next((name for name in COMPONENTS if name in lowered), None)
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
-def fail_instead_of_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
-    """In CI, turn a skip for a missing real component into a failure that names it."""
-    if not (in_ci() and report.skipped):
-        return
-    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-    component = missing_component(reason)
-    if component is not None:
-        report.outcome = "failed"
-        report.longrepr = f"CI=true and {component} is missing, so this test cannot run: {reason}"
-
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
