@@ -176,8 +176,9 @@ def command(
     if server.chat:
         threads = limit + 10 if limit else connections + SPARE_THREADS
         most = str(limit or connections + SPARE_THREADS // 2)
+        # Every client comes from 127.0.0.1: no limit per address (connections, handshakes a second) may bite.
         env.update(CHAT_RATE_LIMIT="off", CHAT_MAX_CONNECTIONS=most, CHAT_MAX_CONNECTIONS_PER_IP=most,
-                   CHAT_JWT_SECRET=JWT_SECRET)
+                   CHAT_HANDSHAKE_RATE="off", CHAT_JWT_SECRET=JWT_SECRET)
         if store is not None:
             env["CHAT_STORE_URL"] = f"sqlite:///{store / 'chat.db'}"
         env.update(CHAT_ENV)
