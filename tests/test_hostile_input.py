@@ -63,11 +63,23 @@ def test_the_api_answers_bad_text_and_deep_nesting_with_400(server, body):
     assert status == 400 and answer["error"]
 
 
-@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
-def test_a_method_the_api_does_not_take_is_answered_in_json(server, method):
-    """405 on the API is JSON with an Allow header, like its other errors."""
-    status, answer = api(server, method, "/rooms/text/messages")
-    assert status == 405 and "GET or POST" in answer["error"]
+@pytest.mark.parametrize(("method", "path"), [
+    ("PUT", "/rooms/text"), ("PATCH", "/rooms/text/messages/1"), ("POST", "/dms"),
+])
+def test_every_api_body_is_bounded_in_nesting(server, method, path):
+    """Deep JSON to the conversation and change endpoints is a 400 too, as it is to a post: one parser for all."""
+    status, answer = api(server, method, path, b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and "nested" in answer["error"]
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("PUT", "/rooms/text/messages", "GET or POST"), ("POST", "/rooms/text", "GET or PUT"),
+    ("GET", "/dms", "POST"), ("POST", "/users/u1/messages", "DELETE or GET"),
+])
+def test_a_method_the_api_does_not_take_is_answered_in_json(server, method, path, allowed):
+    """405 on any of the API's paths (messages, rooms, DMs, a user's messages) is JSON with an Allow header."""
+    status, answer = api(server, method, path)
+    assert status == 405 and allowed in answer["error"]
 
 
 @pytest.mark.parametrize("claims", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import weakref
+from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -61,15 +62,7 @@ def post_message(room: str) -> tuple[Response, int]:
     chat = state()
     _require_key(chat)
     room = protocol.room(room)
-    limit = request.max_content_length = chat.settings["MAX_MESSAGE_BYTES"] * JSON_OVERHEAD + JSON_SLACK
-    if (request.content_length or 0) > limit:
-        abort(413, description=f"the body is too large: over {limit} bytes")
-    try:
-        body = request.get_json(force=True, silent=True)
-    except RecursionError:
-        abort(400, description="the body is nested too deeply")
-    if not isinstance(body, dict):
-        abort(400, description='the body must be a JSON object such as {"message": "hello", "name": "ci"}')
+    body = json_body(chat, '{"message": "hello", "name": "ci"}')
     asked = (body.get("message"), body.get("name"), body.get("user"))
     key = request.headers.get("Idempotency-Key")
     if key is not None:
@@ -139,6 +132,22 @@ def delete_connections(user_id: str) -> tuple[Response, int]:
     return jsonify(user=user_id), 202
 
 
+def json_body(chat: Mount, example: str, empty_ok: bool = False) -> dict[str, Any]:
+    """Return the request's JSON object, or answer 413 (too large) or 400 (not an object, nested too deeply)."""
+    limit = request.max_content_length = chat.settings["MAX_MESSAGE_BYTES"] * JSON_OVERHEAD + JSON_SLACK
+    if (request.content_length or 0) > limit:
+        abort(413, description=f"the body is too large: over {limit} bytes")
+    if empty_ok and not request.content_length:
+        return {}
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:
+        abort(400, description="the body is nested too deeply")
+    if not isinstance(body, dict):
+        abort(400, description=f"the body must be a JSON object such as {example}")
+    return body
+
+
 def _bearer() -> str | None:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
@@ -182,7 +191,7 @@ def unrouted(rest: str) -> tuple[Response, int]:
     if rules is None:
         rules = _rules[app] = Map([
             Rule(rule.rule, methods=rule.methods, endpoint=rule.endpoint) for rule in app.url_map.iter_rules()
-            if rule.endpoint.startswith(f"{bp.name}.") and rule.endpoint != request.endpoint
+            if rule.endpoint.partition(".")[0].startswith(bp.name) and rule.endpoint != request.endpoint
         ])
     allowed = sorted(set(rules.bind("").allowed_methods(request.path)) - {"HEAD", "OPTIONS"})
     if not allowed:

@@ -31,10 +31,7 @@ def refused(error: Refused) -> tuple[Response, int]:
 
 
 def _body() -> dict[str, Any]:
-    body = request.get_json(force=True, silent=True) if request.content_length else {}
-    if not isinstance(body, dict):
-        abort(400, description='the body must be a JSON object such as {"message": "hello"}')
-    return body
+    return api.json_body(state(), '{"message": "hello"}', empty_ok=True)
 
 
 @bp.patch("/rooms/<room>/messages/<message_id>")

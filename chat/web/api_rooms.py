@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request
+from flask import Blueprint, Response, abort, jsonify
 from werkzeug.exceptions import HTTPException
 
 from .. import protocol
@@ -127,7 +127,4 @@ def _me(chat: Mount) -> Any:
 
 
 def _body() -> dict[str, Any]:
-    body = request.get_json(force=True, silent=True)
-    if not isinstance(body, dict):
-        abort(400, description="the body must be a JSON object")
-    return body
+    return api.json_body(state(), '{"private": true, "members": ["u1"]}')

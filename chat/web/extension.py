@@ -66,7 +66,6 @@ class Chat:
         app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")
         app.register_blueprint(api_rooms.bp, url_prefix=f"{self.url_prefix}/api")
         app.register_blueprint(api_changes.bp, url_prefix=f"{self.url_prefix}/api")
-        ws.sock.init_app(app)
 
     # The host app's callbacks.
 
