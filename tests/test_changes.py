@@ -248,6 +248,7 @@ def test_the_api_key_edits_and_deletes_any_message(chat, connect):
     assert api(chat, "DELETE", f"/rooms/r/messages/{first}")[0] == 404
     assert api(chat, "PATCH", "/rooms/r/messages/123", {"message": "x"})[0] == 404
     assert api(chat, "PATCH", f"/rooms/r/messages/{first}", {"message": " "})[0] == 400
+    assert api(chat, "PATCH", f"/rooms/r/messages/{first}", {"message": "\ud800"})[0] == 400, "an edit is a message"
     assert api(chat, "DELETE", "/rooms/r/messages/not-an-id")[0] == 400
 
 

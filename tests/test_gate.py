@@ -60,11 +60,19 @@ def test_hold_counts_bytes_and_release_hands_them_back_in_order():
     """Held batches are counted in bytes and released oldest first, leaving nothing."""
     gate = Gate()
     first, second = Batch.of([chat(1)], LIMIT), Batch.of([chat(2)], LIMIT)
-    gate.hold(first)
-    gate.hold(second)
+    gate.hold(first, 1)
+    gate.hold(second, 1)
     assert gate.held == len(first.frames[1]) + len(second.frames[1])
     assert gate.release() == [first, second]
     assert (gate.pending, gate.held) == ([], 0)
+
+
+def test_a_held_digest_counts_what_a_v2_client_will_be_sent():
+    """A v2 presence digest (no v1 frames) held for a joining v2 client counts its own bytes, not v1's nothing."""
+    gate = Gate()
+    digest = Batch.digest(join(1, 1, "a", 3))
+    gate.hold(digest, 2)
+    assert gate.held == len(digest.frames[2]) > 0
 
 
 def test_an_encoder_renders_for_one_connection():

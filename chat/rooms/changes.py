@@ -17,7 +17,7 @@ from .. import protocol
 from ..backends import Backend, Change, Changed, Missing, Refused, Unavailable
 from ..socket.connection import Connection
 from ..store import NoStore, Revision, Store
-from .publisher import TooBig
+from . import publisher
 
 #: The name a change made with the API key goes out under when none is given.
 MODERATOR = "moderator"
@@ -65,14 +65,7 @@ def check(settings: dict[str, Any], kind: str, text: Any) -> str:
     """Return an edit's text (the empty string for other kinds), or raise ProtocolError (TooBig)."""
     if kind not in ("edit", "delete"):
         raise protocol.ProtocolError("kind must be edit or delete")
-    if kind == "delete":
-        return ""
-    if not isinstance(text, str) or protocol.is_blank(text):
-        raise protocol.ProtocolError("message must be a non-empty string")
-    limit = settings["MAX_MESSAGE_BYTES"]
-    if len(text.encode()) > limit:
-        raise TooBig(f"message over {limit} bytes")
-    return text
+    return "" if kind == "delete" else publisher.checked_text(settings, text)
 
 
 class Changer:

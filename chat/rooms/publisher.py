@@ -44,9 +44,8 @@ class TooBig(protocol.ProtocolError):
     """A message longer than CHAT_MAX_MESSAGE_BYTES."""
 
 
-def check(settings: Mapping[str, Any], room: Any, text: Any, name: Any = None, user: Any = None) -> tuple:
-    """Return (room, name, text, user) as a backend publishes them, or raise ProtocolError (TooBig)."""
-    room = protocol.room(room)
+def checked_text(settings: Mapping[str, Any], text: Any) -> str:
+    """Return a message's (or an edit's) text, or raise ProtocolError (TooBig) for what no message may be."""
     if not isinstance(text, str) or protocol.is_blank(text):
         raise protocol.ProtocolError("message must be a non-empty string")
     if not scalar(text):
@@ -54,6 +53,13 @@ def check(settings: Mapping[str, Any], room: Any, text: Any, name: Any = None, u
     limit = settings["MAX_MESSAGE_BYTES"]
     if len(text.encode()) > limit:
         raise TooBig(f"message over {limit} bytes")
+    return text
+
+
+def check(settings: Mapping[str, Any], room: Any, text: Any, name: Any = None, user: Any = None) -> tuple:
+    """Return (room, name, text, user) as a backend publishes them, or raise ProtocolError (TooBig)."""
+    room = protocol.room(room)
+    text = checked_text(settings, text)
     if name is not None and not isinstance(name, str):
         raise protocol.ProtocolError("name must be a string")
     if user is not None and (not isinstance(user, str) or not user or not scalar(user)):

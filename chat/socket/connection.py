@@ -118,7 +118,7 @@ class Connection:
                     return False
                 started = self._written_locked(verdict)
             elif state is JOINING:
-                self.gate.hold(batch)
+                self.gate.hold(batch, self.version)
                 started = self.outbox.queued + self.gate.held > self.outbox.limit and self._overflow_locked()
             else:
                 return False

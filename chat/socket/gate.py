@@ -40,10 +40,10 @@ class Gate:
         #: Bytes of the batches waiting in pending.
         self.held = 0
 
-    def hold(self, batch: Batch) -> None:
-        """Keep a batch until the replay is written."""
+    def hold(self, batch: Batch, version: int) -> None:
+        """Keep a batch until the replay is written, counting the bytes a client of version will be sent."""
         self.pending.append(batch)
-        self.held += len(batch.frames[1])
+        self.held += len(batch.frames[version])
 
     def start(self, floor: Position) -> None:
         """Take the position the welcome's replay and counts cover."""
