@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import protocol
 from ..backends import Backend, Unavailable
+from ..socket import wire
 from ..socket.connection import Connection
 from ..store import NoStore, Store
 from .membership import FORBIDDEN, Membership
@@ -156,9 +157,11 @@ class Conversations:
             log.warning("skipping a malformed control message: %.200r", message)
 
     def _tell_room(self, room: str, payload: bytes, skip: str | None = None) -> None:
+        # Encoded once for the room; a client still joining misses it rather than get it before its welcome.
+        frame = wire.text_frame(payload)
         for conn in self._members(room):
             if conn.version >= 3 and (skip is None or conn.user != skip):
-                conn.send(payload)
+                conn.send(payload, frame)
 
     def stop(self) -> None:
         """Stop the offline hook's thread."""

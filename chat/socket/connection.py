@@ -127,12 +127,12 @@ class Connection:
             self._on_closing(self)
         return started
 
-    def send(self, payload: bytes) -> None:
-        """Write one event to this client alone."""
+    def send(self, payload: bytes, frame: bytes | None = None) -> None:
+        """Write one event to this client alone; with frame (payload encoded once for many), only once it is open."""
         with self.lock:
-            if not self.life.live:
+            if not self.life.live or (frame is not None and self.life.state is not OPEN):
                 return
-            started = self._write_locked(self._frame_locked(payload))
+            started = self._write_locked(self._frame_locked(payload) if frame is None or self.compress else frame)
             closing = not self.life.live
         self._after(started, closing)
 
