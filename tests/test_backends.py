@@ -672,3 +672,18 @@ def test_a_reader_catching_up_gets_a_message_changed_meanwhile(make_redis):
     inbox.wait(lambda box: len(box.payloads("cu")) == 2)
     assert [json.loads(payload)["state"] for payload in inbox.payloads("cu")] == [2, 6]
     assert json.loads(inbox.payloads("cu")[0])["message"] == "after" and inbox.ids("cu") == [first, edit.id]
+
+
+def test_a_rooms_changed_messages_live_as_long_as_its_stream(make_redis, clean_redis_url):
+    """A publish gives the states of a room's changed messages the stream's expiry too, so a room still in use
+    whose last change is older than the expiry keeps its edits (the stream no longer holds their old entries)."""
+    backend = make_redis()
+    started(backend)
+    first = backend.publish("kept", "ann", "before").id
+    backend.change("kept", Change("edit", first, None, "mod", "after"))
+    admin = redis.Redis.from_url(clean_redis_url)
+    for key in redis_keys.folds("kept"):
+        admin.pexpire(key, 1000)
+    backend.publish("kept", "ann", "later")
+    assert all(admin.pttl(key) > 60_000 for key in redis_keys.folds("kept"))
+    assert json.loads(backend.look("kept", first))["message"] == "after"

@@ -172,13 +172,13 @@ class RedisBackend(Teller):
         args: list[Any] = [self._keep, self._expiry_ms]
         for message in messages:
             args.extend(message)
-        raw = self._script("publish", [keys.meta(room), keys.log(room), keys.channel(room)], args)
+        raw = self._script("publish", [keys.meta(room), keys.log(room), keys.channel(room), *keys.folds(room)], args)
         return [int(value) for value in raw]
 
     def replay(self, room: str, since: int | None, limit: int) -> Replay:
         """Return the messages after since, or the last limit when since is None."""
         reply = self._script(
-            "history", [keys.meta(room), keys.log(room), changes.states(room)],
+            "history", [keys.meta(room), keys.log(room), keys.states(room)],
             ["" if since is None else since, limit, self._size],
         )
         return decode.replay(room, since, reply)
@@ -192,7 +192,7 @@ class RedisBackend(Teller):
         try:
             tail, (online, names), reply, known = self._script(
                 "enter",
-                [keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room), changes.states(room)],
+                [keys.meta(room), keys.log(room), keys.channel(room), *keys.presence(room), *keys.folds(room)],
                 [
                     self._pid, member, key, name, self._ttl_ms, self._expiry_ms, PRESENCE_BACKLOG,
                     "" if since is None else since, limit, self._size, self._list_limit,

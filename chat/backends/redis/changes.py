@@ -26,21 +26,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import Change, Changed, Item, Missing, Refused, fold
-from .keys import channel, log, meta, prefix
+from .keys import changed, channel, log, meta, states
 
 Script = Callable[[str, list[str], list[Any]], Any]
 #: A stream entry: its id and its fields.
 Entry = tuple[tuple[int, int], dict[bytes, bytes]]
-
-
-def states(room: str) -> str:
-    """Return the key of room's states hash."""
-    return prefix(room) + "states"
-
-
-def changed(room: str) -> str:
-    """Return the key of room's sorted set of changed messages."""
-    return prefix(room) + "changed"
 
 
 def apply(script: Script, room: str, change: Change, seed: str | None, keep: int, expiry_ms: int) -> Changed:

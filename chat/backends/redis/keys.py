@@ -52,6 +52,21 @@ def channel(room: str) -> str:
     return prefix(room) + "live"
 
 
+def states(room: str) -> str:
+    """Return the key of room's states hash: each changed message as it stands, and its latest edit's id."""
+    return prefix(room) + "states"
+
+
+def changed(room: str) -> str:
+    """Return the key of room's sorted set of changed messages, by the position of their last change."""
+    return prefix(room) + "changed"
+
+
+def folds(room: str) -> list[str]:
+    """Return the keys that keep room's changed messages: every script that renews the stream renews them too."""
+    return [states(room), changed(room)]
+
+
 def presence(room: str) -> list[str]:
     """Return room's presence keys: on (pid/member -> key and name), alive (pid -> deadline), online, names."""
     start = prefix(room)

@@ -115,7 +115,7 @@ class Keeper(threading.Thread):
         lost = self.record.take_lost()
         try:
             renewed = self.each(rooms, lambda room, client: self.scripts["renew"](
-                keys=[keys.meta(room), keys.log(room), *keys.presence(room)],
+                keys=[keys.meta(room), keys.log(room), *keys.presence(room), *keys.folds(room)],
                 args=[self.pid, self.ttl_ms, self.expiry_ms],
                 client=client,
             ))
@@ -135,7 +135,8 @@ class Keeper(threading.Thread):
             for member, (key, name) in self.record.members(room).items():
                 args += [member, key, name]
             return self.scripts["restore"](
-                keys=[keys.meta(room), keys.log(room), *keys.presence(room)], args=args, client=client,
+                keys=[keys.meta(room), keys.log(room), *keys.presence(room), *keys.folds(room)],
+                args=args, client=client,
             )
 
         self.each(list(rooms), write)

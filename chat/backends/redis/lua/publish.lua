@@ -1,5 +1,5 @@
 -- A group of chat messages, in order, on one round trip and one channel message.
--- KEYS: meta, log, channel. ARGV: keep, expiry ms, then name, text, ts, user, reply_to ('' for none) for each message.
+-- KEYS: meta, log, channel, states, changed. ARGV: keep, expiry ms, then name, text, ts, user, reply_to ('' for none) for each message.
 -- Each message is a stream entry as add() makes it; the channel gets them
 -- as one JSON array (a single message as the object alone), each with the id before it.
 local n = counter(KEYS[1], KEYS[2])
@@ -17,5 +17,5 @@ end
 redis.call('HSET', KEYS[1], 'seq', fmt(n), 'tail', prev)
 redis.call('SPUBLISH', KEYS[3], cjson.encode(#bodies == 1 and bodies[1] or bodies))
 redis.call('XTRIM', KEYS[2], 'MINID', '~', fmt(n - tonumber(ARGV[1]) + 1))
-touch(ARGV[2], KEYS[1], KEYS[2])
+touch(ARGV[2], KEYS[1], KEYS[2], KEYS[4], KEYS[5])
 return ids
