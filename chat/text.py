@@ -44,9 +44,9 @@ def hidden(name: str) -> bool:
     return False
 
 
-def same_name(first: str, second: str) -> bool:
-    """Tell whether two display names read the same (ignoring case)."""
-    return first.casefold() == second.casefold()
+def name_key(name: str) -> str:
+    """Return what two display names that read the same (ignoring case) have in common."""
+    return name.casefold()
 
 
 def sender_key(text: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 from collections.abc import Callable
@@ -170,3 +171,31 @@ def test_a_user_on_two_hosts_is_one_entry_online(make_server, connect, clean_red
     assert (second["online"], second["users"]) == (1, ["Gil"])
     guest = connect(f"{hosts[1].ws_url}?room=wide&name=hal").welcome()
     assert (guest["online"], sorted(guest["users"])) == (2, ["Gil", "hal"])
+
+
+def test_a_guest_may_not_take_the_name_of_a_signed_in_member(serve, connect):
+    """A guest named as a signed-in member of the room, in any case, is closed 1008 while any of that user's
+    connections is in the room; the name stays free in other rooms, and other names are free in the room."""
+    base = serve()
+
+    def connections() -> int:
+        with urllib.request.urlopen(f"{base}/chat/healthz", timeout=5) as response:
+            return json.load(response)["connections"]
+
+    def refused(name: str) -> tuple[int, str]:
+        closed = connect(ws(base, f"room=names&name={name}")).closed()
+        return closed.code, closed.reason
+
+    tabs = [connect(ws(base, f"room=names&token={mint()}")) for _ in range(2)]
+    for tab in tabs:
+        tab.welcome()
+    taken = (1008, "that name belongs to a signed-in user here: choose another")
+    assert refused("aLiCe") == taken
+    assert connect(ws(base, "room=elsewhere&name=Alice")).welcome()["you"] == "Alice"
+    assert connect(ws(base, "room=names&name=Bob")).welcome()["you"] == "Bob"
+    tabs[0].close()
+    wait_for(lambda: connections() == 3, message="the first tab to go")
+    assert refused("ALICE") == taken
+    tabs[1].close()
+    wait_for(lambda: connections() == 2, message="the second tab to go")
+    assert connect(ws(base, "room=names&name=alice")).welcome()["you"] == "alice"

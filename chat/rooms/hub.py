@@ -1,7 +1,8 @@
 """The rooms of this process: admission, membership and presence, each step undone on failure.
 
-The hub's lock guards the rooms, the connection counts and the set of
-connections the backend has entered; no I/O happens under it.  Live events reach the
+The hub's lock guards the connection counts and the set of connections
+the backend has entered; the ``Roster`` owns who is in which room.  No I/O
+happens under either lock.  Live events reach the
 connections through the ``Fanout`` it owns, which reads the rooms through
 ``members``; messages go out through its ``Sender`` (``sending``), and
 joins replay from the store what the backend no longer holds.
@@ -20,11 +21,11 @@ from ..fanout.thread import Fanout
 from ..socket.budget import Buckets
 from ..socket.connection import POLICY, TRY_AGAIN, Connection
 from ..store import NoStore, Store, history
-from ..text import same_name
 from . import replay as replays
 from .changes import KINDS, Changer
 from .conversations import Conversations
 from .offline import Gone
+from .roster import CLOSING, Roster
 from .sending import Moderate, Sender
 from .signouts import SignOuts
 
@@ -63,15 +64,16 @@ class Hub:
         self.messages = Buckets(*rate) if rate else None
         self._handshakes = Buckets(*handshakes) if handshakes else None
         self.signouts = SignOuts(settings["SIGNOUT_TTL"])
+        self._roster = Roster(stats)
         self.fanout = Fanout(
-            self.members, self.occupied, stats, settings["PRESENCE_INTERVAL"], settings["PRESENCE_LIST_LIMIT"],
+            self._roster.members, self._roster.occupied, stats,
+            settings["PRESENCE_INTERVAL"], settings["PRESENCE_LIST_LIMIT"],
         )
         # Made once and shared: a bound method per connection would cost 64 bytes each.
         self._callbacks = (self.fanout.watch, self.fanout.closing, stats.count)
-        self.conversations = Conversations(backend, self.store, settings, self.members, gone, wants_gone)
+        self.conversations = Conversations(backend, self.store, settings, self._roster.members, gone, wants_gone)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._rooms: dict[str, set[Connection]] = {}
         #: The connections the backend has entered into their room's presence: leaving must exit them.
         self._entered: set[Connection] = set()
         self._open = 0
@@ -126,29 +128,21 @@ class Hub:
         room = conn.room
         if self._refused(conn):
             return False
-        with self._lock:
-            refused = self._closing
-            if not refused:
-                members = self._rooms.setdefault(room, set())
-                members.add(conn)
-                self.stats.room_resized(len(members) - 1, len(members))
-        if refused:
+        refused = self._roster.add(conn)
+        if refused == CLOSING:
             conn.close(GOING_AWAY, "server is shutting down")
             return False
-        if conn.user is None and any(
-            other.user is not None and same_name(other.name, conn.name) for other in self.members(room)
-        ):
-            self._remove(conn)
+        if refused is not None:
             conn.close(POLICY, "that name belongs to a signed-in user here: choose another")
             return False
         try:
             # Again once in the room: a removal or ban told meanwhile either shows here or finds conn in the room.
             if self._refused(conn):
-                self._remove(conn)
+                self._roster.remove(conn)
                 return False
             entry = self.backend.enter(room, conn.member, conn.name, since, self.settings["HISTORY_REPLAY"], conn.user)
         except BaseException:
-            self._remove(conn)
+            self._roster.remove(conn)
             raise
         with self._lock:
             self._entered.add(conn)
@@ -177,7 +171,7 @@ class Hub:
 
     def leave(self, conn: Connection) -> None:
         """Stop delivering to conn, send what it is still owed, let go of its socket, and tell the others."""
-        self._remove(conn)
+        self._roster.remove(conn)
         conn.finish()
         self.fanout.release(conn)
         with self._lock:
@@ -189,16 +183,6 @@ class Hub:
                 self.backend.exit(conn.room, conn.member)
             except Unavailable:
                 log.warning("backend unavailable: %r of %r leaves no trace in %s", conn.name, conn.remote, conn.room)
-
-    def _remove(self, conn: Connection) -> None:
-        with self._lock:
-            members = self._rooms.get(conn.room)
-            if members is None or conn not in members:
-                return
-            members.discard(conn)
-            if not members:
-                del self._rooms[conn.room]
-            self.stats.room_resized(len(members) + 1, len(members))
 
     def publish(self, conn: Connection, text: str, cid: str | None = None, reply_to: int | None = None) -> None:
         """Send a chat message from conn to its room (a v2 one once: cid names it), and store it; not if muted."""
@@ -237,19 +221,15 @@ class Hub:
 
     def members(self, room: str) -> list[Connection]:
         """Return a snapshot of the connections in room."""
-        with self._lock:
-            members = self._rooms.get(room)
-            return list(members) if members else []
+        return self._roster.members(room)
 
     def occupied(self, room: str) -> bool:
         """Tell whether any connection of this process is in room."""
-        with self._lock:
-            return bool(self._rooms.get(room))
+        return self._roster.occupied(room)
 
     def connections(self) -> list[Connection]:
         """Return a snapshot of every connection in this process."""
-        with self._lock:
-            return [conn for members in self._rooms.values() for conn in members]
+        return self._roster.connections()
 
     def count(self) -> int:
         """Return how many connections this process holds."""
@@ -276,7 +256,7 @@ class Hub:
         """Close every connection with 1001 after its outbox, wait for them, and stop the threads."""
         with self._lock:
             self._closing = True
-        for conn in self.connections():
+        for conn in self._roster.close():
             conn.close(GOING_AWAY, "server is restarting")
         with self._changed:
             self._changed.wait_for(lambda: self._open == 0, timeout)
