@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from . import logs
 from .config import ConfigError
 from .rooms.publisher import Publisher
 from .web import identity
@@ -38,15 +39,13 @@ def templates() -> str | None:
 
 
 def configure_logging() -> None:
-    """Log the chat's lines to stderr at INFO, and keep tokens out of the server's request logs.
+    """Log the chat's lines to stderr at INFO (written by a thread of their own); keep tokens out of request logs.
 
     The standalone app does this; a host app may call it, or set up logging its own way.
     """
     logger = logging.getLogger("chat")
     if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
+        logs.to_stderr(logger, logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.setLevel(logging.INFO)
         logger.propagate = False
     identity.redact_request_logs()

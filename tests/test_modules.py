@@ -82,6 +82,8 @@ MAY_IMPORT = {
     "text": set(),
     "config": set(),
     "metrics": set(),
+    # The standalone app's log writer.
+    "logs": set(),
 }
 
 
