@@ -92,3 +92,32 @@ def test_a_history_page_is_bounded_by_bytes(make_server):
         _, body = page(server, f"/api/rooms/attic/messages?limit=100&before={body['messages'][0]['id']}")
         seen = [event["message"][-6:] for event in body["messages"]] + seen
     assert seen == [f"{n:06d}" for n in range(12)]
+
+
+def api(server, method: str, path: str, body: dict) -> dict:
+    """Send body to the API with the key and return the answer."""
+    request = urllib.request.Request(
+        f"{server.url}/api{path}", data=json.dumps(body).encode(), method=method,
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_resume_before_v3_is_cut_from_what_the_client_gets(make_server, connect, version):
+    """Edits are protocol v3's: a v1 or v2 client's resume fills CHAT_REPLAY_BYTES with the messages it missed,
+    as they stand, not with the edits it never gets."""
+    server = make_server(CHAT_API_KEY=KEY, CHAT_REPLAY_BYTES="5000")
+    seen = api(server, "POST", "/rooms/edits/messages", {"message": "seen"})["id"]
+    ids = [api(server, "POST", "/rooms/edits/messages", {"message": f"missed {n}"})["id"] for n in range(20)]
+    for n, message_id in enumerate(ids):
+        api(server, "PATCH", f"/rooms/edits/messages/{message_id}", {"message": f"edited {n}"})
+    client = connect(f"{server.ws_url}?room=edits&v={version}&name=back&since={seen}")
+    client.welcome()
+    client.send("live")
+    replayed = []
+    while (event := client.next())["state"] != 2 or event["message"] != "live":
+        assert event.get("event") != "gap", event
+        replayed.append(event["message"])
+    assert replayed == [f"edited {n}" for n in range(20)]

@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 GOING_AWAY = 1001
 #: Room kept in a replay's budget for its gap event and the frames' heads.
 GAP_BYTES = 1024
-#: What the frame of a deleted message holds (a text cannot: its quotes are escaped).
-DELETED = b'"deleted":true'
 
 
 class Hub:
@@ -151,15 +149,12 @@ class Hub:
         replay = self._replays.joined(room, entry.replay, since, entry.position[0], limit, cap)
         welcome = protocol.presence("welcome", room, conn.name, entry.online, entry.users)
         welcome = self.conversations.welcome(conn, welcome, entry.replay.last)
-        replay = replays.cut(replay, self._replay_bytes - len(welcome) - GAP_BYTES)
+        # Cut from what the client gets, so that a v1 or v2 budget is not spent on changes it never gets.
+        replay = replays.cut(replays.visible(replay, conn.version), self._replay_bytes - len(welcome) - GAP_BYTES)
         payloads = [welcome]
         if replay.gap:
             payloads.append(protocol.gap(room, replay.missed))
-        messages = replay.messages
-        if conn.version < 3:
-            # Changes are protocol v3's, and so is a deleted message; the others come as they stand.
-            messages = [item for item in messages if item.target is None and DELETED not in item.payload]
-        payloads.extend(self._shared.items(room, messages))
+        payloads.extend(self._shared.items(room, replay.messages))
         return conn.replay(payloads, entry.position)
 
     def _refused(self, conn: Connection) -> bool:

@@ -17,6 +17,20 @@ from ..backends import Item, Replay
 
 #: Bytes of payloads kept for sharing, the least recently sent forgotten first.
 SHARED_BYTES = 4 * 1024 * 1024
+#: What the frame of a deleted message holds (a text cannot: its quotes are escaped).
+DELETED = b'"deleted":true'
+
+
+def visible(replay: Replay, version: int) -> Replay:
+    """Return replay with only what a client of protocol version gets.
+
+    Changes are protocol v3's, and so is a deleted message; before v3 the
+    others come as they stand.
+    """
+    if version >= 3:
+        return replay
+    messages = [item for item in replay.messages if item.target is None and DELETED not in item.payload]
+    return Replay(messages, gap=replay.gap, missed=replay.missed, last=replay.last, changed=replay.changed)
 
 
 def cut(replay: Replay, budget: int) -> Replay:
