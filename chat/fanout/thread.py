@@ -57,6 +57,8 @@ class Fanout:
         self._releases: list[tuple[Connection, threading.Event]] = []
         self._sleeping = False
         self._stop = False
+        #: The thread has returned (or died): a flag, since is_alive() yields to gevent's hub on every call.
+        self._ended = False
         self._wake: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
         self._fds: dict[int, Connection] = {}
@@ -78,10 +80,9 @@ class Fanout:
     def release(self, conn: Connection, timeout: float = RELEASE_WAIT) -> bool:
         """Wait until the selector no longer holds conn's socket; False if the fan-out did not answer."""
         thread = self._thread
-        if thread is None or not thread.is_alive():
-            return True
         done = threading.Event()
-        self._hand_over(self._releases, (conn, done))
+        if thread is None or not self._hand_over(self._releases, (conn, done)):
+            return True
         deadline = time.monotonic() + timeout
         while not done.wait(0.5):
             if not thread.is_alive() or time.monotonic() > deadline:
@@ -89,12 +90,16 @@ class Fanout:
                 return False
         return True
 
-    def _hand_over(self, queue: list, entry: Any) -> None:
+    def _hand_over(self, queue: list, entry: Any) -> bool:
+        """Queue entry for the fan-out thread and wake it; False once the thread has returned."""
         with self._lock:
+            if self._ended:
+                return False
             queue.append(entry)
             wake, self._sleeping = self._sleeping, False
         if wake:
             self._poke()
+        return True
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -183,6 +188,8 @@ class Fanout:
                     if closing_conn is not None:
                         closing_conn.expire()
         finally:
+            with self._lock:
+                self._ended = True
             selector.close()
 
     def _drain_wake(self) -> None:

@@ -104,7 +104,9 @@ class Hub:
         """Give back the place that admit() reserved."""
         with self._lock:
             self._open -= 1
-            self._changed.notify_all()
+            # Only shutdown waits for this: a notify is not free (under gevent it yields while holding the lock).
+            if self._closing:
+                self._changed.notify_all()
             left = self._per_address.get(address, 1) - 1
             if left:
                 self._per_address[address] = left

@@ -37,7 +37,9 @@ class Offline:
         self.grace = grace
         self._gone = gone
         self._wanted = wanted
-        self._lock = threading.Lock()
+        # Reentrant, so that notify() asks the lock whether it is held: with a plain Lock it tries to take it,
+        # which under gevent yields to the hub while holding it.
+        self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._here: dict[str, int] = {}
         #: user -> the other processes that hold a connection of it.

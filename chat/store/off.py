@@ -23,7 +23,9 @@ class NoStore:
     durable = False
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant, so that notify() asks the lock whether it is held: with a plain Lock it tries to take it,
+        # which under gevent yields to the hub while holding it.
+        self._lock = threading.RLock()
         self._sent = threading.Condition(self._lock)
         #: (room, cid) -> the message id, or None while it is being sent.
         self._cids: OrderedDict[tuple[str, str], int | None] = OrderedDict()

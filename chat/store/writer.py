@@ -50,7 +50,9 @@ class Writer:
     def __init__(self, database: Database, retention: Retention, prune_every: float) -> None:
         self._db = database
         self._pruner = Pruner(retention, prune_every)
-        self._lock = threading.Lock()
+        # Reentrant, so that notify() asks the lock whether it is held: with a plain Lock it tries to take it,
+        # which under gevent yields to the hub while holding it.
+        self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._queued = Batch()
