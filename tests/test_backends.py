@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -687,3 +688,27 @@ def test_a_rooms_changed_messages_live_as_long_as_its_stream(make_redis, clean_r
     backend.publish("kept", "ann", "later")
     assert all(admin.pttl(key) > 60_000 for key in redis_keys.folds("kept"))
     assert json.loads(backend.look("kept", first))["message"] == "after"
+
+
+def test_the_memory_backends_record_of_edits_stays_bounded(factory):
+    """Editing message after message of a long-lived room keeps what the backend holds bounded by its window,
+    while an edit still in the window keeps superseding its predecessor there."""
+    backend = factory("memory://", HISTORY_SIZE=10)
+
+    def edit_messages(count: int) -> None:
+        for n in range(count):
+            sent = backend.publish("long", "ana", f"message {n}", user="ana")
+            backend.change("long", Change("edit", sent.id, "ana", "ana", f"edited {n}"))
+            backend.change("long", Change("edit", sent.id, "ana", "ana", f"edited {n} again"))
+
+    edit_messages(1000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        edit_messages(20_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 200_000, f"20,000 edited messages grew the backend by {grown:,} bytes"
+    window = backend.replay("long", None, 10).messages
+    assert window and all(item.payload.count(b"again") == 1 for item in window)

@@ -110,8 +110,9 @@ class Folds:
     """What a backend in this process keeps of its rooms' changed messages; its owner's lock guards it.
 
     Per room: the state of each message changed lately (the newest size of
-    them), the id of the edit that carries each one's current text, and the
-    id of the newest change.
+    them), the id of the edit that carries each one's current text while that
+    edit is in the window (about the window's size of them), and the id of
+    the newest change.
     """
 
     def __init__(self, size: int) -> None:
@@ -144,7 +145,13 @@ class Folds:
             states.popitem(last=False)
         self.changed[room] = change_id
         frame = folded(state)
-        into(window, self.edits.setdefault(room, {}), change, frame, change_id)
+        edits = self.edits.setdefault(room, {})
+        into(window, edits, change, frame, change_id)
+        if len(edits) > 2 * self.size and window:
+            # An edit that has left the window carries no text there any more: forget it, so the map stays bounded.
+            oldest = window[0].id
+            for target in [target for target, edit in edits.items() if edit < oldest]:
+                del edits[target]
         return frame
 
     def look(self, room: str, window: MutableSequence[Item], message_id: int) -> str | None:
