@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -102,6 +103,38 @@ def test_page_under_a_prefix_points_at_its_own_socket_and_files():
     mounted = Flask("outer")
     mounted.wsgi_app = DispatcherMiddleware(mounted.wsgi_app, {"/site": app})
     assert 'data-socket="/site/chat/ws"' in mounted.test_client().get("/site/chat/").data.decode()
+
+
+def test_beside_the_apps_own_static_files_the_page_loads_its_own(tmp_path):
+    """Mounted at the root of a Flask app that serves /static itself, the chat's files go under /static/chat: the
+    page loads them, and the app's own /static files are still its own."""
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "site.css").write_text("body {}")
+    app = Flask("host", root_path=str(tmp_path))
+    Chat(app)
+    client = app.test_client()
+    files = re.findall(r'(?:src|href)="([^"]+)"', client.get("/").data.decode())
+    assert files == ["/static/chat/chat.css", "/static/chat/favicon.svg", "/static/chat/chat.js"]
+    for path in files:
+        assert client.get(path).status_code == 200, path
+    assert client.get("/static/site.css").data == b"body {}"
+
+
+def test_a_chat_route_the_app_already_serves_is_named_in_a_warning():
+    """Mounted at the root of an app with its own /, the chat says its page there is never reached."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("chat.web.extension")
+    logger.addHandler(handler)
+    try:
+        app = host_app()
+        Chat(app)
+    finally:
+        logger.removeHandler(handler)
+    assert app.test_client().get("/").data == b"the host's own page"
+    warned = [record.getMessage() for record in records if record.levelno == logging.WARNING]
+    assert len(warned) == 1 and warned[0].startswith("the app serves / itself"), warned
 
 
 def test_page_false_mounts_only_the_socket_the_health_check_and_the_api():

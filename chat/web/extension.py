@@ -25,6 +25,27 @@ OnMessage = Callable[[identity.Identity, str, str], str | None]
 OnOffline = Callable[[str, dict[str, int]], None]
 
 
+#: The blueprints the chat registers.
+BLUEPRINTS = (views.page, views.bp, ws.bp, api.bp, api_rooms.bp, api_changes.bp)
+#: Methods every route answers, which two routes of one path may share.
+IMPLIED = {"HEAD", "OPTIONS"}
+
+
+def shadowed_routes(app: Flask) -> list[str]:
+    """Return the chat's routes whose path and method a route the app registered before already takes."""
+    chat = {f"{blueprint.name}." for blueprint in BLUEPRINTS}
+    first: dict[str, list[tuple[str, set[str]]]] = {}
+    shadowed = []
+    for rule in app.url_map.iter_rules():
+        mine = rule.endpoint.startswith(tuple(chat))
+        methods = set(rule.methods or ()) - IMPLIED
+        earlier = first.setdefault(rule.rule, [])
+        if mine and any(not chat_rule and methods & taken for chat_rule, taken in earlier):
+            shadowed.append(rule.rule)
+        earlier.append((mine, methods))
+    return shadowed
+
+
 class Chat:
     """Mount the chat on Flask apps, and publish, read and sign out through it from Python.
 
@@ -60,12 +81,21 @@ class Chat:
         self._mounts.append(mount)
         prefix = self.url_prefix or None
         if self.page:
-            app.register_blueprint(views.page, url_prefix=prefix)
+            # A Flask app serves its own /static: beside it, the chat's files go under /static/chat.
+            own_static = f"{self.url_prefix}/static/<path:filename>" in {rule.rule for rule in app.url_map.iter_rules()}
+            app.register_blueprint(views.page_beside if own_static else views.page, url_prefix=prefix)
         app.register_blueprint(views.bp, url_prefix=prefix)
         app.register_blueprint(ws.bp, url_prefix=prefix)
         app.register_blueprint(api.bp, url_prefix=f"{self.url_prefix}/api")
         app.register_blueprint(api_rooms.bp, url_prefix=f"{self.url_prefix}/api")
         app.register_blueprint(api_changes.bp, url_prefix=f"{self.url_prefix}/api")
+        shadowed = shadowed_routes(app)
+        if shadowed:
+            log.warning(
+                "the app serves %s itself, so the chat's route there is never reached: mount the chat under a "
+                'prefix of its own (Chat(app, url_prefix="/chat")), or without its page (page=False)',
+                ", ".join(shadowed),
+            )
 
     # The host app's callbacks.
 

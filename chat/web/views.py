@@ -10,12 +10,9 @@ from flask import Blueprint, Response, abort, jsonify, render_template, request,
 from ..metrics import CONTENT_TYPE
 from .mount import state
 
-#: The page, its template and its static files, shipped in the package and served under the chat's prefix.
-page = Blueprint("chat", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
 bp = Blueprint("chat_views", __name__)
 
 
-@page.get("/")
 def index() -> Response:
     """Serve the chat page, told where its socket is and who it is, with a policy that allows only its own files."""
     you = state().identity()
@@ -70,10 +67,24 @@ def _holds(token: str) -> bool:
     return hmac.compare_digest(credentials.encode(), token.encode())
 
 
-@page.after_request
 @bp.after_request
 def security_headers(response: Response) -> Response:
     """Forbid MIME sniffing and keep the referrer to this origin, on the chat's own responses only."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
+
+
+def page_blueprint(static_url_path: str) -> Blueprint:
+    """Return the page's blueprint, its template and its static files (shipped in the package) under static_url_path."""
+    page = Blueprint("chat", __name__, template_folder="templates", static_folder="static",
+                     static_url_path=static_url_path)
+    page.add_url_rule("/", view_func=index, methods=["GET"])
+    page.after_request(security_headers)
+    return page
+
+
+#: The page, served under the chat's prefix, its files under /static.
+page = page_blueprint("/static")
+#: The page for an app that serves /static itself where the chat is mounted: its files under /static/chat.
+page_beside = page_blueprint("/static/chat")
