@@ -117,6 +117,8 @@ def test_history_pages_back_to_the_first_message(served):
     assert seen == sent
     newer = client.history(since=page["messages"][4]["id"], limit=3)
     assert [frame["message"] for frame in newer["messages"]] == ["line 5", "line 6", "line 7"]
+    nothing = client.history(limit=0)
+    assert (nothing["messages"], nothing["more"]) == ([], True)
 
 
 @pytest.mark.slow
