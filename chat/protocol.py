@@ -54,9 +54,6 @@ def since(text: str | None) -> int | None:
     return int(text)
 
 
-VERSIONS = (1, 2, 3)
-
-
 def version(text: str | None) -> int:
     """Return the protocol version a client asked for with v= (1 when it gave none)."""
     if text is None or text == "":

@@ -47,11 +47,11 @@ def test_admit_counts_the_limit_and_each_address():
 
 
 def test_batch_encodes_once_and_knows_its_ids():
-    """A batch joins the frames of its events and records the positions of its first and last."""
+    """A batch joins the frames of its events and records, per version, the positions of the first and last it gets."""
     joined = Presence("join", "m1", "Ann", 2)
     items = [Item(None, b'{"state":3}', joined, (6, 1)), Item(7, b"{}", None, (7, 0)), Item(8, b"{}", None, (8, 0))]
     batch = Batch.of(items, 200)
-    assert (batch.first_at, batch.last_at) == ((6, 1), (8, 0))
+    assert batch.spans == {1: ((6, 1), (8, 0)), 2: ((7, 0), (8, 0)), 3: ((7, 0), (8, 0))}
     assert batch.frames[1].count(b"\x81") == 3 and batch.frames[2].count(b"\x81") == 2
 
 

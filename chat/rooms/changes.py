@@ -104,10 +104,6 @@ class Changer:
         except Unavailable as exc:
             conn.send(protocol.notice("unavailable", exc.notice.replace("message", "change"), cid))
 
-    def refuse_reply(self, conn: Connection, cid: str | None) -> None:
-        """Tell conn that the message its reply names is not there to reply to."""
-        self._refuse(conn, "not_found", cid)
-
     @staticmethod
     def _refuse(conn: Connection, code: str, cid: str | None) -> None:
         conn.send(protocol.notice(code, REFUSALS[code], cid))

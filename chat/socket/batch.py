@@ -21,9 +21,6 @@ class Batch:
 
     views: dict[int, list[tuple[Item, bytes]]]
     frames: dict[int, bytes]
-    #: Positions of the first and last events in their room's order.
-    first_at: Position
-    last_at: Position
     #: Per version, the positions of the first and last events that version gets.
     spans: dict[int, tuple[Position, Position]]
     #: Whether this is a v2 presence digest, which a gate measures against its digests' floor.
@@ -40,27 +37,27 @@ class Batch:
         ]
         if not any(item.target is not None for item, _ in encoded):
             v2 = [pair for pair in encoded if pair[0].presence is None]
-            return cls.viewed(encoded, v2, items[0].at, items[-1].at)
+            return cls.viewed(encoded, v2)
         v1 = [pair for pair in encoded if pair[0].target is None]
         v2 = [pair for pair in v1 if pair[0].presence is None]
         v3 = [pair for pair in encoded if pair[0].presence is None]
-        return cls.viewed(v1, v2, items[0].at, items[-1].at, v3)
+        return cls.viewed(v1, v2, v3)
 
     @classmethod
     def digest(cls, item: Item) -> Batch:
         """Encode a v2 presence digest, which v1 clients do not get."""
-        batch = cls.viewed([], [(item, wire.text_frame(item.payload))], item.at, item.at)
+        batch = cls.viewed([], [(item, wire.text_frame(item.payload))])
         batch.is_digest = True
         return batch
 
     @classmethod
-    def viewed(cls, v1: list, v2: list, first: Position, last: Position, v3: list | None = None) -> Batch:
+    def viewed(cls, v1: list, v2: list, v3: list | None = None) -> Batch:
         """Build a batch from each version's items and frames (v3's are v2's unless given)."""
         views = {1: v1, 2: v2, 3: v2 if v3 is None else v3}
         frames = {1: b"".join([frame for _, frame in v1]), 2: b"".join([frame for _, frame in v2])}
         frames[3] = frames[2] if v3 is None else b"".join([frame for _, frame in v3])
         spans = {version: (view[0][0].at, view[-1][0].at) for version, view in views.items() if view}
-        return cls(views, frames, first, last, spans)
+        return cls(views, frames, spans)
 
     def empty(self) -> bool:
         """Tell whether no client of any version gets anything from this batch."""
