@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import threading
 import time
@@ -250,3 +251,34 @@ def test_changes_fold_into_their_message_and_retention_removes_them_with_it(open
     while prune(store.database, Retention(count=10), NOW_MS, 100):
         pass
     assert [change.id for change in store.changes("r", 0, 100, 10)] == [22]
+
+
+def test_a_delete_committed_while_a_room_is_read_is_in_what_is_read(tmp_path):
+    """A delete that commits after the database answered a read, but before the read returns, still shows: the
+    writer's queue is looked at before the database is asked, so a commit in between is in one or the other."""
+    path = tmp_path / "chat.db"
+    store = create(f"sqlite:///{path}", settings(), "/nonexistent")
+    store.start()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        store.append(row(1))
+        assert store.flush()
+        # Holding the database's write lock keeps the delete queued until the read has asked the database.
+        blocker.execute("BEGIN IMMEDIATE")
+        deleted = json.dumps({"state": 2, "message": "", "id": "1", "room": "r", "name": "ann", "ts": NOW_MS,
+                              "deleted": True})
+        store.append(Revision("r", 2, 1, NOW_MS, "delete", None, "mod", "", None, deleted))
+        query = store.database.newest
+
+        def newest_then_commit(*args: object) -> list[Stored]:
+            rows = query(*args)
+            blocker.execute("COMMIT")
+            assert store.flush()
+            return rows
+
+        store.database.newest = newest_then_commit
+        [message] = store.newest("r", 10)
+        assert (message.text, json.loads(message.item().payload).get("deleted")) == ("", True)
+    finally:
+        blocker.close()
+        store.close()

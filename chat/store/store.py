@@ -114,17 +114,16 @@ class Store:
 
     def newest(self, room: str, limit: int, after: int | None = None, before: int | None = None) -> list[Stored]:
         """Return the last limit messages of room between after and before (both excluded), oldest first."""
-        writer = self._started()
-        pending = writer.pending(room)
+        # Both read before the database: a change committed meanwhile is in the rows or in the folds, never in neither.
+        pending, folds = self._started().snapshot(room)
         rows = _merge(self.database.newest(room, limit, after, before), pending, after, before)
-        return _folded(rows[-limit:] if limit else [], writer.folds(room))
+        return _folded(rows[-limit:] if limit else [], folds)
 
     def oldest(self, room: str, limit: int, after: int, before: int | None = None) -> list[Stored]:
         """Return the first limit messages of room after after (and before before), oldest first."""
-        writer = self._started()
-        pending = writer.pending(room)
+        pending, folds = self._started().snapshot(room)
         rows = _merge(self.database.oldest(room, limit, after, before), pending, after, before)[:limit]
-        return _folded(rows, writer.folds(room))
+        return _folded(rows, folds)
 
     def changes(self, room: str, after: int, before: int, limit: int) -> list[Revision]:
         """Return the first limit committed changes of room between after and before, oldest first."""

@@ -153,11 +153,14 @@ class Writer:
             rows = self._pending.get(room)
             return list(rows.values()) if rows else []
 
-    def folds(self, room: str) -> dict[int, str]:
-        """Return the state of each message of room that changes queued or being written leave it in."""
+    def snapshot(self, room: str) -> tuple[list[Stored], dict[int, str]]:
+        """Return, at one moment, room's messages queued or being written and the states its queued changes leave.
+
+        Read before the database, what commits meanwhile is in one or the other.
+        """
         with self._lock:
-            folds = self._folds.get(room)
-            return dict(folds) if folds else {}
+            rows, folds = self._pending.get(room), self._folds.get(room)
+            return list(rows.values()) if rows else [], dict(folds) if folds else {}
 
     def healthy(self) -> bool:
         """Tell whether the thread runs and its last write succeeded."""
