@@ -2,6 +2,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+# Test processes (pytest-xdist workers): the tests mostly wait on the servers they start (gunicorn, redis-server,
+# PostgreSQL, Chromium), so four share two cores well. TEST_WORKERS=0 runs the tests in pytest's own process.
+TEST_WORKERS ?= 4
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: run test test-fast bench bench-quick soak lint clean client-js
 
@@ -16,10 +20,10 @@ run: $(VENV)/.installed
 	PORT=$(PORT) $(VENV)/bin/gunicorn app:app
 
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 bench: $(VENV)/.installed
 	$(PY) -m bench

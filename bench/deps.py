@@ -1,8 +1,10 @@
 """Install what the benchmark needs beyond the server: matplotlib, the npm packages, the peers' venv."""
 
+import fcntl
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -44,7 +46,14 @@ def node_packages() -> None:
         return
     if not shutil.which("npm"):
         raise MissingTool("npm is not on PATH and bench/node_modules is missing")
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=BENCH, check=True)
+    # npm ci empties node_modules first: one installer at a time (parallel test workers), and only if still needed.
+    fd = os.open(BENCH, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not node_packages_installed():
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=BENCH, check=True)
+    finally:
+        os.close(fd)
 
 
 def peers_venv() -> None:

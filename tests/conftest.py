@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from missing import fail_instead_of_skip
 from pages import browser, host_app_url, open_page  # noqa: F401  (the page's fixtures)
+from ports import free_port
 from reconnecting import Resuming
 from redis_server import *  # noqa: F403  (the redis_url fixtures)
-from redis_server import free_port
 from served import BIN, PYTHON, ROOT, Server, answers, on_each_worker, proc_status, wait_for, worker_of
 from wsclient import Client, Closed, close_code
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import free_port
+from ports import free_port
 
 __all__ = ["PostgresServer", "clean_postgres_url", "postgres_url"]
 

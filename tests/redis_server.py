@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -14,6 +13,7 @@ from typing import Self
 
 import pytest
 import redis
+from ports import bus_free_port, free_port
 
 __all__ = ["RedisCluster", "RedisServer", "clean_cluster_url", "clean_redis_url", "cluster_url", "redis_binary",
            "redis_cluster", "redis_url"]
@@ -25,13 +25,6 @@ def redis_binary() -> str:
     if path is None:
         pytest.skip("redis-server is not on PATH: install it (apt-get install redis-server) to run the Redis tests")
     return path
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RedisServer:
@@ -114,21 +107,6 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
-
-
-def bus_free_port() -> int:
-    """Return a port below 55536 that is free, and whose cluster bus port (port + 10000) is free too."""
-    for _ in range(1000):
-        port = free_port()
-        if port >= 55536:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no port pair free for a cluster node")
 
 
 class RedisCluster:

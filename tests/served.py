@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from flask import Flask
-from redis_server import free_port
+from ports import free_port
 from werkzeug.serving import BaseWSGIServer, make_server
 
 __all__ = ["BIN", "PYTHON", "ROOT", "Served", "Server", "answers", "free_port", "on_each_worker", "proc_status",

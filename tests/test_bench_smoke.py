@@ -12,6 +12,8 @@ from bench.scenarios import FULL, Scenario, scenarios
 pytestmark = [
     pytest.mark.skipif(shutil.which("node") is None, reason="node is not on PATH: the load generator needs Node.js"),
     pytest.mark.timeout(60),
+    # One worker runs them all, in order: they share bench/node_modules, which the first one may install.
+    pytest.mark.xdist_group("bench"),
 ]
 
 FAULTS = {"period": 50, "drop": [7], "duplicate": [13], "swap": [21], "delay_ms": 50}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,20 +26,39 @@ def production_bin() -> Path:
     """Return the bin folder of a venv made from requirements.txt only, cached by the file's hash."""
     digest = hashlib.sha256((ROOT / "requirements.txt").read_bytes()).hexdigest()[:16]
     venv = CACHE / f"py{sys.version_info[0]}{sys.version_info[1]}-{digest}"
-    if not (venv / "ready").exists():
-        building = CACHE / f"{venv.name}.building-{os.getpid()}"
-        shutil.rmtree(building, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(building)], check=True, timeout=120)
-        subprocess.run(
-            [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(ROOT / "requirements.txt")],
-            check=True, timeout=600,
-        )
-        (building / "ready").touch()
-        shutil.rmtree(venv, ignore_errors=True)
-        # A venv's scripts name their interpreter by path, so it is used where it was built.
-        building.rename(venv)
-        fix_paths(venv, building)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (xdist workers, other runs): a second would remove the venv the first one serves from.
+    with locked(CACHE):
+        if not (venv / "ready").exists():
+            build(venv)
     return venv / "bin"
+
+
+@contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on folder for the block, waiting for whoever holds it."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def build(venv: Path) -> None:
+    """Make venv from requirements.txt, built beside it and renamed into place."""
+    building = CACHE / f"{venv.name}.building-{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(building)], check=True, timeout=120)
+    subprocess.run(
+        [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(ROOT / "requirements.txt")],
+        check=True, timeout=600,
+    )
+    (building / "ready").touch()
+    shutil.rmtree(venv, ignore_errors=True)
+    # A venv's scripts name their interpreter by path, so it is used where it was built.
+    building.rename(venv)
+    fix_paths(venv, building)
 
 
 def fix_paths(venv: Path, built_at: Path) -> None:
