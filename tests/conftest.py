@@ -22,8 +22,12 @@ from wsclient import Client, Closed, close_code
 
 from chat import create_app
 
-__all__ = ["BIN", "PYTHON", "ROOT", "Client", "Closed", "Server", "answers", "close_code", "free_port",
+__all__ = ["BIN", "PYTHON", "ROOT", "Client", "Closed", "Server", "answers", "close_code", "crowded", "free_port",
            "on_each_worker", "proc_status", "wait_for", "worker_of"]
+
+#: Tests that drive hundreds or thousands of connections, or weigh a worker's memory: one xdist worker runs them
+#: one after another, so that two never load the machine at once (the other workers run the rest beside them).
+crowded = pytest.mark.xdist_group("crowds")
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:

@@ -7,12 +7,14 @@ import struct
 import urllib.request
 
 import pytest
-from conftest import proc_status, wait_for
+from conftest import crowded, proc_status, wait_for
 from crowd import Crowd, handshake, masked
 
 KEY = "crowd-test-key-0123456789"
 ATTACKER = "X-Forwarded-For: 203.0.113.66\r\n"
 SENDERS, EACH = 10, 5
+
+pytestmark = crowded
 
 
 def ordinary(number: int) -> str:

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 import websocket
-from conftest import Server, wait_for
+from conftest import Server, crowded, wait_for
 from crowd import Crowd
 
 METRICS_TOKEN = "scrape-me-0123456789"
@@ -146,6 +146,7 @@ def test_connect_and_disconnect_are_logged_without_text(make_server, connect):
     assert "secret words" not in log
 
 
+@crowded
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gthread", "gevent"])
 def test_sigterm_closes_a_thousand_clients_with_1001(kind):

@@ -10,12 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
-from conftest import wait_for
+from conftest import crowded, wait_for
 from crowd import Member, handshake, masked
 from inbox import started
 from wsclient import CLOSE, TEXT, close_code, parse
 
 from chat import backends, config
+
+pytestmark = crowded
 
 
 def welcome_or_close(port: int, path: str) -> tuple[Member, str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import Server, proc_status, wait_for
+from conftest import Server, crowded, proc_status, wait_for
 from crowd import Crowd, Member, masked
 
 LONG = os.environ.get("CHAT_SOAK") == "long"
@@ -23,6 +23,8 @@ WAVES, CLIENTS = (20, 500) if LONG else (7, 200)
 #: The first waves start the pool's threads and fill the allocator's pools; growth is measured after them.
 WARMUP = 3
 POOL = 2
+
+pytestmark = crowded
 
 
 def this_wave(member: Member, wave: int) -> list[str]:
