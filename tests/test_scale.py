@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -204,7 +205,8 @@ def fill(port: int, room: str, count: int, in_flight: int) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_a_storm_into_one_room_costs_a_watcher_few_presence_frames(make_server, request, backend):
-    """2,000 clients into one room: a v2 watcher gets at most 20 presence frames and then the exact count."""
+    """2,000 clients into one room: a v2 watcher gets at most one presence frame per interval while they join (not
+    one per joiner), and then the exact count."""
     env = {"CHAT_MAX_CONNECTIONS": "5000"}
     if backend == "redis":
         env.update(CHAT_BACKEND_URL=request.getfixturevalue("clean_redis_url"))
@@ -212,13 +214,17 @@ def test_a_storm_into_one_room_costs_a_watcher_few_presence_frames(make_server, 
     if backend == "redis":
         servers.append(make_server("gevent", **env))
     watcher = Watcher(servers[0].port, "big")
+    started = time.monotonic()
     watcher.start()
     members = []
     try:
         for server in servers:
             members += fill(server.port, "big", 2000 // len(servers), 200)
-        wait_for(lambda: watcher.online == 2001, 20, "the watcher to see everyone")
-        assert watcher.frames <= 20, watcher.frames
+        wait_for(lambda: watcher.online == 2001, 60, "the watcher to see everyone")
+        # The bound is the promise, one digest per interval, over however long the storm took: a fixed 20 assumed
+        # it took 5 s, and on a loaded machine it took longer (28 frames). One frame per joiner would be 2,000.
+        intervals = (time.monotonic() - started) / config.DEFAULTS["PRESENCE_INTERVAL"]
+        assert watcher.frames <= intervals + 2, (watcher.frames, intervals)
     finally:
         watcher.done.set()
         watcher.join(5)
