@@ -152,10 +152,10 @@ class Server:
         """Return what the server printed so far."""
         return self.log_path.read_text(errors="replace")
 
-    def health(self) -> dict:
-        """Return the body of the health path."""
+    def health(self, timeout: float = 5) -> dict:
+        """Return the body of the health path (waiting up to timeout for the answer)."""
         try:
-            with urllib.request.urlopen(self.url + self.health_path, timeout=5) as response:
+            with urllib.request.urlopen(self.url + self.health_path, timeout=timeout) as response:
                 return json.load(response)
         except urllib.error.HTTPError as exc:
             return json.load(exc)
