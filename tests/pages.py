@@ -64,6 +64,10 @@ def open_page(browser: Browser) -> Iterator[Opener]:
         opened = SOCKETS.setdefault(page, [])
         page.on("websocket", lambda socket: opened.append(socket))
         page.goto(base_url + "/")
+        # On load the page joins its default room as a guest, and that join's welcome writes its room into the
+        # room field: typed before it came (a loaded machine welcomed late), the room was overwritten, and the
+        # page joined the default room under the name given.
+        expect(page.get_by_test_id("users").locator("li")).not_to_have_count(0)
         join(page, room, name)
         return page
 
