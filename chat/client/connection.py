@@ -168,8 +168,7 @@ class Client:
         """Return a page of the room's history from the HTTP API: {"messages": [...], "more": bool}."""
         if self.room is None:
             raise ValueError("a DM's room is known from its welcome: connect first")
-        query = {key: value for key, value in (("before", before), ("since", since), ("limit", limit))
-                 if value is not None}
+        query = {k: v for k, v in (("before", before), ("since", since), ("limit", limit)) if v is not None}
         headers = {**self.headers, **({"Authorization": f"Bearer {self.token}"} if self.token else {})}
         return get_json(f"{self.api}/rooms/{self.room}/messages", query, headers, self.timeout)
 
