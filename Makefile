@@ -19,8 +19,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 run: $(VENV)/.installed
 	PORT=$(PORT) $(VENV)/bin/gunicorn app:app
 
+# Tests marked alone run after the others, by themselves: what they weigh (a worker's memory) depends on the load.
 test: $(VENV)/.installed
-	$(PY) -m pytest $(PYTEST_PARALLEL)
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not alone"; parallel=$$?; $(PY) -m pytest -m alone; alone=$$?; \
+	exit $$(( parallel || alone ))
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not slow"
