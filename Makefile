@@ -3,8 +3,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 # Test processes (pytest-xdist workers): the tests mostly wait on the servers they start (gunicorn, redis-server,
-# PostgreSQL, Chromium), so four share two cores well. TEST_WORKERS=0 runs the tests in pytest's own process.
-TEST_WORKERS ?= 4
+# PostgreSQL, Chromium), so three share two cores well (four finished sooner, with more tests failing under the
+# load). TEST_WORKERS=0 runs the tests in pytest's own process.
+TEST_WORKERS ?= 3
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: run test test-fast bench bench-quick soak lint clean client-js

@@ -27,7 +27,7 @@ DESKTOP = {"width": 1100, "height": 700}
 #: The WebSockets each page opened, in order.
 SOCKETS: dict[Page, list[WebSocket]] = {}
 PHONE = {"width": 360, "height": 640}
-# A bound on a hang, not a speed: a loaded machine (CI's, four test workers on two cores) can take longer than
+# A bound on a hang, not a speed: a loaded machine (CI's, three test workers on two cores) can take longer than
 # Playwright's default of 5 s, and took over 10 s.
 expect.set_options(timeout=30_000)
 

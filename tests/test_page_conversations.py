@@ -47,8 +47,8 @@ def test_a_dm_with_its_badge_typing_and_seen(browser: Browser, contexts, host_ap
     expect(ana.locator(".message.own[data-id] .text")).to_have_text(["lunch at noon?"])
     expect(ana.get_by_test_id("sending")).to_have_count(0)
     dm = bo.locator('[data-testid=conversation]:has-text("@ ana")')
-    # The sidebar asks for the user's rooms every 10 s.
-    expect(dm.get_by_test_id("unread")).to_have_text("1", timeout=20_000)
+    # The sidebar asks for the user's rooms every 10 s; a loaded machine missed two of those asks (20 s).
+    expect(dm.get_by_test_id("unread")).to_have_text("1", timeout=60_000)
     dm.locator("button").click()
     expect(texts(bo)).to_have_text(["lunch at noon?"])
     expect(ana.get_by_test_id("seen")).to_have_count(1)
