@@ -81,3 +81,34 @@ def test_pages_are_for_whoever_may_join_the_room(make_server, connect):
     assert get(server, "/rooms/club/messages?before=99999999999999999", outsider)[0] == 403
     status, page = get(server, "/rooms/club/messages?before=99999999999999999", member)
     assert status == 200 and [m["message"] for m in page["messages"]] == ["members only"]
+
+
+def test_paging_forward_through_more_changes_than_a_page_holds_skips_none(make_server):
+    """since= pages hand out every change after since, in id order, even when there are more of them than the
+    history size between two messages: a page ends before the changes it could not hold, and says there is more."""
+    key = "paging-test-key-0123456789"
+    server = make_server(CHAT_API_KEY=key, CHAT_HISTORY_SIZE="10")
+
+    def api(method: str, path: str, body: dict) -> dict:
+        request = urllib.request.Request(
+            f"{server.url}/api{path}", data=json.dumps(body).encode(), method=method,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    first = api("POST", "/rooms/edited/messages", {"message": "first"})["id"]
+    second = api("POST", "/rooms/edited/messages", {"message": "second"})["id"]
+    edits = [api("PATCH", f"/rooms/edited/messages/{second}", {"message": f"second, take {n}"})["id"]
+             for n in range(15)]
+    last = api("POST", "/rooms/edited/messages", {"message": "last"})["id"]
+    seen: list[str] = []
+    since = first
+    for _ in range(10):
+        status, page = get(server, f"/rooms/edited/messages?since={since}&limit=50")
+        assert status == 200
+        seen += [item["id"] for item in page["messages"]]
+        if not page["more"]:
+            break
+        since = page["messages"][-1]["id"]
+    assert seen == [second, *edits, last]

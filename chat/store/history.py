@@ -169,14 +169,18 @@ def page(
     want = limit + 1
     if since is not None:
         replay = backend.replay(room, since, size)
-        items = union([*store.oldest(room, want, after=since), *store.changes(room, since, HIGHEST, size)],
-                      replay.messages)
+        changes = store.changes(room, since, HIGHEST, size)
+        items = union([*store.oldest(room, want, after=since), *changes], replay.messages)
         floor = store.floor(room)
         gap = replay if floor is None else Replay(gap=since < floor)
-        # The limit counts messages: the changes among them come too, up to the first message beyond the page.
+        # The limit counts messages: the changes among them come too, up to the first message beyond the page,
+        # and the page ends after the last change read when more may follow it, so that none is skipped.
         messages = [item.id for item in items if item.target is None]
-        if len(messages) > limit:
-            return [item for item in items if item.id < messages[limit]], True, gap
+        ends = [messages[limit]] if len(messages) > limit else []
+        if size and len(changes) >= size:
+            ends.append(changes[-1].id + 1)
+        if ends:
+            return [item for item in items if item.id < min(ends)], True, gap
         return items, False, gap
     stored = store.newest(room, want, before=before)
     if len(stored) >= want and before is not None:
