@@ -50,6 +50,9 @@ def test_attackers_beside_a_hundred_clients_cost_them_nothing(make_server, kind)
     )
     worker = server.worker_pids()[0]
     crowd = Crowd(server.port, "/ws?room=calm", 100, keep=lambda e: e.get("state") == 2, headers=ordinary)
+    # Every member in the room before anything is sent: a later joiner is owed only the last 50 messages.
+    crowd.pump(60, until=lambda: all(member.states[3] for member in crowd.members))
+    assert all(member.states[3] for member in crowd.members), "not every member was welcomed"
     attackers = []
     try:
         before = proc_status(worker, "VmRSS")
