@@ -407,3 +407,46 @@ def test_host_app_users_chat_by_name_and_are_signed_out(browser: Browser, host_a
         for context in contexts:
             context.close()
     assert errors == []
+
+
+def test_a_welcome_does_not_overwrite_a_room_being_typed(server, browser: Browser) -> None:
+    """A room typed while the page's own join is still under way stays in the field when that join's welcome
+    comes (as the name field does), and Join then takes the page there."""
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        held: list[str | bytes] = []
+        routes: list[WebSocketRoute] = []
+        holding = [True]
+
+        def hold_the_servers_frames(route: WebSocketRoute) -> None:
+            routes.append(route)
+
+            def from_server(message: str | bytes) -> None:
+                if holding[0]:
+                    held.append(message)
+                else:
+                    route.send(message)
+
+            route.connect_to_server().on_message(from_server)
+
+        page.route_web_socket(re.compile(r"/ws"), hold_the_servers_frames)
+        page.goto(server.url + "/")
+        page.get_by_test_id("room").fill("elsewhere")
+        # Playwright hands over the held frames while it runs: poll through it, within a bound on a hang.
+        for _ in range(200):
+            if held:
+                break
+            page.wait_for_timeout(50)
+        assert held, "the server's welcome never came"
+        expect(page.get_by_test_id("status")).not_to_have_text("connected")
+        holding[0] = False
+        for message in held:
+            routes[0].send(message)
+        expect(page.get_by_test_id("status")).to_have_text("connected")
+        expect(page.get_by_test_id("room")).to_have_value("elsewhere")
+        page.get_by_test_id("join").click()
+        wait_for(lambda: page.evaluate("() => localStorage.getItem('chat.room')") == "elsewhere", 10,
+                 "the page to have joined elsewhere")
+    finally:
+        context.close()

@@ -227,8 +227,11 @@ function presence(frame) {
   const name = text(frame.name);
   const client = state.client;
   if (event === "welcome") {
-    // A DM's room is named by the server.
-    if (typeof frame.room === "string") state.room = ui.room.value = frame.room;
+    // A DM's room is named by the server; a room being typed stays in its field.
+    if (typeof frame.room === "string") {
+      state.room = frame.room;
+      if (document.activeElement !== ui.room) ui.room.value = frame.room;
+    }
     state.dm = null;
     // Remember only what the server accepted, so a refused name is not
     // tried again on the next visit.
