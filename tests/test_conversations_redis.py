@@ -95,7 +95,7 @@ def test_receipts_and_typing_cross_workers_to_v3_only(two_workers, connect):
         assert not [e for e in client.events if e.get("event") in ("read", "typing")]
 
 
-# A reload must come back within the 1 s grace: under load it did not, so make test runs it alone.
+# A reload must come back within the grace (3 s, not 1: under load it was not back within 1): run alone.
 @pytest.mark.alone
 @pytest.mark.slow
 def test_the_offline_hook_runs_once_across_workers_and_not_on_a_reload(make_server, connect, clean_redis_url,
@@ -103,7 +103,7 @@ def test_the_offline_hook_runs_once_across_workers_and_not_on_a_reload(make_serv
     """A user on both workers leaves: one call, after the grace; a reload within the grace makes none."""
     log = tmp_path / "offline.log"
     server = make_server(workers=2, target="offline_app:app", CHAT_BACKEND_URL=clean_redis_url,
-                         CHAT_API_KEY=API_KEY, CHAT_JWT_SECRET=SECRET, CHAT_OFFLINE_GRACE="1",
+                         CHAT_API_KEY=API_KEY, CHAT_JWT_SECRET=SECRET, CHAT_OFFLINE_GRACE="3",
                          CHAT_TEST_OFFLINE_LOG=str(log))
     call(server, "PUT", "/rooms/team", {"private": True, "members": ["ana", "bo"]})
     bo = connect(f"{server.ws_url}?v=3&room=team&token={mint('bo')}")
@@ -116,13 +116,13 @@ def test_the_offline_hook_runs_once_across_workers_and_not_on_a_reload(make_serv
     # A reload: back well within the grace, on a fresh connection.
     again = connect(f"{server.ws_url}?v=3&room=team&token={mint('ana')}")
     again.welcome()
-    # A call that should not come can only be seen not to come by waiting: three graces.
-    time.sleep(3)
+    # A call that should not come can only be seen not to come by waiting: past the grace.
+    time.sleep(4)
     assert not log.exists()
     again.close()
     wait_for(log.exists, 10, "the offline hook")
     # The other worker, had it called too, would have within a grace of the first.
-    time.sleep(3)
+    time.sleep(4)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(c["user"], c["unread"]) for c in calls] == [("ana", {"team": 1})]
 
